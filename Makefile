@@ -39,7 +39,7 @@ test: $(DEV_STAMP)
 	$(PY) -m pytest tests
 
 $(DEMO_RAW):
-	$(PY) -m datasets.synthetic $(DEMO_RAW).partial --layout updated --classes 6 --per-class 60
+	$(PY) -m datasets.synthetic $(DEMO_RAW).partial --overwrite --layout updated --classes 6 --per-class 60
 	mv $(DEMO_RAW).partial $(DEMO_RAW)
 
 $(DEMO_DATA): | $(DEMO_RAW)

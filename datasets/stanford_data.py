@@ -1,0 +1,215 @@
+"""StanfordCarsDataset: prepared Stanford Cars images with labels, boxes and the thesis's preprocessing."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from datasets.image_cache import CachedImages, array_image, file_fingerprint
+from datasets.stanford_utils import LABEL_COLUMNS
+from datasets.transforms import build_transforms
+
+RGB_MEAN = (0.4707, 0.4602, 0.4550)
+RGB_STD = (0.2594, 0.2585, 0.2635)
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """One row of a prepared labels CSV (class id 1..N as in the file)."""
+
+    image_fname: str
+    class_id: int
+    box: tuple[int, int, int, int]
+    class_name: str
+
+
+def read_labels(csv_path: str | os.PathLike) -> list[LabelRecord]:
+    """All rows of a prepared ``*_labels.csv``; raises ValueError naming the file and row when malformed."""
+    path = Path(csv_path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} lacks column(s) {', '.join(missing)}; prepare the data with prepare_stanford_dataset.py")
+        records = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                box = tuple(int(row[c]) for c in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"))
+                records.append(LabelRecord(row["image_fname"], int(row["class"]), box, row["class_name"]))  # type: ignore[arg-type]
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{path}, line {line}: malformed row {row}: {error}") from error
+    return records
+
+
+def _draft_size(full: tuple[int, int], crop: tuple[int, int] | None, target_wh: tuple[int, int]) -> tuple[int, int]:
+    """Smallest decode size that still gives the (cropped) region at least the target resolution."""
+    if crop is None:
+        return target_wh
+    return (math.ceil(target_wh[0] * full[0] / crop[0]), math.ceil(target_wh[1] * full[1] / crop[1]))
+
+
+def load_image(
+    path: Path,
+    mode: str,
+    target_wh: tuple[int, int],
+    box: tuple[int, int, int, int] | None = None,
+    erase_background: bool = False,
+) -> Image.Image:
+    """Decode (at reduced scale where the target allows), crop to the inclusive box, resize to target_wh.
+
+    With ``erase_background`` the crop lands centred on a white canvas the size of the original image
+    (then resized); the canvas is made directly at the target size, which gives the same picture.
+    """
+    with Image.open(path) as image:
+        full = image.size
+        crop_size = None
+        if box is not None and not erase_background:
+            crop_size = (box[2] - box[0] + 1, box[3] - box[1] + 1)
+        image.draft(mode, _draft_size(full, crop_size, target_wh))
+        sx, sy = image.size[0] / full[0], image.size[1] / full[1]
+        image.load()
+        if image.mode != mode:
+            image = image.convert(mode)
+    if box is None:
+        return image.resize(target_wh, Image.BILINEAR)
+    x1, y1, x2, y2 = box
+    region = (x1 * sx, y1 * sy, (x2 + 1) * sx, (y2 + 1) * sy)
+    if not erase_background:
+        return image.resize(target_wh, Image.BILINEAR, box=region)
+    fx, fy = target_wh[0] / full[0], target_wh[1] / full[1]
+    width = max(1, round((x2 - x1 + 1) * fx))
+    height = max(1, round((y2 - y1 + 1) * fy))
+    patch = image.resize((width, height), Image.BILINEAR, box=region)
+    canvas = Image.new(mode, target_wh, 255 if mode == "L" else (255, 255, 255))
+    offset = ((target_wh[0] - width) // 2, (target_wh[1] - height) // 2)
+    canvas.paste(patch, offset)
+    return canvas
+
+
+class StanfordCarsDataset(Dataset):
+    """Images of one prepared split; items are (float tensor [C, H, W], class 0..N-1).
+
+    ``train=True`` applies the training preprocessing (box crop, background erasing, augmentations);
+    ``train=False`` the validation one (whole image, no augmentation). ``image_size`` is (height, width).
+    ``uint8_output=True`` gives the un-augmented, un-normalised uint8 tensor [C, H, W] instead (for batch
+    augmentation on the device). After ``use_cache(file)`` the deterministic prefix (``load``) is read from a
+    cache file of datasets.image_cache instead of decoding the JPEG: the pixels are the same.
+    """
+
+    def __init__(
+        self,
+        data_path: str | os.PathLike,
+        split: str = "train",
+        train: bool | None = None,
+        image_size: Sequence[int] = (227, 227),
+        convert_to_grayscale: bool = False,
+        normalize: bool = True,
+        mean: Sequence[float] = RGB_MEAN,
+        std: Sequence[float] = RGB_STD,
+        crop_to_bboxes: bool = True,
+        erase_background: bool = True,
+        augment_images: bool = True,
+        image_augmentations: Mapping[str, Mapping[str, Any] | None] | None = None,
+        augment_tensors: bool = True,
+        tensor_augmentations: Mapping[str, Mapping[str, Any] | None] | None = None,
+        records: Sequence[LabelRecord] | None = None,
+        uint8_output: bool = False,
+    ) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        self.data_path = Path(data_path)
+        self.image_dir = self.data_path / split
+        self.train = split == "train" if train is None else train
+        self.records = list(records) if records is not None else read_labels(self.data_path / f"{split}_labels.csv")
+        self._check_images_exist()
+        height, width = (int(s) for s in image_size)
+        self.target_wh = (width, height)
+        self.mode = "L" if convert_to_grayscale else "RGB"
+        self.crop_to_bboxes = self.train and crop_to_bboxes
+        self.erase_background = self.crop_to_bboxes and erase_background
+        self.uint8_output = uint8_output
+        augment = self.train and not uint8_output
+        self.image_transforms = build_transforms(image_augmentations) if augment and augment_images else []
+        self.tensor_transforms = build_transforms(tensor_augmentations) if augment and augment_tensors else []
+        channels = 1 if convert_to_grayscale else 3
+        self.normalization = None
+        if normalize and not uint8_output:
+            if len(mean) != channels or len(std) != channels:
+                raise ValueError(f"mean/std need {channels} value(s) for {self.mode} images, got {list(mean)}/{list(std)}")
+            self.normalization = (list(map(float, mean)), list(map(float, std)))
+        self.paths = [self.image_dir / r.image_fname for r in self.records]
+        self.targets = [r.class_id - 1 for r in self.records]
+        self.cached: CachedImages | None = None
+
+    def _check_images_exist(self) -> None:
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"{self.image_dir} does not exist; prepare the data with prepare_stanford_dataset.py")
+        present = set(os.listdir(self.image_dir))
+        missing = [r.image_fname for r in self.records if r.image_fname not in present]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} image(s) listed in {self.data_path / (self.image_dir.name + '_labels.csv')} "
+                f"are missing from {self.image_dir}, e.g. {', '.join(missing[:5])}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def prefix_settings(self) -> dict[str, Any]:
+        """Everything that determines the pixels of ``load`` (the key of its cache)."""
+        records = hashlib.sha256("".join(f"{r.image_fname}\t{r.box}\n" for r in self.records).encode())
+        return {
+            "data_path": str(self.data_path.resolve()), "split": self.image_dir.name,
+            "image_size": [self.target_wh[1], self.target_wh[0]], "mode": self.mode,
+            "crop_to_bboxes": self.crop_to_bboxes, "erase_background": self.erase_background,
+            "records": records.hexdigest(), "image_files": file_fingerprint(self.paths),
+        }
+
+    def use_cache(self, path: str | os.PathLike | None) -> None:
+        """Read the prefix from this cache file (of datasets.image_cache, built for prefix_settings); None: decode."""
+        self.cached = CachedImages(path) if path is not None else None
+
+    def load(self, index: int) -> Image.Image:
+        """The PIL image of item ``index`` after decode, crop, background erasing and resize."""
+        if self.cached is not None:
+            return array_image(self.cached[index])
+        box = self.records[index].box if self.crop_to_bboxes else None
+        path = self.paths[index]
+        try:
+            return load_image(path, self.mode, self.target_wh, box, self.erase_background)
+        except Exception as error:  # PIL raises many types for broken files
+            raise RuntimeError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
+
+    def load_uint8(self, index: int) -> torch.Tensor:
+        """The prefix of item ``index`` as a uint8 tensor [C, H, W]."""
+        if self.cached is not None:
+            return torch.from_numpy(np.array(self.cached[index])).permute(2, 0, 1).contiguous()
+        return F.pil_to_tensor(self.load(index))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.uint8_output:
+            return self.load_uint8(index), self.targets[index]
+        image = self.load(index)
+        image = _apply(self.image_transforms, image)
+        tensor = F.to_tensor(image)
+        tensor = _apply(self.tensor_transforms, tensor)
+        if self.normalization is not None:
+            tensor = F.normalize(tensor, *self.normalization, inplace=True)
+        return tensor, self.targets[index]
+
+
+def _apply(transforms: list[Callable], value: Any) -> Any:
+    for transform in transforms:
+        value = transform(value)
+    return value

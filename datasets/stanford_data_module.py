@@ -1,0 +1,163 @@
+"""StanfordCarsDataModule: training and validation loaders over prepared Stanford Cars data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from datasets.gpu_transforms import BatchAugmentation, build_batch_augmentation
+from datasets.image_cache import default_cache_dir, ensure_cache
+from datasets.stanford_data import RGB_MEAN, RGB_STD, LabelRecord, StanfordCarsDataset, read_labels
+from datasets.transforms import AUGMENTATION_DEVICES
+
+
+def default_num_workers() -> int:
+    """The machine's usable cores, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+class StanfordCarsDataModule(pl.LightningDataModule):
+    """Train loader over the prepared train split, validation loader over the test split (as the thesis).
+
+    ``cache_images``: the deterministic prefix of both splits (decode, box crop, background erasing, resize,
+    colour mode) is computed once into uint8 cache files under ``cache_path`` (default
+    ``<data_path>/.cache``) in ``prepare_data`` and read from there: same pixels, no JPEG decoding.
+    ``augmentation_device="gpu"``: the training loader yields un-augmented uint8 batches, and
+    ``on_after_batch_transfer`` applies the configured augmentations (kornia counterparts, one draw per image)
+    and normalisation to whole batches on the device they were moved to.
+    """
+
+    def __init__(
+        self,
+        data_path: str | os.PathLike,
+        image_size: Sequence[int] = (227, 227),
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        convert_to_grayscale: bool = False,
+        normalize: bool = True,
+        mean: Sequence[float] = RGB_MEAN,
+        std: Sequence[float] = RGB_STD,
+        crop_to_bboxes: bool = True,
+        erase_background: bool = True,
+        augment_images: bool = True,
+        image_augmentations: Mapping[str, Mapping[str, Any] | None] | None = None,
+        augment_tensors: bool = True,
+        tensor_augmentations: Mapping[str, Mapping[str, Any] | None] | None = None,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
+        cache_images: bool = False,
+        cache_path: str | os.PathLike | None = None,
+        augmentation_device: str = "cpu",
+        show_progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if augmentation_device not in AUGMENTATION_DEVICES:
+            raise ValueError(f"augmentation_device must be one of {', '.join(AUGMENTATION_DEVICES)}, "
+                             f"not {augmentation_device!r}")
+        self.data_path = Path(data_path)
+        self.records = {split: self._read_split(split) for split in ("train", "test")}
+        self.num_classes, self.class_names = _classes(self.records)
+        self.img_channels = 1 if convert_to_grayscale else 3
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers and self.num_workers > 0
+        self.prefetch_factor = prefetch_factor if self.num_workers > 0 else None
+        self.cache_images = cache_images
+        self.cache_dir = Path(cache_path) if cache_path else default_cache_dir(self.data_path)
+        self.show_progress = show_progress
+        self.seed = seed
+        self.dataset_kwargs = dict(
+            image_size=tuple(image_size), convert_to_grayscale=convert_to_grayscale, normalize=normalize,
+            mean=tuple(mean), std=tuple(std), crop_to_bboxes=crop_to_bboxes, erase_background=erase_background,
+            augment_images=augment_images, image_augmentations=image_augmentations,
+            augment_tensors=augment_tensors, tensor_augmentations=tensor_augmentations,
+        )
+        self.batch_augmentation: BatchAugmentation | None = None
+        if augmentation_device == "gpu":
+            self.batch_augmentation = build_batch_augmentation(
+                image_augmentations if augment_images else None, tensor_augmentations if augment_tensors else None,
+                self.img_channels, mean if normalize else None, std if normalize else None)
+        self.train_dataset: StanfordCarsDataset | None = None
+        self.val_dataset: StanfordCarsDataset | None = None
+
+    def _read_split(self, split: str) -> list[LabelRecord]:
+        path = self.data_path / f"{split}_labels.csv"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} does not exist: {self.data_path} is not prepared Stanford Cars data "
+                "(run prepare_stanford_dataset.py, or set stanford_data_path)"
+            )
+        return read_labels(path)
+
+    def _dataset(self, split: str, train: bool) -> StanfordCarsDataset:
+        uint8_output = train and self.batch_augmentation is not None
+        dataset = StanfordCarsDataset(self.data_path, split, train=train, records=self.records[split],
+                                      uint8_output=uint8_output, **self.dataset_kwargs)
+        if self.cache_images:
+            dataset.use_cache(ensure_cache(dataset, self.cache_dir, self.num_workers, self.show_progress))
+        return dataset
+
+    def prepare_data(self) -> None:
+        """Build the image caches when cache_images is on (Lightning calls this once per node, before setup)."""
+        if self.cache_images:
+            self._dataset("train", True)
+            self._dataset("test", False)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets (labels were read once in __init__), reading complete caches when cache_images is on."""
+        if self.train_dataset is None:
+            self.train_dataset = self._dataset("train", True)
+        if self.val_dataset is None:
+            self.val_dataset = self._dataset("test", False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With augmentation_device="gpu": augment and normalise uint8 training batches where they now are."""
+        images, targets = batch
+        if self.batch_augmentation is not None and images.dtype == torch.uint8:
+            images = self.batch_augmentation.to(images.device)(images)
+        return images, targets
+
+    def _loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        # A last training batch of one image would break BatchNorm: drop it (only then).
+        drop_last = shuffle and len(dataset) % self.batch_size == 1
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers, generator=generator,
+            drop_last=drop_last, prefetch_factor=self.prefetch_factor,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader(self.val_dataset, shuffle=False)
+
+
+def _classes(records: Mapping[str, list[LabelRecord]]) -> tuple[int, list[str]]:
+    """(number of classes = highest class id, names by id - 1) from the label records."""
+    all_records = [r for rows in records.values() for r in rows]
+    if not all_records:
+        raise ValueError("the prepared label files hold no rows")
+    bad = sorted({r.class_id for r in all_records if r.class_id < 1})
+    if bad:
+        raise ValueError(f"class ids must start at 1, found {bad[:5]}")
+    num_classes = max(r.class_id for r in all_records)
+    names = [f"class {i}" for i in range(1, num_classes + 1)]
+    for record in all_records:
+        names[record.class_id - 1] = record.class_name
+    return num_classes, names

@@ -1,0 +1,573 @@
+"""Raw Stanford Cars files (either layout, archives or folders) -> prepared data.
+
+Prepared data: ``train/*.jpg``, ``test/*.jpg``, ``train_labels.csv``, ``test_labels.csv`` with columns
+``image_fname,class,bbox_x1,bbox_y1,bbox_x2,bbox_y2,class_name`` (class ids 1..N as in the raw files,
+boxes in inclusive pixel coordinates, clipped to the image).
+
+Image names: the updated layout numbers all images ``000001.jpg`` .. ``016185.jpg`` and they keep these
+names; the original layout restarts at ``00001.jpg`` in each split, and since each split has its own
+folder and its own CSV the names are kept as they are (unique within their split). The JPEG bytes are
+copied unchanged (no re-encoding).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tarfile
+import uuid
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import scipy.io
+from PIL import Image
+from tqdm import tqdm
+
+LABEL_COLUMNS = ("image_fname", "class", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class_name")
+SPLITS = ("train", "test")
+BOX_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")
+
+UPDATED_FILES = ("car_ims.tgz", "cars_annos.mat", "car_devkit.tgz")
+ORIGINAL_FILES = ("cars_train.tgz", "cars_test.tgz", "car_devkit.tgz", "cars_test_annos_withlabels.mat")
+
+
+class DataPreparationError(Exception):
+    """Raw data cannot be turned into prepared data; the message says why and what would help."""
+
+
+@dataclass
+class Annotation:
+    """One annotated image of the raw files."""
+
+    source_name: str  # file name of the image inside its archive / folder
+    split: str
+    class_id: int
+    box: tuple[int, int, int, int]
+
+
+@dataclass
+class ImageSource:
+    """Where a split's images come from: a .tgz archive or a folder of JPEGs."""
+
+    path: Path
+    is_archive: bool
+
+
+@dataclass
+class RawDataset:
+    """Everything read from the raw files except the images themselves."""
+
+    layout: str
+    class_names: list[str]
+    annotations: list[Annotation]
+    # image source -> annotations whose image lies in it
+    sources: list[tuple[ImageSource, list[Annotation]]]
+
+
+@dataclass
+class PrepareSummary:
+    """What prepare_stanford_dataset wrote."""
+
+    layout: str
+    out_path: Path
+    num_train: int
+    num_test: int
+    num_classes: int
+    clipped_boxes: int
+    grayscale_images: int
+    clipped_examples: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# Locating raw files
+
+
+def _find_entry(raw: Path, archive_name: str) -> ImageSource | None:
+    """The archive ``<name>.tgz`` or its extracted folder (also the doubled Kaggle folder ``x/x/``)."""
+    archive = raw / archive_name
+    if archive.is_file():
+        return ImageSource(archive, True)
+    folder = raw / archive_name.removesuffix(".tgz")
+    if folder.is_dir():
+        return ImageSource(folder, False)
+    return None
+
+
+def _find_devkit(raw: Path) -> ImageSource | None:
+    archive = raw / "car_devkit.tgz"
+    if archive.is_file():
+        return ImageSource(archive, True)
+    for folder in (raw / "devkit", raw / "car_devkit" / "devkit", raw / "car_devkit"):
+        if (folder / "cars_meta.mat").is_file() or (folder / "cars_train_annos.mat").is_file():
+            return ImageSource(folder, False)
+    return None
+
+
+def _image_folder(folder: Path) -> Path:
+    """The folder that holds the JPEGs: ``x/`` itself or the doubled ``x/x/`` of the Kaggle mirror."""
+    doubled = folder / folder.name
+    if doubled.is_dir() and not any(p.suffix.lower() == ".jpg" for p in folder.iterdir()):
+        return doubled
+    return folder
+
+
+def _find_file(raw: Path, name: str) -> Path | None:
+    for candidate in (raw / name, raw / name.removesuffix(".mat") / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def detect_layout(raw_path: str | os.PathLike) -> str:
+    """'updated' or 'original', from the files present; raises DataPreparationError naming what is missing."""
+    raw = Path(raw_path)
+    if not raw.is_dir():
+        raise DataPreparationError(f"raw data folder {raw} does not exist")
+    has_updated = _find_entry(raw, "car_ims.tgz") is not None or (raw / "cars_annos.mat").is_file()
+    has_original = any(_find_entry(raw, n) is not None for n in ("cars_train.tgz", "cars_test.tgz"))
+    if has_updated and not has_original:
+        return "updated"
+    if has_original and not has_updated:
+        return "original"
+    if has_updated and has_original:
+        complete_updated = _find_entry(raw, "car_ims.tgz") and (raw / "cars_annos.mat").is_file()
+        return "updated" if complete_updated else "original"
+    raise DataPreparationError(
+        f"no Stanford Cars raw files found in {raw}. Expected either the updated layout "
+        f"({', '.join(UPDATED_FILES)}) or the original layout ({', '.join(ORIGINAL_FILES)}); "
+        "archives may also be extracted into folders car_ims/, cars_train/, cars_test/, devkit/"
+    )
+
+
+def _missing_error(raw: Path, layout: str, missing: list[str]) -> DataPreparationError:
+    expected = UPDATED_FILES if layout == "updated" else ORIGINAL_FILES
+    return DataPreparationError(
+        f"{raw} looks like the {layout} Stanford Cars layout ({', '.join(expected)}) but lacks: "
+        + ", ".join(missing)
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading .mat files
+
+
+def _load_mat(data: bytes | Path, where: str) -> dict[str, Any]:
+    try:
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        return scipy.io.loadmat(source)
+    except Exception as error:  # scipy raises several types for malformed files
+        raise DataPreparationError(f"{where} is not a readable MATLAB .mat file: {error}") from error
+
+
+def _mat_variable(mat: dict[str, Any], name: str, where: str) -> np.ndarray:
+    if name not in mat:
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DataPreparationError(f"{where} has no variable '{name}' (found: {', '.join(found) or 'none'})")
+    return mat[name]
+
+
+def _struct_fields(annos: np.ndarray, fields: tuple[str, ...], where: str) -> dict[str, list[Any]]:
+    """The given fields of a MATLAB struct array, as lists of Python values (ints converted from uint8/16)."""
+    names = annos.dtype.names or ()
+    missing = [f for f in fields if f not in names]
+    if missing:
+        raise DataPreparationError(
+            f"{where}: 'annotations' lacks field(s) {', '.join(missing)} (has: {', '.join(names) or 'none'})"
+        )
+    columns: dict[str, list[Any]] = {}
+    for name in fields:
+        values = annos[name].ravel()
+        try:
+            if name in ("relative_im_path", "fname"):
+                columns[name] = [str(v.item() if v.size == 1 else "") for v in values]
+            else:
+                columns[name] = [int(np.asarray(v).item()) for v in values]
+        except (ValueError, TypeError) as error:
+            raise DataPreparationError(f"{where}: field '{name}' holds unexpected values: {error}") from error
+    return columns
+
+
+def _class_names(cells: np.ndarray, where: str) -> list[str]:
+    names = []
+    for cell in np.asarray(cells).ravel():
+        cell = np.asarray(cell)
+        names.append(str(cell.ravel()[0]) if cell.size else "")
+    if not names:
+        raise DataPreparationError(f"{where}: 'class_names' is empty")
+    return names
+
+
+def _read_devkit(devkit: ImageSource, wanted: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The wanted devkit .mat files (by base name) that are present, loaded; one pass over an archive."""
+    loaded: dict[str, dict[str, Any]] = {}
+    if devkit.is_archive:
+        for member, read in _iter_archive(devkit.path):
+            base = PurePosixPath(member).name
+            if base in wanted:
+                loaded[base] = _load_mat(read(), f"{devkit.path}:{member}")
+    else:
+        for name in wanted:
+            path = devkit.path / name
+            if path.is_file():
+                loaded[name] = _load_mat(path, str(path))
+    return loaded
+
+
+def _annotations_from_columns(
+    columns: dict[str, list[Any]], name_field: str, splits: list[str]
+) -> list[Annotation]:
+    return [
+        Annotation(
+            source_name=PurePosixPath(columns[name_field][i]).name,
+            split=splits[i],
+            class_id=columns["class"][i],
+            box=tuple(columns[f][i] for f in BOX_FIELDS),  # type: ignore[arg-type]
+        )
+        for i in range(len(splits))
+    ]
+
+
+def _read_updated(raw: Path) -> RawDataset:
+    images = _find_entry(raw, "car_ims.tgz")
+    annos_path = raw / "cars_annos.mat"
+    devkit = _find_devkit(raw)
+    missing = [n for n, f in (("car_ims.tgz (or folder car_ims/)", images), ("cars_annos.mat", annos_path.is_file() or None)) if f is None]
+    if missing:
+        raise _missing_error(raw, "updated", missing)
+    mat = _load_mat(annos_path, str(annos_path))
+    fields = ("relative_im_path", *BOX_FIELDS, "class", "test")
+    columns = _struct_fields(_mat_variable(mat, "annotations", str(annos_path)), fields, str(annos_path))
+    if devkit is not None:
+        meta = _read_devkit(devkit, ("cars_meta.mat",))
+        if "cars_meta.mat" not in meta:
+            raise DataPreparationError(f"{devkit.path} has no devkit/cars_meta.mat (the class names)")
+        class_names = _class_names(_mat_variable(meta["cars_meta.mat"], "class_names", f"{devkit.path}:cars_meta.mat"), f"{devkit.path}:cars_meta.mat")
+    elif "class_names" in mat:
+        class_names = _class_names(mat["class_names"], str(annos_path))
+    else:
+        raise _missing_error(raw, "updated", ["car_devkit.tgz (or folder devkit/) with cars_meta.mat"])
+    splits = ["test" if t else "train" for t in columns["test"]]
+    annotations = _annotations_from_columns(columns, "relative_im_path", splits)
+    return RawDataset("updated", class_names, annotations, [(images, annotations)])
+
+
+def _read_original(raw: Path) -> RawDataset:
+    train_images = _find_entry(raw, "cars_train.tgz")
+    test_images = _find_entry(raw, "cars_test.tgz")
+    devkit = _find_devkit(raw)
+    labels_path = _find_file(raw, "cars_test_annos_withlabels.mat")
+    missing = [
+        name
+        for name, found in (
+            ("cars_train.tgz (or folder cars_train/)", train_images),
+            ("cars_test.tgz (or folder cars_test/)", test_images),
+            ("car_devkit.tgz (or folder devkit/)", devkit),
+        )
+        if found is None
+    ]
+    if missing:
+        raise _missing_error(raw, "original", missing)
+    if labels_path is None:
+        raise DataPreparationError(
+            f"{raw}: cars_test_annos_withlabels.mat is missing. The original layout needs it for the test "
+            "split's classes: the devkit's cars_test_annos.mat has boxes but no 'class' field, and some "
+            "mirrors (e.g. the Kaggle one) ship no test labels. Download cars_test_annos_withlabels.mat "
+            f"into {raw}, or use the updated layout ({', '.join(UPDATED_FILES)})."
+        )
+    devkit_mats = _read_devkit(devkit, ("cars_meta.mat", "cars_train_annos.mat"))
+    for name in ("cars_meta.mat", "cars_train_annos.mat"):
+        if name not in devkit_mats:
+            raise DataPreparationError(f"{devkit.path} lacks devkit/{name}, which the original layout needs")
+    meta_where = f"{devkit.path}:cars_meta.mat"
+    class_names = _class_names(_mat_variable(devkit_mats["cars_meta.mat"], "class_names", meta_where), meta_where)
+    fields = (*BOX_FIELDS, "class", "fname")
+    train_where = f"{devkit.path}:cars_train_annos.mat"
+    train_columns = _struct_fields(
+        _mat_variable(devkit_mats["cars_train_annos.mat"], "annotations", train_where), fields, train_where
+    )
+    test_mat = _load_mat(labels_path, str(labels_path))
+    test_columns = _struct_fields(_mat_variable(test_mat, "annotations", str(labels_path)), fields, str(labels_path))
+    train = _annotations_from_columns(train_columns, "fname", ["train"] * len(train_columns["fname"]))
+    test = _annotations_from_columns(test_columns, "fname", ["test"] * len(test_columns["fname"]))
+    return RawDataset("original", class_names, train + test, [(train_images, train), (test_images, test)])
+
+
+def read_raw_dataset(raw_path: str | os.PathLike) -> RawDataset:
+    """Detect the layout and read annotations and class names (not the images); validates class ids."""
+    raw = Path(raw_path)
+    layout = detect_layout(raw)
+    dataset = _read_updated(raw) if layout == "updated" else _read_original(raw)
+    _check_annotations(dataset)
+    return dataset
+
+
+def _examples(items: list[str], count: int = 5) -> str:
+    shown = ", ".join(items[:count])
+    return shown + (", ..." if len(items) > count else "")
+
+
+def _check_annotations(dataset: RawDataset) -> None:
+    n = len(dataset.class_names)
+    bad = [f"{a.source_name} (class {a.class_id})" for a in dataset.annotations if not 1 <= a.class_id <= n]
+    if bad:
+        raise DataPreparationError(
+            f"{len(bad)} annotation(s) have a class id outside 1..{n} (the class-name list has {n} names): "
+            + _examples(bad)
+        )
+    for source, annotations in dataset.sources:
+        seen: set[str] = set()
+        duplicates = [a.source_name for a in annotations if a.source_name in seen or seen.add(a.source_name)]
+        if duplicates:
+            raise DataPreparationError(
+                f"annotations for {source.path.name} name {len(duplicates)} image(s) twice: {_examples(duplicates)}"
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading images
+
+
+def _unsafe_reason(member: tarfile.TarInfo) -> str | None:
+    path = PurePosixPath(member.name.replace("\\", "/"))
+    if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
+        return "absolute path"
+    if ".." in path.parts:
+        return "path outside the archive folder ('..')"
+    if member.issym() or member.islnk():
+        return "link"
+    if not (member.isfile() or member.isdir()):
+        return "device, FIFO or other special file"
+    return None
+
+
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+
+
+def _corrupt(path: Path, error: BaseException) -> DataPreparationError:
+    return DataPreparationError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}); download it again")
+
+
+def _iter_archive(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """Yield (member name, reader) for each regular file of a .tgz in one streaming pass; refuse unsafe members."""
+
+    def reader(archive: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
+        def read() -> bytes:
+            try:
+                return archive.extractfile(member).read()  # type: ignore[union-attr]
+            except _ARCHIVE_ERRORS as error:
+                raise _corrupt(path, error) from error
+
+        return read
+
+    try:
+        with tarfile.open(path, mode="r|*") as archive:
+            for member in archive:
+                reason = _unsafe_reason(member)
+                if reason is not None:
+                    raise DataPreparationError(f"{path}: refusing archive member '{member.name}': {reason}")
+                if member.isfile():
+                    yield member.name, reader(archive, member)
+    except _ARCHIVE_ERRORS as error:
+        raise _corrupt(path, error) from error
+
+
+def _iter_folder(folder: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    images = _image_folder(folder)
+    for entry in sorted(os.scandir(images), key=lambda e: e.name):
+        if entry.is_file():
+            yield entry.name, lambda p=entry.path: Path(p).read_bytes()
+
+
+def _image_info(data: bytes, where: str) -> tuple[int, int, str]:
+    """(width, height, mode) of a JPEG, decoding it (at reduced scale) to make sure it is whole."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            size, mode = image.size, image.mode
+            image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+            image.load()
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
+        raise DataPreparationError(f"image {where} does not decode: {error}") from error
+    return size[0], size[1], mode
+
+
+def _clip_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[tuple[int, int, int, int], bool]:
+    x1, y1, x2, y2 = box
+    cx1, cx2 = sorted((min(max(x1, 0), width - 1), min(max(x2, 0), width - 1)))
+    cy1, cy2 = sorted((min(max(y1, 0), height - 1), min(max(y2, 0), height - 1)))
+    clipped = (cx1, cy1, cx2, cy2)
+    return clipped, clipped != box
+
+
+@dataclass
+class _Written:
+    annotation: Annotation
+    out_name: str
+    box: tuple[int, int, int, int]
+
+
+def _copy_images(
+    source: ImageSource,
+    annotations: list[Annotation],
+    tmp: Path,
+    written: list[_Written],
+    bar: tqdm,
+    stats: dict[str, Any],
+) -> None:
+    wanted = {a.source_name: a for a in annotations}
+    found: set[str] = set()
+    unmatched: list[str] = []
+    members = _iter_archive(source.path) if source.is_archive else _iter_folder(source.path)
+    for member, read in members:
+        name = PurePosixPath(member).name
+        annotation = wanted.get(name)
+        if annotation is None:
+            if name.lower().endswith(".jpg"):
+                unmatched.append(member)
+            continue
+        if name in found:
+            raise DataPreparationError(f"{source.path} holds two images named {name} (e.g. {member})")
+        found.add(name)
+        data = read()
+        width, height, mode = _image_info(data, f"{source.path}:{member}")
+        box, clipped = _clip_box(annotation.box, width, height)
+        if clipped:
+            stats["clipped"].append(f"{annotation.split}/{name} {annotation.box} -> {box} in {width}x{height}")
+        stats["grayscale"] += mode == "L"
+        (tmp / annotation.split / name).write_bytes(data)
+        written.append(_Written(annotation, name, box))
+        bar.update(1)
+    missing = [a.source_name for a in annotations if a.source_name not in found]
+    if missing:
+        where = source.path if source.is_archive else _image_folder(source.path)
+        raise DataPreparationError(
+            f"{len(missing)} of {len(annotations)} annotated image(s) were not found in {where}, e.g. "
+            f"{_examples(missing)}; it holds {len(unmatched)} JPEG(s) with names the annotations do not "
+            f"use{', e.g. ' + _examples(unmatched) if unmatched else ''}. The images and the annotation "
+            "files probably come from different layouts or mirrors; refusing to prepare a partial dataset."
+        )
+
+
+def _write_labels(path: Path, rows: list[_Written], class_names: list[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(LABEL_COLUMNS)
+        for row in sorted(rows, key=lambda r: r.out_name):
+            a = row.annotation
+            writer.writerow([row.out_name, a.class_id, *row.box, class_names[a.class_id - 1]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Atomic output
+
+
+def _sibling(path: Path, purpose: str) -> Path:
+    """An unused hidden name next to path, for work in progress (same file system, so os.replace works)."""
+    return path.parent / f".{path.name}.{purpose}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by the complete ``tmp``; an existing ``out`` is removed only after the swap."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = _sibling(out, "old")
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old)
+
+
+def _check_target(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise DataPreparationError(
+            f"{out} already exists; refusing to overwrite a prepared dataset (use --force to replace it)"
+        )
+    if out.exists() and not out.is_dir():
+        raise DataPreparationError(f"{out} exists and is not a folder")
+
+
+def prepare_stanford_dataset(
+    raw_path: str | os.PathLike, out_path: str | os.PathLike, force: bool = False, progress: bool = True
+) -> PrepareSummary:
+    """Turn raw Stanford Cars files (either layout, archives or folders) into prepared data at out_path."""
+    out = Path(out_path)
+    _check_target(out, force)
+    dataset = read_raw_dataset(raw_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(out, "partial")
+    tmp.mkdir()
+    try:
+        summary = _prepare_into(dataset, tmp, out, progress)
+        _check_target(out, force)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if summary.clipped_boxes:
+        warnings.warn(
+            f"{summary.clipped_boxes} bounding box(es) reached outside their image and were clipped, e.g. "
+            + _examples(summary.clipped_examples, 3),
+            stacklevel=2,
+        )
+    return summary
+
+
+def _prepare_into(dataset: RawDataset, tmp: Path, out: Path, progress: bool) -> PrepareSummary:
+    for split in SPLITS:
+        (tmp / split).mkdir()
+    written: list[_Written] = []
+    stats: dict[str, Any] = {"clipped": [], "grayscale": 0}
+    with tqdm(total=len(dataset.annotations), unit="img", desc="preparing", disable=not progress) as bar:
+        for source, annotations in dataset.sources:
+            _copy_images(source, annotations, tmp, written, bar, stats)
+    for split in SPLITS:
+        rows = [w for w in written if w.annotation.split == split]
+        _write_labels(tmp / f"{split}_labels.csv", rows, dataset.class_names)
+    counts = {split: sum(w.annotation.split == split for w in written) for split in SPLITS}
+    return PrepareSummary(
+        layout=dataset.layout,
+        out_path=out,
+        num_train=counts["train"],
+        num_test=counts["test"],
+        num_classes=len(dataset.class_names),
+        clipped_boxes=len(stats["clipped"]),
+        grayscale_images=stats["grayscale"],
+        clipped_examples=stats["clipped"][:10],
+    )
+
+
+def default_archive_path(data_path: str | os.PathLike) -> Path:
+    """``input/stanford`` -> ``input/stanford.tar.gz`` (the thesis's Colab archive, next to the data)."""
+    data = Path(data_path)
+    return data.parent / f"{data.name}.tar.gz"
+
+
+def make_data_archive(data_path: str | os.PathLike, archive_path: str | os.PathLike, force: bool = False) -> Path:
+    """Pack train/, test/ and both label CSVs of prepared data into a .tar.gz (for copying to Colab)."""
+    data, archive = Path(data_path), Path(archive_path)
+    parts = ["train", "test", "train_labels.csv", "test_labels.csv"]
+    missing = [p for p in parts if not (data / p).exists()]
+    if missing:
+        raise DataPreparationError(f"{data} is not prepared data: it lacks {', '.join(missing)}")
+    if archive.exists() and not force:
+        raise DataPreparationError(f"{archive} already exists; refusing to overwrite it (use --force)")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp_name = _sibling(archive, "partial")
+    try:
+        with tarfile.open(tmp_name, "w:gz", compresslevel=1) as tar:
+            for part in parts:
+                tar.add(data / part, arcname=part)
+        os.replace(tmp_name, archive)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return archive

@@ -1,0 +1,164 @@
+"""Building configured torchvision transforms, and the config checks for their names and arguments.
+
+``image_augmentations`` / ``tensor_augmentations`` are ordered mappings of ``torchvision.transforms``
+class names to keyword arguments (``None`` for none). Image augmentations are applied to the PIL
+image after resizing; tensor augmentations to the float tensor before normalisation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import inspect
+import re
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+from datasets.gpu_transforms import gpu_problem
+
+# Not usable from a config: they take other transforms / callables, or return several images.
+_NOT_CONFIGURABLE = {"Compose", "RandomApply", "RandomChoice", "RandomOrder", "Lambda", "FiveCrop", "TenCrop"}
+# The pipeline's own conversions: not augmentations.
+_CONVERSIONS = {"ToTensor", "PILToTensor", "ToPILImage", "ConvertImageDtype", "Normalize"}
+# Work on tensors only, so they belong under tensor_augmentations.
+_TENSOR_ONLY = {"RandomErasing", "LinearTransformation"}
+# Need uint8 images, so they belong under image_augmentations.
+_UINT8_ONLY = {"AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix", "RandomPosterize", "RandomEqualize"}
+
+KEYS = ("image_augmentations", "tensor_augmentations")
+
+
+@lru_cache(maxsize=None)
+def transform_names() -> tuple[str, ...]:
+    """Every torchvision.transforms class usable from a config (under one key or the other)."""
+    return tuple(
+        sorted(
+            name
+            for name, obj in vars(T).items()
+            if inspect.isclass(obj) and not issubclass(obj, enum.Enum)
+            and name not in _NOT_CONFIGURABLE and name not in _CONVERSIONS
+        )
+    )
+
+
+@lru_cache(maxsize=None)
+def valid_names(key: str) -> tuple[str, ...]:
+    """The transform names valid under ``image_augmentations`` or ``tensor_augmentations``."""
+    excluded = _TENSOR_ONLY if key == "image_augmentations" else _UINT8_ONLY
+    return tuple(n for n in transform_names() if n not in excluded)
+
+
+def build_transforms(spec: Mapping[str, Mapping[str, Any] | None] | None) -> list[Callable]:
+    """Instantiate the transforms of a checked config mapping, in order."""
+    return [getattr(T, name)(**dict(kwargs or {})) for name, kwargs in (spec or {}).items()]
+
+
+def _wrong_key_hint(key: str, name: str) -> str | None:
+    if name in _CONVERSIONS:
+        return "is a conversion the pipeline does itself (see normalize / the to-tensor step), not an augmentation"
+    if name in _NOT_CONFIGURABLE:
+        return "takes other transforms or returns several images; list the transforms themselves instead"
+    if key == "image_augmentations" and name in _TENSOR_ONLY:
+        return "works on tensors only; put it under tensor_augmentations"
+    if key == "tensor_augmentations" and name in _UINT8_ONLY:
+        return "needs uint8 images; put it under image_augmentations"
+    return None
+
+
+def nearest_names(name: str, candidates: tuple[str, ...]) -> list[str]:
+    """Names holding every CamelCase word of ``name`` (RandomFlip -> Random*Flip), else difflib's nearest."""
+    words = [w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)]
+    containing = [c for c in candidates if len(words) > 1 and all(w in c.lower() for w in words)]
+    if containing:
+        return containing[:3]
+    return difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+
+
+def _name_problem(key: str, name: Any) -> str | None:
+    if not isinstance(name, str):
+        return f"{key}: transform names must be strings, got {name!r}"
+    if name in valid_names(key):
+        return None
+    hint = _wrong_key_hint(key, name) if hasattr(T, name) else None
+    if hint:
+        return f"{key}.{name}: {hint}"
+    close = nearest_names(name, valid_names(key))
+    suggestion = f"did you mean {', '.join(close)}?" if close else "see torchvision.transforms for valid names"
+    return f"{key}.{name}: unknown transform; {suggestion}"
+
+
+def _argument_problem(key: str, name: str, kwargs: Any, image_size: tuple[int, int]) -> str | None:
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, Mapping):
+        return f"{key}.{name}: arguments must be a mapping of keyword arguments, got {kwargs!r}"
+    cls = getattr(T, name)
+    signature = inspect.signature(cls)
+    try:
+        signature.bind(**kwargs)
+    except TypeError as error:
+        valid = ", ".join(p for p in signature.parameters if p not in ("args", "kwargs"))
+        unknown = [k for k in kwargs if k not in signature.parameters]
+        if unknown:
+            return f"{key}.{name}: unknown argument(s) {', '.join(map(str, unknown))} (valid: {valid})"
+        return f"{key}.{name}: {error} (valid: {valid})"
+    try:
+        transform = cls(**kwargs)
+    except (ValueError, TypeError) as error:
+        return f"{key}.{name}: invalid argument(s) {dict(kwargs)}: {error}"
+    return _trial_problem(key, name, transform, image_size)
+
+
+def _trial_problem(key: str, name: str, transform: Callable, image_size: tuple[int, int]) -> str | None:
+    """Apply the transform to a blank input of the configured size: catches arguments that fail only on use."""
+    height, width = image_size
+    sample: Any = Image.new("RGB", (width, height)) if key == "image_augmentations" else torch.zeros(3, height, width)
+    try:
+        transform(sample)
+    except Exception as error:  # any failure here would stop training later
+        return f"{key}.{name}: fails on a {height}x{width} image with these arguments: {error}"
+    return None
+
+
+def _image_size(cfg: Mapping[str, Any]) -> tuple[int, int]:
+    size = cfg.get("image_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
+        return int(size[0]), int(size[1])
+    return (64, 64)
+
+
+AUGMENTATION_DEVICES = ("cpu", "gpu")
+
+
+def config_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Problems with the transform names and arguments of a config (``[]`` when fine).
+
+    With ``augmentation_device: gpu`` every transform also needs a kornia counterpart (datasets.gpu_transforms).
+    """
+    problems: list[str] = []
+    image_size = _image_size(cfg)
+    device = cfg.get("augmentation_device", "cpu")
+    if device not in AUGMENTATION_DEVICES:
+        problems.append(f"augmentation_device: {device!r} is not one of {', '.join(AUGMENTATION_DEVICES)}")
+    channels = 1 if cfg.get("convert_to_grayscale") is True else 3
+    for key in KEYS:
+        spec = cfg.get(key)
+        if spec is None:
+            continue
+        if not isinstance(spec, Mapping):
+            problems.append(f"{key}: expected a mapping of torchvision.transforms names to keyword arguments, "
+                            f"got {type(spec).__name__}")
+            continue
+        for name, kwargs in spec.items():
+            problem = _name_problem(key, name)
+            if problem is None:
+                problem = _argument_problem(key, name, kwargs, image_size)
+            if problem is None and device == "gpu":
+                problem = gpu_problem(key, name, kwargs, image_size, channels)
+            if problem is not None:
+                problems.append(problem)
+    return problems

@@ -1,0 +1,71 @@
+"""Prepare raw Stanford Cars files for training: ``python prepare_stanford_dataset.py [-c config.yml]``.
+
+Reads ``stanford_raw_data_path`` and ``stanford_data_path`` from the config; ``--raw`` / ``--out``
+override them (with both given, no config is needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from datasets import DataPreparationError, default_archive_path, make_data_archive, prepare_stanford_dataset
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-c", "--config", default="config.yml", help="config file (default: config.yml)")
+    parser.add_argument("--raw", help="folder with the raw files (overrides stanford_raw_data_path)")
+    parser.add_argument("--out", help="folder for the prepared data (overrides stanford_data_path)")
+    parser.add_argument("--force", action="store_true", help="replace existing prepared data (and archive)")
+    parser.add_argument("--archive", action="store_true",
+                        help="also write <out>.tar.gz of train/, test/ and the label CSVs (for Colab)")
+    return parser.parse_args(argv)
+
+
+def config_paths(config_path: str, need_config: bool) -> dict[str, Any]:
+    """The two path keys of the config file ({} when the file is absent and not needed)."""
+    path = Path(config_path)
+    if not path.is_file():
+        if need_config:
+            raise DataPreparationError(
+                f"config file {path} not found; create it from config_template.yml or pass both --raw and --out"
+            )
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle) or {}
+    if not isinstance(config, dict):
+        raise DataPreparationError(f"{path} does not hold a mapping of settings")
+    return {k: config.get(k) for k in ("stanford_raw_data_path", "stanford_data_path")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = config_paths(args.config, need_config=args.raw is None or args.out is None)
+        raw = args.raw or config.get("stanford_raw_data_path")
+        out = args.out or config.get("stanford_data_path")
+        for value, key in ((raw, "stanford_raw_data_path"), (out, "stanford_data_path")):
+            if not value:
+                raise DataPreparationError(f"{args.config}: {key} is not set")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            summary = prepare_stanford_dataset(raw, out, force=args.force)
+        print(f"prepared {summary.num_train} train and {summary.num_test} test images of {summary.num_classes} "
+              f"classes ({summary.layout} layout) in {summary.out_path}")
+        if args.archive:
+            archive = make_data_archive(out, default_archive_path(out), force=args.force)
+            print(f"wrote {archive}")
+    except DataPreparationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+
+
+# ---- data area fixtures (datasets/) ----
+import pytest as _data_pytest
+
+
+@_data_pytest.fixture
+def data_make_raw(tmp_path):
+    """Factory: write a small synthetic raw Stanford dataset; returns (raw_dir, SyntheticDataset)."""
+    from datasets.synthetic import generate_synthetic_stanford
+
+    def make(layout="updated", archives=True, doubled=False, classes=4, per_class=6, name="raw", **kwargs):
+        raw = tmp_path / name
+        result = generate_synthetic_stanford(raw, layout=layout, num_classes=classes, images_per_class=per_class,
+                                             archives=archives, doubled_folders=doubled, **kwargs)
+        return raw, result
+
+    return make

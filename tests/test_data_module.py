@@ -1,0 +1,190 @@
+"""StanfordCarsDataset / StanfordCarsDataModule on prepared synthetic data."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets import StanfordCarsDataModule, StanfordCarsDataset, prepare_stanford_dataset
+from datasets.stanford_data import load_image
+from datasets.stanford_data_module import default_num_workers
+from datasets.synthetic import MARGIN, class_colour, class_name
+
+PLAIN = dict(num_workers=0, normalize=False, augment_images=False, augment_tensors=False)
+
+
+@pytest.fixture
+def data_prepared(data_make_raw, tmp_path):
+    raw, generated = data_make_raw(layout="original", classes=4, per_class=6)
+    prepare_stanford_dataset(raw, tmp_path / "prepared", progress=False)
+    return tmp_path / "prepared", generated
+
+
+def expected_pixel(class_id: int) -> torch.Tensor:
+    return torch.tensor(class_colour(class_id), dtype=torch.float32) / 255
+
+
+def test_module_attributes_and_batches(data_prepared):
+    path, generated = data_prepared
+    module = StanfordCarsDataModule(path, image_size=(32, 40), batch_size=5, **PLAIN)
+    assert module.num_classes == 4 and module.img_channels == 3
+    assert module.class_names == [class_name(c) for c in range(1, 5)]
+    images, labels = next(iter(module.train_dataloader()))
+    assert images.shape == (5, 3, 32, 40) and images.dtype == torch.float32
+    assert labels.dtype == torch.long and set(labels.tolist()) <= {0, 1, 2, 3}
+    assert sum(len(b[1]) for b in module.val_dataloader()) == 12
+
+
+@pytest.mark.parametrize("grayscale", [False, True])
+def test_crop_puts_class_colour_of_label_in_training_images(data_prepared, grayscale):
+    path, _ = data_prepared
+    module = StanfordCarsDataModule(path, image_size=(32, 32), batch_size=12, convert_to_grayscale=grayscale,
+                                    erase_background=False, **PLAIN)
+    images, labels = next(iter(module.train_dataloader()))
+    assert images.shape[1] == (1 if grayscale else 3)
+    for image, label in zip(images, labels):
+        colour = expected_pixel(int(label) + 1)
+        grey_source = (image.max(0).values - image.min(0).values).max() < 0.02
+        if grayscale or grey_source:  # grayscale output, or one of the generator's grayscale images
+            colour = (colour * torch.tensor([0.299, 0.587, 0.114])).sum(0, keepdim=True)
+        for y, x in ((2, 2), (2, 29), (29, 2), (29, 29)):  # the plain margin of the box
+            assert (image[:, y, x] - colour).abs().max() < 0.2, (label, image[:, y, x], colour)
+
+
+def test_background_erasing_pastes_crop_centred_on_white(data_prepared):
+    path, _ = data_prepared
+    dataset = StanfordCarsDataset(path, "train", train=True, image_size=(64, 64), normalize=False,
+                                  augment_images=False, augment_tensors=False)
+    for index, record in enumerate(dataset.records):
+        with Image.open(dataset.paths[index]) as raw:
+            width, height = raw.size
+        x1, y1, x2, y2 = record.box
+        pw, ph = round((x2 - x1 + 1) * 64 / width), round((y2 - y1 + 1) * 64 / height)
+        left, top = (64 - pw) // 2, (64 - ph) // 2
+        image, label = dataset[index]
+        assert label == record.class_id - 1
+        if left > 1:
+            assert torch.all(image[:, :, : left - 1] == 1.0)
+        if top > 1:
+            assert torch.all(image[:, : top - 1, :] == 1.0)
+        if ph > 16 and (image.max(0).values - image.min(0).values).max() > 0.02:  # RGB source, tall enough
+            margin_pixel = image[:, top + round(ph * MARGIN / 2), left + pw // 2]
+            assert (margin_pixel - expected_pixel(record.class_id)).abs().max() < 0.25
+
+
+def test_validation_images_are_whole_and_unaugmented(data_prepared):
+    path, _ = data_prepared
+    augmentations = {"RandomVerticalFlip": {"p": 1.0}}
+    dataset = StanfordCarsDataset(path, "test", train=False, image_size=(24, 24), normalize=False,
+                                  image_augmentations=augmentations,
+                                  tensor_augmentations={"RandomErasing": {"p": 1.0, "value": 0}})
+    for index in range(len(dataset)):
+        with Image.open(dataset.paths[index]) as raw:
+            whole = torch.from_numpy(np.array(raw.convert("RGB").resize((24, 24), Image.BILINEAR))).permute(2, 0, 1)
+        assert (dataset[index][0] - whole / 255).abs().mean() < 0.06
+
+
+def test_augmentations_are_applied_in_order_then_normalised(data_prepared):
+    path, _ = data_prepared
+    kwargs = dict(image_size=(32, 32), erase_background=False, augment_tensors=True)
+    plain = StanfordCarsDataset(path, "train", normalize=False, augment_images=False, **kwargs)
+    flipped = StanfordCarsDataset(path, "train", normalize=False, augment_images=True,
+                                  image_augmentations={"RandomVerticalFlip": {"p": 1.0}, "RandomHorizontalFlip": {"p": 1.0}},
+                                  tensor_augmentations={"RandomErasing": {"p": 1.0, "scale": [0.2, 0.2], "value": 0}},
+                                  **kwargs)
+    image, _ = plain[0]
+    augmented, _ = flipped[0]
+    rotated = torch.flip(image, dims=(1, 2))
+    assert (augmented == 0).all(0).float().mean() >= 0.15  # the erased rectangle
+    kept = ~(augmented == 0).all(0)
+    assert torch.allclose(augmented[:, kept], rotated[:, kept], atol=1e-6)
+    normalised = StanfordCarsDataset(path, "train", normalize=True, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5),
+                                     augment_images=False, **{**kwargs, "augment_tensors": False})
+    expected = (image - torch.tensor([0.5, 0.4, 0.3])[:, None, None]) / torch.tensor([0.2, 0.25, 0.5])[:, None, None]
+    assert torch.allclose(normalised[0][0], expected, atol=1e-5)
+
+
+def test_draft_decoding_matches_full_decode(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = np.kron(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), np.ones((20, 20, 1), dtype=np.uint8))
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=95)  # 800x600
+    box = (100, 60, 699, 459)
+    for erase in (False, True):
+        fast = np.asarray(load_image(tmp_path / "big.jpg", "RGB", (64, 48), box, erase), dtype=float)
+        with Image.open(tmp_path / "big.jpg") as full:
+            full = full.convert("RGB")
+            if erase:
+                canvas = Image.new("RGB", full.size, (255, 255, 255))
+                crop = full.crop((100, 60, 700, 460))
+                canvas.paste(crop, ((800 - 600) // 2, (600 - 400) // 2))
+                reference = canvas.resize((64, 48), Image.BILINEAR)
+            else:
+                reference = full.resize((64, 48), Image.BILINEAR, box=(100, 60, 700, 460))
+        assert np.abs(fast - np.asarray(reference, dtype=float)).mean() < 6
+
+
+def test_corrupt_or_missing_image_names_the_file(data_prepared):
+    path, _ = data_prepared
+    dataset = StanfordCarsDataset(path, "train", image_size=(16, 16))
+    victim = dataset.paths[3]
+    victim.write_bytes(victim.read_bytes()[:100])
+    with pytest.raises(RuntimeError, match=f"cannot read image {victim}"):
+        dataset[3]
+    victim.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"1 image\(s\) listed in .*train_labels.csv are missing.*{victim.name}"):
+        StanfordCarsDataModule(path, num_workers=0).train_dataloader()
+    with pytest.raises(FileNotFoundError, match="prepare_stanford_dataset.py"):
+        StanfordCarsDataModule(path / "nowhere")
+
+
+def test_loader_settings_and_seeded_shuffle(data_prepared):
+    path, _ = data_prepared
+    module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=12, **PLAIN)
+    assert module.pin_memory == torch.cuda.is_available() and module.persistent_workers is False
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert StanfordCarsDataModule(path).num_workers == default_num_workers() == min(cores, 8)
+    assert StanfordCarsDataModule(path, num_workers=2).persistent_workers is True
+
+    def order(seed):
+        module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=12, seed=seed, **PLAIN)
+        return [torch.cat([b[1] for b in module.train_dataloader()]).tolist() for _ in range(1)][0]
+
+    assert order(3) == order(3)
+    assert order(3) != order(4) or order(3) != order(5)
+    with pytest.raises(ValueError, match="mean/std need 1 value"):
+        StanfordCarsDataModule(path, convert_to_grayscale=True, num_workers=0).train_dataloader()
+
+
+def test_small_cnn_learns_synthetic_classes(data_make_raw, tmp_path):
+    raw, _ = data_make_raw(classes=4, per_class=20)
+    prepare_stanford_dataset(raw, tmp_path / "data", progress=False)
+    torch.manual_seed(0)
+    module = StanfordCarsDataModule(tmp_path / "data", image_size=(24, 24), batch_size=8, num_workers=0,
+                                    image_augmentations={"RandomHorizontalFlip": {"p": 0.5}})
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(32, 4),
+    )
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
+    for _ in range(8):
+        for images, labels in module.train_dataloader():
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(network(images), labels).backward()
+            optimizer.step()
+    with torch.no_grad():
+        correct = sum((network(x).argmax(1) == y).sum().item() for x, y in module.val_dataloader())
+    assert correct / 40 > 0.6, correct  # chance: 0.25
+
+
+def test_training_loader_never_yields_a_single_image_batch(data_prepared):
+    path, _ = data_prepared  # 12 training images
+    module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=11, **PLAIN)
+    assert [len(labels) for _, labels in module.train_dataloader()] == [11]
+    assert [len(labels) for _, labels in module.val_dataloader()] == [11, 1]
+    module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=5, **PLAIN)
+    assert [len(labels) for _, labels in module.train_dataloader()] == [5, 5, 2]

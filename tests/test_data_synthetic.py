@@ -1,0 +1,34 @@
+"""The synthetic Stanford-format generator and its command line."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+import scipy.io
+
+from datasets.synthetic import generate_synthetic_stanford, main, narrow_uint
+
+
+def test_cli_writes_original_layout_and_refuses_overwrite(tmp_path, capsys):
+    main([str(tmp_path / "raw"), "--layout", "original", "--classes", "3", "--per-class", "4"])
+    assert "wrote 12 images of 3 classes" in capsys.readouterr().out
+    names = sorted(p.name for p in (tmp_path / "raw").iterdir())
+    assert names == ["car_devkit.tgz", "cars_test.tgz", "cars_test_annos_withlabels.mat", "cars_train.tgz"]
+    with tarfile.open(tmp_path / "raw" / "car_devkit.tgz") as devkit:
+        assert set(devkit.getnames()) >= {"devkit/cars_meta.mat", "devkit/cars_train_annos.mat",
+                                          "devkit/cars_test_annos.mat", "devkit/README.txt"}
+        test_annos = scipy.io.loadmat(devkit.extractfile("devkit/cars_test_annos.mat"))["annotations"]
+    assert "class" not in test_annos.dtype.names and test_annos.shape == (1, 6)
+    with tarfile.open(tmp_path / "raw" / "cars_train.tgz") as train:
+        assert train.getnames()[:2] == ["cars_train", "cars_train/00001.jpg"]
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        main([str(tmp_path / "raw"), "--layout", "original"])
+
+
+def test_narrowest_types_and_stanford_sizes(tmp_path):
+    assert narrow_uint(255).dtype.name == "uint8" and narrow_uint(256).dtype.name == "uint16"
+    result = generate_synthetic_stanford(tmp_path, num_classes=1, images_per_class=2, min_width=480, max_width=900)
+    assert all(480 <= im.size[0] <= 900 and 288 <= im.size[1] <= 675 for im in result.images)
+    with pytest.raises(ValueError, match="layout"):
+        generate_synthetic_stanford(tmp_path / "x", layout="kaggle")
