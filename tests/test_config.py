@@ -1,0 +1,168 @@
+"""Configuration schema, template, loading, overrides and every kind of config problem."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import datasets
+import models
+from utils.configuration import (SCHEMA, ConfigError, apply_overrides, data_module_kwargs, default_config,
+                                 load_config, module_kwargs, network_kwargs, save_config, schema_markdown_table,
+                                 schema_rows, tracked_params)
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "config_template.yml"
+CHECKS = (datasets.config_problems, models.config_problems)
+
+
+def write(tmp_path: Path, data: dict, name: str = "config.yml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path, overrides=(), checks=CHECKS) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides, checks)
+    return caught.value.problems
+
+
+def test_template_keys_are_the_schema_keys_in_order():
+    raw = yaml.safe_load(TEMPLATE.read_text())
+    assert list(raw) == [setting.name for setting in SCHEMA]
+    for setting in SCHEMA:
+        if setting.children:
+            assert list(raw[setting.name]) == [child.name for child in setting.children]
+
+
+def test_template_is_the_schema_defaults_and_every_key_has_a_comment():
+    assert load_config(TEMPLATE, checks=CHECKS) == default_config()
+    for line in TEMPLATE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert " # " in line, f"template line without a comment: {line!r}"
+    assert "image_size: &img_size [227, 227]" in TEMPLATE.read_text()
+
+
+def test_template_carries_the_best_thesis_run():
+    cfg = load_config(TEMPLATE)
+    assert cfg["lr_scheduler"] == "MultiStepLR"
+    assert cfg["lr_scheduler_params"] == {"gamma": 0.1, "milestones": [67, 82, 95, 107]}
+    assert cfg["optimizer"] == "AdamW" and cfg["optimizer_params"] == {"lr": 0.001, "weight_decay": 0.6}
+    assert (cfg["loss_function"], cfg["dropout"], cfg["output_channels"]) == ("LabelSmoothingCrossEntropy", 0.2, 320)
+    assert (cfg["batch_size"], cfg["num_epochs"], cfg["image_size"]) == (64, 200, [227, 227])
+    assert cfg["normalization_params_rgb"] == {"mean": [0.4707, 0.4602, 0.4550], "std": [0.2594, 0.2585, 0.2635]}
+    assert list(cfg["image_augmentations"]) == ["RandomHorizontalFlip", "RandomAffine", "ColorJitter"]
+    assert cfg["tensor_augmentations"] == {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}
+
+
+def test_schema_rows_cover_every_key_with_default_and_comment():
+    rows = schema_rows()
+    keys = [key for key, _, _ in rows]
+    assert keys[:2] == ["loglevel", "logging_dir"]
+    assert "normalization_params_rgb.mean" in keys and "seed" in keys and "pretrained_weights" in keys
+    assert all(comment for _, _, comment in rows)
+    assert dict((k, d) for k, d, _ in rows)["lr_scheduler_params"] == "{gamma: 0.1, milestones: [67, 82, 95, 107]}"
+    table = schema_markdown_table()
+    assert table.count("\n") == len(rows) + 2 and "| `batch_size` | `64` |" in table
+
+
+def test_missing_keys_take_defaults_and_missing_config_explains_the_template(tmp_path):
+    cfg = load_config(write(tmp_path, {"batch_size": 8}))
+    assert cfg["batch_size"] == 8 and cfg["seed"] == 42 and cfg["normalization_params_grayscale"]["std"] == [0.2545]
+    with pytest.raises(ConfigError, match="cp config_template.yml"):
+        load_config(tmp_path / "nowhere" / "config.yml")
+
+
+def test_unknown_keys_get_a_suggestion_with_their_path(tmp_path):
+    path = write(tmp_path, {"batch_sise": 8, "normalization_params_rgb": {"mean": [0.5], "sdt": [0.2]}})
+    problems = problems_of(path)
+    assert "batch_sise: unknown key; did you mean batch_size?" in problems
+    assert "normalization_params_rgb.sdt: unknown key; did you mean std?" in problems
+
+
+def test_wrong_types_are_reported_with_the_key(tmp_path):
+    path = write(tmp_path, {"batch_size": "64", "image_size": [227], "normalize": "yes", "dropout": True,
+                            "tags": "one", "precision": "17", "normalization_params_rgb": {"mean": ["a"]}})
+    problems = "\n".join(problems_of(path))
+    for fragment in ("batch_size: expected integer, got str '64'", "image_size: expected 2 values",
+                     "normalize: expected boolean", "dropout: expected number, got bool", "tags: expected list",
+                     "precision: '17' is not one of", "normalization_params_rgb.mean: expected a list of number"):
+        assert fragment in problems
+
+
+def test_bad_names_list_valid_ones_and_every_problem_comes_together(tmp_path):
+    path = write(tmp_path, {"architecture": "ghostnet", "optimizer": "Adamw", "lr_scheduler": "MultiStep",
+                            "loss_function": "CrossEntropy", "image_augmentations": {"RandomFlip": {"p": 0.5}},
+                            "batch_sise": 3, "num_epochs": "many"})
+    problems = problems_of(path)
+    text = "\n".join(problems)
+    assert len(problems) >= 7
+    assert "optimizer: unknown name 'Adamw'; did you mean AdamW" in text
+    assert "lr_scheduler: unknown name 'MultiStep'; did you mean MultiStepLR" in text
+    assert "loss_function: unknown name 'CrossEntropy'" in text and "CrossEntropyLoss" in text
+    assert "ghostnet" in text and "RandomFlip" in text and "batch_sise" in text and "num_epochs" in text
+
+
+def test_bad_parameters_of_optimizer_scheduler_and_loss(tmp_path):
+    path = write(tmp_path, {"optimizer_params": {"lr": 0.001, "weight_decy": 0.1},
+                            "lr_scheduler": "StepLR", "lr_scheduler_params": {"gama": 0.5},
+                            "loss_params": {"epsilon": 1.5}})
+    text = "\n".join(problems_of(path))
+    assert "optimizer_params: AdamW got an unexpected keyword argument 'weight_decy'" in text
+    assert "did you mean weight_decay" in text
+    assert "lr_scheduler_params: StepLR missing a required argument: 'step_size'" in text and "gamma" in text
+    assert "loss_params: LabelSmoothingCrossEntropy rejects them: epsilon must lie in [0, 1]" in text
+
+
+@pytest.mark.parametrize("expression, fragment", [
+    ("__import__('os').system('true')", "only min(...) and max(...)"),
+    ("epoch.real", "Attribute is not allowed"),
+    ("1 / epoch", "division by zero"),
+    ("lr * 2", "unknown name 'lr'"),
+    ("0.9 **", "not an arithmetic expression"),
+])
+def test_lr_lambda_expressions_are_checked_safely(tmp_path, expression, fragment):
+    path = write(tmp_path, {"lr_scheduler": "LambdaLR", "lr_scheduler_params": {"lr_lambda": expression}})
+    assert any(fragment in problem for problem in problems_of(path))
+
+
+def test_overrides_are_yaml_typed_and_nested(tmp_path):
+    path = write(tmp_path, {"lr_scheduler_params": None})
+    cfg = load_config(path, ["optimizer_params.lr=0.003", "image_size=[64, 64]", "tags=[a, b]",
+                             "description=two words", "lr_scheduler=StepLR", "lr_scheduler_params.step_size=2",
+                             "early_stopping_patience=null"], CHECKS)
+    assert cfg["optimizer_params"] == {"lr": 0.003, "weight_decay": 0.6}
+    assert cfg["image_size"] == [64, 64] and cfg["tags"] == ["a", "b"] and cfg["description"] == "two words"
+    assert cfg["lr_scheduler_params"] == {"step_size": 2} and cfg["early_stopping_patience"] is None
+    assert apply_overrides({}, ["normalization_params_rgb.mean=[0.5, 0.5, 0.5]"])["normalization_params_rgb"] == {
+        "mean": [0.5, 0.5, 0.5], "std": [0.2594, 0.2585, 0.2635]}
+    assert "optimizer_parms.lr: unknown key" not in problems_of(path, ["optimizer_parms.lr=1"])[0]
+    assert problems_of(path, ["optimizer_parms.lr=1"])[0].startswith("optimizer_parms: unknown key; did you mean")
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(path, ["batch_size"])
+
+
+def test_neptune_needs_its_settings_and_the_token_never_reaches_disk(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
+    path = write(tmp_path, {"log_to_neptune": True})
+    text = "\n".join(problems_of(path))
+    assert "neptune_username" in text and "neptune_project_name" in text and "NEPTUNE_API_TOKEN" in text
+    cfg = load_config(path, ["neptune_username=me", "neptune_project_name=cars", "neptune_api_token=SECRET-123"])
+    save_config(cfg, tmp_path / "saved.yml")
+    saved = (tmp_path / "saved.yml").read_text()
+    assert "SECRET-123" not in saved and yaml.safe_load(saved)["neptune_username"] == "me"
+    assert "neptune_api_token" not in tracked_params(cfg)
+
+
+def test_config_maps_to_plain_keyword_arguments():
+    cfg = load_config(TEMPLATE, ["convert_to_grayscale=true"])
+    data = data_module_kwargs(cfg)
+    assert data["mean"] == (0.4627,) and data["std"] == (0.2545,) and data["image_size"] == (227, 227)
+    assert data["data_path"] == "input/stanford" and data["seed"] == 42
+    assert network_kwargs(cfg, 196, 1) == {"architecture": "ghost", "num_classes": 196, "img_channels": 1,
+                                           "dropout": 0.2, "output_channels": 320, "pretrained_weights": None}
+    assert module_kwargs(cfg)["lr_scheduler_params"]["milestones"] == [67, 82, 95, 107]
+    params = tracked_params(cfg)
+    assert params["optimizer_params.weight_decay"] == 0.6 and params["image_size"] == "[227, 227]"
+    assert "loglevel" not in params and params["lr_scheduler"] == "MultiStepLR"

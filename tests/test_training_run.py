@@ -1,0 +1,224 @@
+"""End to end: synthetic raw files -> prepared data -> train.py runs (records, TensorBoard, Neptune offline,
+seeds, interruption and resume, DDP on two CPU processes, config errors)."""
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from datasets import generate_synthetic_stanford, prepare_stanford_dataset
+from models import build_network, count_parameters
+from models.net_module import NetModule
+from utils.training import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "config_template.yml"
+TOKEN = "SECRET-TOKEN-do-not-write-me"
+
+
+def load_train_script():
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = load_train_script()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP spinning when the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training_data")
+    generate_synthetic_stanford(root / "raw", num_classes=4, images_per_class=10, min_width=40, max_width=64)
+    prepare_stanford_dataset(root / "raw", root / "stanford", progress=False)
+    return root / "stanford"
+
+
+def base_args(prepared, tmp_path, epochs=2):
+    settings = ["image_size=[32, 32]", f"num_epochs={epochs}", "batch_size=8", "num_workers=0",
+                "output_channels=64", f"output_path={tmp_path / 'output'}", f"logging_dir={tmp_path / 'logs'}"]
+    args = ["-c", str(TEMPLATE), "-d", str(prepared)]
+    for setting in settings:
+        args += ["--set", setting]
+    return args
+
+
+def run_dirs(tmp_path):
+    return sorted(path for path in (tmp_path / "output").iterdir() if path.is_dir())
+
+
+def neptune_store(directory: Path) -> tuple[dict, dict]:
+    """Assigned values and appended series of the offline run under directory/offline/."""
+    (run_folder,) = (directory / "offline").iterdir()
+    values, series = {}, {}
+    for line in (run_folder / "data-1.log").read_text().splitlines():
+        operation = json.loads(line)["obj"]
+        path = "/".join(operation["path"])
+        if "value" in operation:
+            values[path] = operation["value"]
+        elif operation["type"] == "AddStrings":
+            values[path] = operation["values"]
+        elif operation["type"] == "LogFloats":
+            series.setdefault(path, []).extend((item["step"], item["value"]) for item in operation["values"])
+    return values, series
+
+
+def test_run_records_tensorboard_and_neptune_agree(prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", TOKEN)
+    monkeypatch.setenv("NEPTUNE_DATA_DIRECTORY", str(tmp_path / "neptune"))
+    args = base_args(prepared, tmp_path) + [
+        "--set", "log_to_neptune=true", "--set", "neptune_username=me", "--set", "neptune_project_name=cars",
+        "--set", "neptune_mode=offline", "--set", "tags=[smoke, C-50]", "--set", "description=tiny run"]
+    assert train.main(args) == 0
+
+    (run_dir,) = run_dirs(tmp_path)
+    assert re.fullmatch(r"ghost_\d{8}-\d{6}", run_dir.name)
+    rows = read_metrics(run_dir)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "valid_acc_top5", "lr"]
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    network = build_network("ghost", 4, 3, dropout=0.2, output_channels=64)
+    assert summary["state"] == "finished" and summary["stop_reason"] == "max_epochs"
+    assert summary["epochs_run"] == 2 and summary["last"] == rows[-1]
+    best = min(rows, key=lambda row: row["valid_loss"])
+    assert summary["best"] == best
+    assert summary["parameters"] == count_parameters(network) and summary["multiply_adds"] > 0
+    assert summary["runtime"] == "local" and summary["seed"] == 42 and summary["device"]["type"] == "cpu"
+    assert summary["tags"] == ["smoke", "C-50"] and summary["description"] == "tiny run"
+    assert summary["duration_s"] > 0 and "started" in summary and "git_commit" in summary
+
+    best_ckpt = torch.load(run_dir / "best.ckpt", weights_only=False, map_location="cpu")
+    last_ckpt = torch.load(run_dir / "last.ckpt", weights_only=False, map_location="cpu")
+    assert best_ckpt["epoch"] == best["epoch"] - 1 and last_ckpt["epoch"] == 1
+    checkpoint_state = next(v for k, v in last_ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert float(checkpoint_state["best_model_score"]) == pytest.approx(best["valid_loss"])
+    NetModule.load_from_checkpoint(run_dir / "best.ckpt", network=network)
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    logged = [event.value for event in events.Scalars("valid_loss")]
+    assert logged == pytest.approx([row["valid_loss"] for row in rows])
+    assert [event.value for event in events.Scalars("lr")] == pytest.approx([row["lr"] for row in rows])
+    assert events.Scalars("best_valid_acc")[-1].value == pytest.approx(summary["best_valid_acc"]["value"])
+    hparams = (run_dir / "tensorboard" / "hparams.yaml").read_text()
+    assert "architecture: ghost" in hparams and "optimizer_params.weight_decay: 0.6" in hparams
+
+    values, series = neptune_store(tmp_path / "neptune")
+    assert values["parameters/architecture"] == "ghost" and values["parameters/optimizer_params/lr"] == 0.001
+    assert values["parameters/parameters"] == summary["parameters"] and values["parameters/runtime"] == "local"
+    assert values["parameters/lr_scheduler_params/milestones"] == "[67, 82, 95, 107]"
+    assert sorted(values["sys/tags"]) == ["C-50", "smoke"] and values["sys/description"] == "tiny run"
+    assert series["metrics/valid_acc"] == [(0, rows[0]["valid_acc"]), (1, rows[1]["valid_acc"])]
+    assert values["summary/epochs_last"] == 2 and values["summary/stop_reason"] == "max_epochs"
+    assert values["summary/valid_loss_min"] == pytest.approx(best["valid_loss"])
+
+    written = [p for p in [*run_dir.rglob("*"), *(tmp_path / "neptune").rglob("*"), *(tmp_path / "logs").rglob("*")]
+               if p.is_file()]
+    assert all(TOKEN.encode() not in path.read_bytes() for path in written)
+    (log_file,) = (tmp_path / "logs").iterdir()
+    log_text = log_file.read_text()
+    assert re.fullmatch(r"\d{8}\.log", log_file.name)
+    assert "preparing data took" in log_text and "epoch 2 took" in log_text
+
+
+def test_same_seed_gives_the_same_metrics_and_seed_statistics(prepared, tmp_path, capsys):
+    assert train.main(base_args(prepared, tmp_path) + ["--seeds", "5", "5"]) == 0
+    first, second = run_dirs(tmp_path)
+    assert first.name.endswith("_seed5") and second.name.endswith("_seed5_2")
+    assert read_metrics(first) == read_metrics(second)
+    (stats_file,) = (tmp_path / "output").glob("ghost_*_seeds.json")
+    stats = json.loads(stats_file.read_text())
+    best = max(row["valid_acc"] for row in read_metrics(first))
+    assert stats["count"] == 2 and stats["best_valid_acc_std"] == 0.0
+    assert stats["best_valid_acc_mean"] == pytest.approx(best) and stats["best_valid_acc_max"] == pytest.approx(best)
+    assert "mean" in capsys.readouterr().out
+    assert train.seeds_to_run(10, [3]) == [10, 11, 12] and train.seeds_to_run(10, [4, 2]) == [4, 2]
+    assert train.seeds_to_run(10, None) == [10]
+
+
+class InterruptAt(Callback):
+    """Presses Ctrl-C at the first batch of a training epoch (0-based)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_keeps_records_and_resumes_at_the_next_epoch(prepared, tmp_path):
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):
+            train.main(base_args(prepared, tmp_path, epochs=3), extra_callbacks=[InterruptAt(2)])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    (run_dir,) = run_dirs(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["state"] == "interrupted" and summary["stop_reason"] == "interrupted"
+    before = read_metrics(run_dir)
+    assert [row["epoch"] for row in before] == [1, 2]
+    assert torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"] == 1
+
+    assert train.main(["--resume", str(run_dir), "--set", "num_workers=0"]) == 0
+    assert run_dirs(tmp_path) == [run_dir]
+    after = read_metrics(run_dir)
+    assert [row["epoch"] for row in after] == [1, 2, 3] and after[:2] == before
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["state"] == "finished" and summary["epochs_run"] == 3 and len(summary["resumed"]) == 1
+    last = torch.load(run_dir / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] == 3 * 3  # 3 epochs of 3 batches (20 images, batch 8)
+
+
+def test_two_process_cpu_ddp_run_completes(prepared, tmp_path):
+    args = base_args(prepared, tmp_path, epochs=1) + [
+        "--set", "strategy=ddp", "--set", "devices=2", "--set", "accelerator=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("CARS_RUN_PLAN", None)
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["state"] == "finished" and summary["device"]["devices"] == 2
+    assert summary["device"]["strategy"] == "DDPStrategy" and len(read_metrics(run_dir)) == 1
+    assert (run_dir / "best.ckpt").is_file() and (run_dir / "last.ckpt").is_file()
+
+
+def test_config_problems_stop_training_before_any_work(prepared, tmp_path, capsys):
+    args = base_args(prepared, tmp_path) + ["--set", "optimizer=Adamw", "--set", "batch_sise=3",
+                                            "--set", "architecture=ghostnet"]
+    assert train.main(args) == 2
+    error = capsys.readouterr().err
+    assert "3 configuration problems" in error and "did you mean AdamW" in error and "batch_size" in error
+    assert not (tmp_path / "output").exists()
+    assert train.main(["-c", str(tmp_path / "config.yml")]) == 2
+    assert "cp config_template.yml" in capsys.readouterr().err
+
+
+def test_unprepared_data_is_explained(tmp_path, capsys):
+    args = base_args(tmp_path / "not_prepared", tmp_path)
+    assert train.main(args) == 2
+    assert "prepare_stanford_dataset.py" in capsys.readouterr().err
+    assert not (tmp_path / "output").exists()

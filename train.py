@@ -1,0 +1,123 @@
+"""Train a network on prepared Stanford Cars data as config.yml says.
+
+python train.py [-c CONFIG] [-d DATA_PATH] [--set key.path=value ...] [--resume RUN_DIR_OR_CKPT]
+                [--seeds N | --seeds S1 S2 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+import datasets
+import models
+from models.net_module import NetModule
+from utils.configuration import (ConfigError, data_module_kwargs, load_config, module_kwargs, network_kwargs,
+                                 tracked_params)
+from utils.logger import setup_logging
+from utils.timing import log_execution_time
+from utils.training import (TIMESTAMP, aggregate_seeds, draw_seed, format_seed_table, git_commit, plan_runs,
+                            resume_target, run_training, runtime_name, write_json)
+
+logger = logging.getLogger("train")
+REPO_DIR = Path(__file__).resolve().parent
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", default=None, help="configuration file (default: config.yml)")
+    parser.add_argument("-d", "--data", dest="data_path", help="prepared data folder (overrides stanford_data_path)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key, YAML-typed; nested keys with dots: --set optimizer_params.lr=0.003")
+    parser.add_argument("--resume", metavar="RUN_DIR_OR_CKPT",
+                        help="continue a run from its folder (last.ckpt) or a checkpoint, with its config.yml")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="N",
+                        help="one number N: N runs with seeds seed, seed+1, ...; several numbers: those seeds")
+    args = parser.parse_args(argv)
+    if args.resume and (args.seeds or args.config):
+        parser.error("--resume uses the run's own config.yml and seed: leave out -c and --seeds")
+    if args.seeds and len(args.seeds) == 1 and args.seeds[0] < 1:
+        parser.error("--seeds N needs N >= 1")
+    return args
+
+
+def seeds_to_run(seed: int | None, requested: Sequence[int] | None) -> list[int]:
+    """The configured seed (drawn when null), N consecutive seeds from it, or the listed seeds."""
+    base = draw_seed() if seed is None else seed
+    if not requested:
+        return [base]
+    if len(requested) == 1:
+        return [base + offset for offset in range(requested[0])]
+    return list(requested)
+
+
+def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = None,
+               extra_callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
+    """Build data module, network and module from cfg and train them; return the run's summary."""
+    pl.seed_everything(cfg["seed"], workers=True)
+    with log_execution_time("preparing data"):
+        datamodule = datasets.StanfordCarsDataModule(**data_module_kwargs(cfg))
+    network = models.build_network(**network_kwargs(cfg, datamodule.num_classes, datamodule.img_channels))
+    module = NetModule(network, datamodule.num_classes, **module_kwargs(cfg))
+    parameters = models.count_parameters(network)
+    multiply_adds = models.count_multiply_adds(network, cfg["image_size"], datamodule.img_channels)
+    info = {"architecture": cfg["architecture"], "parameters": parameters, "multiply_adds": multiply_adds,
+            "image_size": list(cfg["image_size"]), "num_classes": datamodule.num_classes, "seed": cfg["seed"],
+            "runtime": runtime_name(), "git_commit": git_commit(REPO_DIR), "tags": list(cfg["tags"]),
+            "description": cfg["description"], "run_dir": str(run_dir)}
+    params = {**tracked_params(cfg), "runtime": info["runtime"], "parameters": parameters,
+              "multiply_adds": multiply_adds, "num_classes": datamodule.num_classes}
+    logger.info("%s: %d parameters, %d multiply-adds at %s", cfg["architecture"], parameters, multiply_adds,
+                cfg["image_size"])
+    return run_training(cfg, datamodule, module, run_dir, info, params, ckpt_path, extra_callbacks)
+
+
+def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] = ()) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides) + ([f"stanford_data_path={args.data_path}"] if args.data_path else [])
+    checks = (datasets.config_problems, models.config_problems)
+    try:
+        if args.resume:
+            run_dir, ckpt_path = resume_target(args.resume)
+            cfg = load_config(run_dir / "config.yml", overrides, checks)
+        else:
+            cfg = load_config(args.config or "config.yml", overrides, checks)
+    except (ConfigError, FileNotFoundError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    log_file = setup_logging(cfg["loglevel"], cfg["logging_dir"])
+    logger.info("logging to %s", log_file)
+    if args.resume:
+        logger.info("resuming %s from %s", run_dir, ckpt_path)
+        train_once(cfg, run_dir, ckpt_path, extra_callbacks)
+        return 0
+    started = datetime.now()
+    plan = plan_runs(cfg["output_path"], cfg["architecture"], seeds_to_run(cfg["seed"], args.seeds), started)
+    results = []
+    for entry in plan:
+        try:
+            summary = train_once({**cfg, "seed": entry["seed"]}, Path(entry["run_dir"]), None, extra_callbacks)
+        except FileNotFoundError as error:  # e.g. data not prepared: raised before the run folder exists
+            print(error, file=sys.stderr)
+            return 2
+        best = (summary.get("best_valid_acc") or {}).get("value", float("nan"))
+        results.append({"seed": entry["seed"], "run_dir": entry["run_dir"], "best_valid_acc": best})
+    if len(plan) > 1 and pl.utilities.rank_zero_only.rank == 0:
+        aggregate = aggregate_seeds(results)
+        path = Path(cfg["output_path"]) / f"{cfg['architecture']}_{started:{TIMESTAMP}}_seeds.json"
+        write_json(path, aggregate)
+        print(format_seed_table(aggregate))
+        logger.info("seed statistics written to %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

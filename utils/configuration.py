@@ -1,0 +1,392 @@
+"""The configuration schema, `config.yml` loading and validation, and its mapping to plain keyword arguments."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NoneType = type(None)
+TEMPLATE_NAME = "config_template.yml"
+PRECISIONS = (64, 32, 16, "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true",
+              "16-mixed", "bf16-mixed", "transformer-engine", "transformer-engine-float16")
+
+
+class ConfigError(ValueError):
+    """Raised with every problem of a configuration at once."""
+
+    def __init__(self, source: str, problems: Sequence[str]):
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        super().__init__(f"{source}: {len(self.problems)} configuration {noun}:\n{lines}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: accepted types, default, one-line description, sent to trackers or not."""
+
+    name: str
+    types: tuple[type, ...]
+    default: Any
+    comment: str
+    tracked: bool = False
+    item_type: type | None = None
+    length: int | None = None
+    choices: tuple[Any, ...] | None = None
+    children: tuple["Setting", ...] = ()
+
+
+def _norm(mean: list[float], std: list[float], mode: str) -> tuple[Setting, ...]:
+    return (Setting("mean", (list,), mean, f"per-channel means ({mode})", True, float),
+            Setting("std", (list,), std, f"per-channel standard deviations ({mode})", True, float))
+
+
+SCHEMA: tuple[Setting, ...] = (
+    # logging and tracking
+    Setting("loglevel", (str,), "INFO", "console and log-file level", choices=(
+        "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    Setting("logging_dir", (str,), "logs", "folder of the daily log files (YYYYMMDD.log)"),
+    Setting("log_to_neptune", (bool,), False, "send the run to Neptune (needs the three neptune_* keys below)"),
+    Setting("neptune_username", (str, NoneType), "<neptune.ai username>", "Neptune workspace (user name)"),
+    Setting("neptune_project_name", (str, NoneType), "<neptune.ai project name>", "Neptune project name"),
+    Setting("neptune_api_token", (str, NoneType), None,
+            "Neptune API token; prefer the NEPTUNE_API_TOKEN environment variable (never written to records)"),
+    Setting("neptune_mode", (str,), "async", "Neptune connection mode: async (live), offline (sync later), debug",
+            choices=("async", "offline", "debug")),
+    Setting("log_to_tensorboard", (bool,), True, "write TensorBoard events under the run folder"),
+    Setting("tags", (list,), [], "tags of the run (Neptune tags, summary.json)", True, str),
+    Setting("description", (str, NoneType), "", "free-text description of the run", True),
+    # locations
+    Setting("stanford_raw_data_path", (str,), "input/raw",
+            "folder of the raw Stanford Cars files (car_ims.tgz, cars_annos.mat, car_devkit.tgz)"),
+    Setting("stanford_data_path", (str,), "input/stanford", "prepared data folder (train.py -d overrides it)"),
+    Setting("output_path", (str,), "output", "folder of the run folders (checkpoints, records, TensorBoard)"),
+    # preprocessing
+    Setting("image_size", (list,), [227, 227], "network input size [height, width]", True, int, 2),
+    Setting("convert_to_grayscale", (bool,), False, "convert images to one grayscale channel", True),
+    Setting("normalize", (bool,), True, "normalise tensors with the parameters of the colour mode", True),
+    Setting("normalization_params_rgb", (dict,), None, "used when convert_to_grayscale is false", True,
+            children=_norm([0.4707, 0.4602, 0.4550], [0.2594, 0.2585, 0.2635], "RGB")),
+    Setting("normalization_params_grayscale", (dict,), None, "used when convert_to_grayscale is true", True,
+            children=_norm([0.4627], [0.2545], "grayscale")),
+    Setting("crop_to_bboxes", (bool,), True, "crop training images to their bounding boxes", True),
+    Setting("erase_background", (bool,), True,
+            "erase the background outside the box instead of cropping, keeping ratios (with crop_to_bboxes)", True),
+    Setting("augment_images", (bool,), True, "apply image_augmentations to training images", True),
+    Setting("image_augmentations", (dict, NoneType), {
+        "RandomHorizontalFlip": {"p": 0.5},
+        "RandomAffine": {"degrees": 25, "translate": [0.1, 0.1], "scale": [0.9, 1.1], "shear": 8},
+        "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}},
+        "torchvision.transforms on PIL images, applied in order: {ClassName: {kwarg: value}}", True),
+    Setting("augment_tensors", (bool,), True, "apply tensor_augmentations to training tensors", True),
+    Setting("tensor_augmentations", (dict, NoneType), {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}},
+            "torchvision.transforms on tensors, applied in order: {ClassName: {kwarg: value}}", True),
+    # network and training
+    Setting("architecture", (str,), "ghost", "network name from models.arch_dict", True),
+    Setting("pretrained_weights", (str, NoneType), None,
+            "torchvision weights name (e.g. IMAGENET1K_V1) or a weights file; null trains from scratch", True),
+    Setting("batch_size", (int,), 64, "images per batch (per device)", True),
+    Setting("num_epochs", (int,), 200, "maximum number of epochs", True),
+    Setting("early_stopping_patience", (int, NoneType), None,
+            "epochs without valid_loss improvement before stopping; null: 15, or 3x ReduceLROnPlateau patience",
+            True),
+    Setting("dropout", (float,), 0.2, "dropout rate before the last Linear layer", True),
+    Setting("output_channels", (int,), 320, "channels of the last layer before the classifier (GhostNet)", True),
+    Setting("optimizer", (str,), "AdamW", "a torch.optim class name", True),
+    Setting("optimizer_params", (dict, NoneType), {"lr": 0.001, "weight_decay": 0.6},
+            "keyword arguments of the optimizer", True),
+    Setting("lr_scheduler", (str, NoneType), "MultiStepLR",
+            "a torch.optim.lr_scheduler class name, or null for a constant learning rate", True),
+    Setting("lr_scheduler_params", (dict, NoneType), {"gamma": 0.1, "milestones": [67, 82, 95, 107]},
+            "keyword arguments of the scheduler (epochs); LambdaLR/MultiplicativeLR: lr_lambda: '0.975 ** epoch'",
+            True),
+    Setting("loss_function", (str,), "LabelSmoothingCrossEntropy",
+            "LabelSmoothingCrossEntropy or a torch.nn loss class name", True),
+    Setting("loss_params", (dict, NoneType), None, "keyword arguments of the loss (e.g. epsilon: 0.1)", True),
+    # reproducibility and hardware
+    Setting("seed", (int, NoneType), 42, "seed of every random generator (workers too); null draws one", True),
+    Setting("num_workers", (int, NoneType), None, "data loader processes; null: the machine's cores, at most 8"),
+    Setting("precision", (int, str), 32, "Trainer precision: 32, 16-mixed, bf16-mixed, ...", True,
+            choices=PRECISIONS),
+    Setting("accelerator", (str,), "auto", "auto (CUDA when available, else CPU), gpu, cpu, mps, ...",
+            choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
+    Setting("devices", (int, str, list), 1, "devices per node: a count, 'auto' or a list of indices", True),
+    Setting("strategy", (str,), "auto", "Lightning strategy: auto, ddp, ddp_spawn, ...", True),
+    Setting("num_nodes", (int,), 1, "machines taking part (DDP)", True),
+)
+
+
+def _setting_default(setting: Setting) -> Any:
+    if setting.children:
+        return {child.name: copy.deepcopy(child.default) for child in setting.children}
+    return copy.deepcopy(setting.default)
+
+
+def default_config() -> dict[str, Any]:
+    """The configuration made of every schema default."""
+    return {setting.name: _setting_default(setting) for setting in SCHEMA}
+
+
+def schema_rows() -> list[tuple[str, str, str]]:
+    """(key path, default as YAML, description) of every schema key, nested keys included, in schema order."""
+    rows = []
+    for setting in SCHEMA:
+        if setting.children:
+            rows.append((setting.name, "", setting.comment))
+            rows.extend((f"{setting.name}.{child.name}", _yaml_inline(child.default), child.comment)
+                        for child in setting.children)
+        else:
+            rows.append((setting.name, _yaml_inline(setting.default), setting.comment))
+    return rows
+
+
+def schema_markdown_table() -> str:
+    """The README table of every configuration key."""
+    lines = ["| key | default | description |", "|---|---|---|"]
+    for key, default, comment in schema_rows():
+        shown = f"`{default}`" if default else ""
+        lines.append(f"| `{key}` | {shown.replace('|', '&#124;')} | {comment.replace('|', '&#124;')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_inline(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def _type_names(types: Iterable[type]) -> str:
+    names = {NoneType: "null", dict: "mapping", list: "list", str: "string", bool: "boolean",
+             int: "integer", float: "number"}
+    return " or ".join(names.get(item, item.__name__) for item in types)
+
+
+def _matches(value: Any, wanted: type) -> bool:
+    if wanted is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if wanted is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, wanted)
+
+
+def _unknown_key_problem(path: str, key: Any, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(known))}"
+    return f"{path}{key}: unknown key{hint}"
+
+
+def _value_problems(setting: Setting, value: Any, path: str) -> list[str]:
+    if not any(_matches(value, wanted) for wanted in setting.types):
+        return [f"{path}: expected {_type_names(setting.types)}, got {type(value).__name__} {value!r}"]
+    if setting.choices is not None and value not in setting.choices:
+        return [f"{path}: {value!r} is not one of {', '.join(map(str, setting.choices))}"]
+    if isinstance(value, list) and setting.item_type is not None:
+        bad = [item for item in value if not _matches(item, setting.item_type)]
+        if bad:
+            return [f"{path}: expected a list of {_type_names([setting.item_type])} values, got {value!r}"]
+        if setting.length is not None and len(value) != setting.length:
+            return [f"{path}: expected {setting.length} values, got {len(value)} ({value!r})"]
+    if isinstance(value, list) and setting.name == "devices" and not all(_matches(i, int) for i in value):
+        return [f"{path}: expected a list of device indices, got {value!r}"]
+    return []
+
+
+def validate_config(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Fill defaults and check keys and types; return the configuration and every problem found."""
+    problems: list[str] = []
+    known = {setting.name: setting for setting in SCHEMA}
+    problems.extend(_unknown_key_problem("", key, known) for key in raw if key not in known)
+    cfg = default_config()
+    for name, setting in known.items():
+        if name not in raw:
+            continue
+        value = raw[name]
+        if setting.children:
+            problems.extend(_nested_problems(setting, value, cfg[name]))
+            continue
+        found = _value_problems(setting, value, name)
+        problems.extend(found)
+        if not found:
+            cfg[name] = copy.deepcopy(value)
+    return cfg, problems
+
+
+def _nested_problems(setting: Setting, value: Any, target: dict[str, Any]) -> list[str]:
+    if not isinstance(value, dict):
+        return [f"{setting.name}: expected a mapping with keys "
+                f"{', '.join(child.name for child in setting.children)}, got {value!r}"]
+    children = {child.name: child for child in setting.children}
+    problems = [_unknown_key_problem(f"{setting.name}.", key, children) for key in value if key not in children]
+    for key, child in children.items():
+        if key in value:
+            found = _value_problems(child, value[key], f"{setting.name}.{key}")
+            problems.extend(found)
+            if not found:
+                target[key] = copy.deepcopy(value[key])
+    return problems
+
+
+def tracking_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Neptune settings needed when log_to_neptune is on."""
+    if cfg.get("log_to_neptune") is not True:
+        return []
+    problems = []
+    for key in ("neptune_username", "neptune_project_name"):
+        value = cfg.get(key)
+        if not isinstance(value, str) or not value.strip() or value.startswith("<"):
+            problems.append(f"{key}: set it to your Neptune {key.split('_')[1]} (log_to_neptune is true)")
+    if cfg.get("neptune_mode") == "async" and not neptune_api_token(cfg):
+        problems.append("neptune_api_token: no token; export NEPTUNE_API_TOKEN=... (preferred) or set the key, "
+                        "or use neptune_mode: offline")
+    return problems
+
+
+def neptune_api_token(cfg: Mapping[str, Any]) -> str | None:
+    """The Neptune token: NEPTUNE_API_TOKEN environment variable first, then the config (placeholders ignored)."""
+    token = os.environ.get("NEPTUNE_API_TOKEN") or cfg.get("neptune_api_token")
+    if not isinstance(token, str) or not token.strip() or token.startswith("<"):
+        return None
+    return token
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'key.path=value' -> (['key', 'path'], YAML-typed value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError("--set", [f"{text!r}: expected key=value, e.g. optimizer_params.lr=0.003"])
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError("--set", [f"{key}: value {value!r} is not valid YAML ({error})"]) from None
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Set each 'key.path=value' in a copy of the raw configuration.
+
+    A parent missing from the file starts from its default mapping; a null or non-mapping parent becomes {}.
+    """
+    result = copy.deepcopy(raw)
+    defaults = default_config()
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for depth, part in enumerate(path[:-1]):
+            if not isinstance(node.get(part), dict):
+                fallback = defaults.get(part) if depth == 0 and part not in node else None
+                node[part] = copy.deepcopy(fallback) if isinstance(fallback, dict) else {}
+            node = node[part]
+        node[path[-1]] = value
+    return result
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a configuration file as a mapping, with an explanation when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        if path.name == "config.yml":
+            hint = f"; create it from the template: cp {TEMPLATE_NAME} {path} (then edit it)"
+        raise ConfigError(str(path), [f"configuration file not found{hint}"])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), [f"not valid YAML: {error}"]) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), [f"expected a mapping of keys at the top level, got {type(raw).__name__}"])
+    return raw
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),
+                checks: Iterable[Callable[[Mapping[str, Any]], list[str]]] = ()) -> dict[str, Any]:
+    """Read, override, fill defaults and validate a configuration; raise ConfigError listing every problem."""
+    raw = apply_overrides(read_yaml(path), overrides)
+    cfg, problems = validate_config(raw)
+    problems.extend(tracking_problems(cfg))
+    for check in checks:
+        try:
+            problems.extend(check(cfg))
+        except Exception as error:  # a check tripping over a value already reported above
+            if not problems:
+                raise
+            problems.append(f"{getattr(check, '__module__', check)} checks could not run: {error}")
+    if problems:
+        raise ConfigError(str(path), problems)
+    return cfg
+
+
+def config_for_records(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy safe to write to disk or trackers: the API token removed."""
+    safe = copy.deepcopy(dict(cfg))
+    safe["neptune_api_token"] = None
+    return safe
+
+
+def save_config(cfg: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write the resolved configuration (no API token) as YAML in schema order."""
+    text = yaml.safe_dump(config_for_records(cfg), sort_keys=False, default_flow_style=None, width=120)
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flat(item, f"{prefix}.{key}"))
+        return flat
+    if isinstance(value, (bool, int, float, str)):
+        return {prefix: value}
+    return {prefix: "None" if value is None else str(value)}
+
+
+def tracked_params(cfg: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+    """The schema's tracked keys as flat 'key.sub' -> scalar (lists and null as text), for Neptune/TensorBoard."""
+    flat: dict[str, Any] = {}
+    for setting in SCHEMA:
+        if setting.tracked:
+            flat.update(_flat(cfg.get(setting.name), setting.name))
+    return flat
+
+
+def normalization_params(cfg: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the configured colour mode."""
+    key = "normalization_params_grayscale" if cfg["convert_to_grayscale"] else "normalization_params_rgb"
+    return tuple(cfg[key]["mean"]), tuple(cfg[key]["std"])
+
+
+def data_module_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of datasets.StanfordCarsDataModule."""
+    mean, std = normalization_params(cfg)
+    return {
+        "data_path": cfg["stanford_data_path"], "image_size": tuple(cfg["image_size"]),
+        "batch_size": cfg["batch_size"], "num_workers": cfg["num_workers"],
+        "convert_to_grayscale": cfg["convert_to_grayscale"], "normalize": cfg["normalize"],
+        "mean": mean, "std": std, "crop_to_bboxes": cfg["crop_to_bboxes"],
+        "erase_background": cfg["erase_background"], "augment_images": cfg["augment_images"],
+        "image_augmentations": copy.deepcopy(cfg["image_augmentations"]),
+        "augment_tensors": cfg["augment_tensors"],
+        "tensor_augmentations": copy.deepcopy(cfg["tensor_augmentations"]),
+        "seed": cfg["seed"] if cfg["seed"] is not None else 0,
+    }
+
+
+def network_kwargs(cfg: Mapping[str, Any], num_classes: int, img_channels: int) -> dict[str, Any]:
+    """Keyword arguments of models.build_network."""
+    return {"architecture": cfg["architecture"], "num_classes": num_classes, "img_channels": img_channels,
+            "dropout": cfg["dropout"], "output_channels": cfg["output_channels"],
+            "pretrained_weights": cfg["pretrained_weights"]}
+
+
+def module_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of models.net_module.NetModule besides network and num_classes."""
+    return {"optimizer": cfg["optimizer"], "optimizer_params": copy.deepcopy(cfg["optimizer_params"]),
+            "lr_scheduler": cfg["lr_scheduler"], "lr_scheduler_params": copy.deepcopy(cfg["lr_scheduler_params"]),
+            "loss_function": cfg["loss_function"], "loss_params": copy.deepcopy(cfg["loss_params"])}
