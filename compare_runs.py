@@ -1,0 +1,62 @@
+"""Compare training runs: the thesis's dashboard table of every run record under output/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from utils.run_comparison import (COLUMNS, column_problems, filter_runs, format_table, group_rows_by_seed,
+                                  load_runs, plot_runs, run_row, sort_rows, write_csv)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     epilog=f"columns: {', '.join(COLUMNS)} (with --seeds also: runs)")
+    parser.add_argument("folders", nargs="*", default=["output"],
+                        help="output folders holding run folders, or run folders (default: output)")
+    parser.add_argument("--tag", action="append", default=[],
+                        help="keep runs having this tag (repeatable: all of them)")
+    parser.add_argument("--architecture", "-a", action="append", default=[],
+                        help="keep runs of this architecture (repeatable: any of them)")
+    parser.add_argument("--sort", default="run_id", help="column to sort by (default: run_id)")
+    parser.add_argument("--descending", action="store_true", help="sort from the largest value")
+    parser.add_argument("--columns", help="comma-separated columns to show, in order (default: all)")
+    parser.add_argument("--seeds", action="store_true",
+                        help="one row per group of runs differing only by seed: mean ± std [min, max]")
+    parser.add_argument("--csv", metavar="FILE.csv", help="also write the table as CSV")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw valid_acc and valid_loss per epoch of the runs shown")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    available = [*COLUMNS, "runs"] if args.seeds else list(COLUMNS)
+    columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else list(COLUMNS)
+    if args.seeds and not args.columns:
+        columns.insert(1, "runs")
+    problems = column_problems([*columns, args.sort], available)
+    if problems:
+        print("compare_runs.py: error: " + "; ".join(dict.fromkeys(problems)), file=sys.stderr)
+        return 2
+    runs, record_problems = load_runs(args.folders)
+    for problem in record_problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    runs = filter_runs(runs, tags=args.tag, architectures=args.architecture)
+    rows = group_rows_by_seed(runs) if args.seeds else [run_row(run) for run in runs]
+    rows = sort_rows(rows, args.sort, args.descending)
+    if not rows:
+        print("no runs found" + (" matching the filters" if args.tag or args.architecture else ""))
+    else:
+        print(format_table(rows, columns))
+    if args.csv:
+        write_csv(rows, columns, args.csv)
+        print(f"table written to {args.csv}")
+    if args.plot:
+        drawn = plot_runs(runs, args.plot)
+        print(f"curves of {drawn} run(s) drawn to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

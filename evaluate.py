@@ -1,0 +1,74 @@
+"""Evaluate a trained run on the test split: top-1/top-5 accuracy, loss, per-class accuracy, confused pairs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from datasets import StanfordCarsDataModule
+from models.evaluation import class_label, evaluate_network, write_predictions_csv
+from models.run_loading import CheckpointError, load_trained_model
+from utils.configuration import ConfigError
+from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, metrics_at_epoch
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", metavar="RUN_DIR_OR_CKPT", help="run folder (uses its best.ckpt) or a checkpoint in one")
+    parser.add_argument("-d", "--data", metavar="DATA_PATH", help="prepared data folder (default: the run's)")
+    parser.add_argument("--out", metavar="FILE.csv", help="write per-image predictions to this CSV")
+    parser.add_argument("--batch-size", type=int, help="images per batch (default: the run's)")
+    parser.add_argument("--workers", type=int, default=0, help="data loader processes (default: 0)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--classes", type=int, default=10, help="worst classes and confused pairs shown (default 10)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
+        data_kwargs = evaluation_data_kwargs(cfg, args.workers)
+        if args.batch_size:
+            data_kwargs["batch_size"] = args.batch_size
+        data = StanfordCarsDataModule(**data_kwargs)
+        trained = load_trained_model(checkpoint, cfg["architecture"], data.img_channels, cfg["dropout"],
+                                     cfg["output_channels"])
+    except (RunRecordError, ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        return 2
+    if trained.num_classes != data.num_classes:
+        print(f"evaluate.py: error: {checkpoint} was trained on {trained.num_classes} classes, "
+              f"{data.data_path} has {data.num_classes}", file=sys.stderr)
+        return 2
+    module = trained.module
+    print(f"run {run_dir}, checkpoint {checkpoint.name} (epoch {trained.epoch}), data {data.data_path}")
+    result = evaluate_network(module.network, data.val_dataloader(), data.num_classes, module.criterion,
+                              torch.device(args.device))
+    print(f"images: {result.num_samples}")
+    print(f"top-1 accuracy: {result.top1:.4f}")
+    print(f"top-{result.top_k} accuracy: {result.top5:.4f}")
+    print(f"validation loss ({cfg['loss_function']}): {result.loss:.4f}")
+    logged = metrics_at_epoch(run_dir, trained.epoch)
+    if logged and logged.get("valid_acc") is not None:
+        print(f"logged at epoch {trained.epoch}: valid_acc {logged['valid_acc']:.4f}, "
+              f"valid_loss {logged['valid_loss']:.4f}")
+    print(f"\nper-class accuracy, worst {args.classes} classes first:")
+    for index, accuracy, count in result.worst_classes()[:args.classes]:
+        print(f"  {accuracy:7.2%}  ({count:3d} images)  {class_label(data.class_names, index)}")
+    pairs = result.confused_pairs(args.classes)
+    print("\nmost confused pairs (true -> predicted: images):" if pairs else "\nno confused pairs: every image right")
+    for true, predicted, count in pairs:
+        print(f"  {class_label(data.class_names, true)} -> {class_label(data.class_names, predicted)}: {count}")
+    if args.out:
+        names = [record.image_fname for record in data.val_dataset.records]
+        write_predictions_csv(result, args.out, data.class_names, names)
+        print(f"\nper-image predictions written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Export a trained run for deployment (ONNX or TorchScript) with its class names and preprocessing beside it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datasets import StanfordCarsDataModule
+from models.export import FORMATS, ExportError, check_not_existing, export_model
+from models.run_loading import CheckpointError, load_trained_model
+from utils.configuration import ConfigError, normalization_params
+from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config
+
+CHECK_IMAGES = 4
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", metavar="RUN_DIR_OR_CKPT", help="run folder (uses its best.ckpt) or a checkpoint in one")
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="export format")
+    parser.add_argument("--out", metavar="PATH", help="model file (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing export")
+    parser.add_argument("-d", "--data", metavar="DATA_PATH", help="prepared data for class names and check images")
+    return parser.parse_args(argv)
+
+
+def preprocessing_metadata(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """How a photo becomes the model's input, as validation images were made."""
+    mean, std = normalization_params(cfg)
+    height, width = cfg["image_size"]
+    return {
+        "image_size": [height, width], "input_shape": ["batch", 1 if cfg["convert_to_grayscale"] else 3, height, width],
+        "grayscale": cfg["convert_to_grayscale"], "normalize": cfg["normalize"],
+        "mean": list(mean) if cfg["normalize"] else None, "std": list(std) if cfg["normalize"] else None,
+        "steps": ["convert to grayscale (L) or RGB", f"resize the whole image to {width}x{height} (bilinear)",
+                  "scale pixel values to [0, 1]"] + (["subtract mean, divide by std per channel"]
+                                                      if cfg["normalize"] else []),
+    }
+
+
+def data_or_none(cfg: Mapping[str, Any]) -> tuple[StanfordCarsDataModule | None, str | None]:
+    """The run's prepared data, or None and the reason it is unavailable."""
+    try:
+        return StanfordCarsDataModule(**evaluation_data_kwargs(cfg)), None
+    except (FileNotFoundError, ValueError) as error:
+        return None, str(error)
+
+
+def check_images(data: StanfordCarsDataModule | None, cfg: Mapping[str, Any]) -> torch.Tensor:
+    """A few validation images, or seeded random inputs of the right shape when there is no data."""
+    if data is not None:
+        data.setup("validate")
+        count = min(CHECK_IMAGES, len(data.val_dataset))
+        return torch.stack([data.val_dataset[index][0] for index in range(count)])
+    channels = 1 if cfg["convert_to_grayscale"] else 3
+    return torch.randn(CHECK_IMAGES, channels, *cfg["image_size"], generator=torch.Generator().manual_seed(0))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
+        out = Path(args.out) if args.out else run_dir / f"model{FORMATS[args.format]}"
+        problems = check_not_existing(out, args.force)
+        if problems:
+            raise ExportError("; ".join(problems))
+        channels = 1 if cfg["convert_to_grayscale"] else 3
+        trained = load_trained_model(checkpoint, cfg["architecture"], channels, cfg["dropout"], cfg["output_channels"])
+    except (RunRecordError, ConfigError, CheckpointError, ExportError) as error:
+        print(f"export_model.py: error: {error}", file=sys.stderr)
+        return 2
+    data, reason = data_or_none(cfg)
+    if data is None:
+        print(f"note: no prepared data ({reason}); checking on {CHECK_IMAGES} generated random inputs "
+              "and writing generic class names")
+    class_names = data.class_names if data else [f"class {i}" for i in range(1, trained.num_classes + 1)]
+    metadata = {
+        "architecture": cfg["architecture"], "run": run_dir.name, "checkpoint": checkpoint.name,
+        "checkpoint_epoch": trained.epoch, "num_classes": trained.num_classes,
+        "class_names": class_names, "class_ids": list(range(1, trained.num_classes + 1)),
+        "input_name": "images", "output_name": "logits", "output": "logits; apply softmax for probabilities",
+        "preprocessing": preprocessing_metadata(cfg),
+    }
+    try:
+        report = export_model(trained.module.network, out, args.format, check_images(data, cfg), metadata,
+                              force=args.force)
+    except ExportError as error:
+        print(f"export_model.py: error: {error}", file=sys.stderr)
+        return 1
+    source = "validation images" if data else "generated inputs"
+    print(f"exported {args.format}: {report.model_path} ({report.size_bytes / 1e6:.2f} MB)")
+    print(f"metadata: {report.metadata_path}")
+    print(f"check on {report.checked_images} {source}: max |exported - PyTorch| = {report.max_abs_difference:.2e} "
+          f"(tolerance {report.tolerance:g}) OK")
+    print(f"CPU latency, batch 1, median of 20 calls, {torch.get_num_threads()} threads: "
+          f"PyTorch {report.latency_ms_pytorch:.2f} ms, "
+          f"{args.format} {report.latency_ms_exported:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

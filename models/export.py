@@ -1,0 +1,151 @@
+"""Export of a trained network to ONNX or TorchScript, with an output check against PyTorch and a CPU timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+TOLERANCE = 1e-4
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be written or whose outputs do not match PyTorch's."""
+
+
+@dataclass
+class ExportReport:
+    """What export_model wrote and measured."""
+
+    model_path: Path
+    metadata_path: Path
+    size_bytes: int
+    max_abs_difference: float
+    tolerance: float
+    checked_images: int
+    latency_ms_pytorch: float
+    latency_ms_exported: float
+
+
+def metadata_path_for(model_path: str | os.PathLike) -> Path:
+    """The JSON written beside an exported model: its file name + .json (model.onnx -> model.onnx.json)."""
+    path = Path(model_path)
+    return path.with_name(path.name + ".json")
+
+
+def _import_onnx() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise ExportError(f"ONNX export needs the onnx and onnxruntime packages (missing: {error.name}); "
+                          "install them with: pip install -r dev_requirements.txt") from None
+    return onnx, onnxruntime
+
+
+def export_onnx(network: nn.Module, path: str | os.PathLike,
+                example: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+    """Write an ONNX model with a dynamic batch axis; return a runner of it on onnxruntime's CPU provider."""
+    onnx, onnxruntime = _import_onnx()
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter needs no onnxscript and writes one self-contained file.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(network, (example,), str(path), dynamo=False, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    onnx.checker.check_model(str(path))
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda images: session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+
+
+def export_torchscript(network: nn.Module, path: str | os.PathLike,
+                       example: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+    """Write a traced TorchScript model; return a runner of the file reloaded from disk."""
+    with warnings.catch_warnings(), torch.no_grad():
+        # TorchScript still runs everywhere PyTorch Mobile / LibTorch does; its deprecation notes are noise here.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*")
+        traced = torch.jit.trace(network, example)
+        torch.jit.save(traced, str(path))
+        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return loaded(torch.from_numpy(images)).numpy()
+
+    return run
+
+
+def median_latency_ms(run: Callable[[], Any], repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time of one call in milliseconds."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def output_problem(expected: np.ndarray, actual: np.ndarray, tolerance: float = TOLERANCE) -> tuple[float, str | None]:
+    """(max absolute difference, problem text or None) between PyTorch and exported outputs."""
+    if expected.shape != actual.shape:
+        return float("inf"), f"output shape {actual.shape} differs from PyTorch's {expected.shape}"
+    difference = float(np.abs(expected - actual).max()) if expected.size else 0.0
+    if not difference <= tolerance:
+        return difference, f"outputs differ from PyTorch's by up to {difference:.3g} (tolerance {tolerance:g})"
+    return difference, None
+
+
+def check_not_existing(model_path: str | os.PathLike, force: bool = False) -> list[str]:
+    """Problems when the model or its JSON already exist and `force` is off."""
+    if force:
+        return []
+    return [f"{path}: already exists; pass --force to overwrite it"
+            for path in (Path(model_path), metadata_path_for(model_path)) if path.exists()]
+
+
+def export_model(network: nn.Module, model_path: str | os.PathLike, fmt: str, check_images: torch.Tensor,
+                 metadata: Mapping[str, Any], force: bool = False, tolerance: float = TOLERANCE,
+                 latency_repeats: int = 20) -> ExportReport:
+    """Export, write the metadata JSON beside the model, check outputs on `check_images`, time batch-1 CPU calls."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    problems = check_not_existing(model_path, force)
+    if problems:
+        raise ExportError("; ".join(problems))
+    model_path = Path(model_path)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    network = network.cpu().eval()
+    check_images = check_images.cpu().float()
+    exporter = export_onnx if fmt == "onnx" else export_torchscript
+    runner = exporter(network, model_path, check_images[:1])
+    with torch.no_grad():
+        expected = network(check_images).numpy()
+    difference, problem = output_problem(expected, runner(check_images.numpy()), tolerance)
+    if problem:
+        raise ExportError(f"{model_path}: {problem}; the file is kept for inspection, no JSON was written")
+    metadata_path = metadata_path_for(model_path)
+    metadata_path.write_text(json.dumps({"format": fmt, "model_file": model_path.name, **metadata}, indent=2) + "\n",
+                             encoding="utf-8")
+    single = check_images[:1]
+    with torch.no_grad():
+        pytorch_ms = median_latency_ms(lambda: network(single), latency_repeats)
+    exported_ms = median_latency_ms(lambda: runner(single.numpy()), latency_repeats)
+    return ExportReport(model_path=model_path, metadata_path=metadata_path, size_bytes=model_path.stat().st_size,
+                        max_abs_difference=difference, tolerance=tolerance, checked_images=len(check_images),
+                        latency_ms_pytorch=pytorch_ms, latency_ms_exported=exported_ms)

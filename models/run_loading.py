@@ -1,0 +1,56 @@
+"""Loading a trained NetModule from a checkpoint, rebuilding its network from plain configuration values."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from models.arch_dict import build_network
+from models.net_module import NetModule
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the run's configuration; names the file."""
+
+
+@dataclass
+class TrainedModel:
+    """A loaded NetModule (eval mode, CPU) and what its checkpoint says about itself."""
+
+    module: NetModule
+    num_classes: int
+    epoch: int          # the epoch the weights come from, counted from 1 as metrics.csv counts
+    global_step: int
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint dictionary, loaded on CPU."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def load_trained_model(checkpoint_path: str | os.PathLike, architecture: str, img_channels: int = 3,
+                       dropout: float = 0.2, output_channels: int = 320) -> TrainedModel:
+    """Rebuild the run's network (no pretrained download: the checkpoint has the weights) and load the module."""
+    checkpoint = read_checkpoint(checkpoint_path)
+    num_classes = checkpoint.get("hyper_parameters", {}).get("num_classes")
+    if not isinstance(num_classes, int):
+        raise CheckpointError(f"{checkpoint_path}: no num_classes among the saved hyperparameters")
+    network = build_network(architecture, num_classes, img_channels=img_channels, dropout=dropout,
+                            output_channels=output_channels, pretrained_weights=None)
+    try:
+        module = NetModule.load_from_checkpoint(checkpoint_path, map_location="cpu", network=network)
+    except RuntimeError as error:
+        raise CheckpointError(f"{checkpoint_path}: the weights do not fit a {architecture} network with "
+                              f"{img_channels} input channel(s) and {num_classes} classes: {error}") from None
+    module.eval()
+    return TrainedModel(module=module, num_classes=num_classes, epoch=int(checkpoint.get("epoch", -1)) + 1,
+                        global_step=int(checkpoint.get("global_step", -1)))

@@ -1,0 +1,442 @@
+"""After training: compare_runs.py, evaluate.py, predict.py and export_model.py on runs of short CPU trainings
+on generated data (two seeds of one RGB setting, a grayscale run, an interrupted run, a snapshot of a run in
+progress, and damaged records)."""
+
+import csv
+import importlib.util
+import json
+import re
+import shutil
+import signal
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from datasets import StanfordCarsDataModule, StanfordCarsDataset, generate_synthetic_stanford, prepare_stanford_dataset
+from models.evaluation import predict_top_k
+from models.run_loading import load_trained_model
+from utils.configuration import load_config
+from utils.run_comparison import evaluation_data_kwargs, load_runs, plot_runs, read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "config_template.yml"
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train, compare_runs, evaluate, predict, export_model = map(
+    load_script, ("train", "compare_runs", "evaluate", "predict", "export_model"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP spinning when the test machine is shared (trainings included)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class SnapshotThenInterrupt(Callback):
+    """Copies the run folder while epoch 2 starts (a run in progress), then presses Ctrl-C at its end."""
+
+    def __init__(self, run_parent: Path, snapshot: Path):
+        self.run_parent, self.snapshot = run_parent, snapshot
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            (run_dir,) = [p for p in self.run_parent.iterdir() if p.is_dir() and p.name.startswith("ghost_")
+                          and (p / "summary.json").is_file() and json.loads((p / "summary.json").read_text())[
+                              "state"] == "running"]
+            shutil.copytree(run_dir, self.snapshot, ignore=shutil.ignore_patterns("*.ckpt", "tensorboard"))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+@dataclass
+class Runs:
+    data: Path
+    output: Path
+    rgb: list       # two runs differing only by seed
+    gray: Path
+    interrupted: Path
+    running: Path   # copy of the interrupted run taken while it was running
+    damaged: list
+
+
+def _train(data, output, tmp, settings, *extra, callbacks=()):
+    args = ["-c", str(TEMPLATE), "-d", str(data), *extra]
+    for setting in ["image_size=[32, 32]", "batch_size=8", "num_workers=0", "output_channels=64",
+                    "accelerator=cpu", "log_to_tensorboard=false", f"output_path={output}",
+                    f"logging_dir={tmp / 'logs'}", "optimizer_params={lr: 0.003, weight_decay: 0.05}",
+                    "lr_scheduler=null", "lr_scheduler_params=null", *settings]:
+        args += ["--set", setting]
+    before = set(output.iterdir()) if output.is_dir() else set()
+    assert train.main(args, extra_callbacks=callbacks) == 0
+    return sorted(p for p in set(output.iterdir()) - before if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def runs(one_thread, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("after_training")
+    generate_synthetic_stanford(tmp / "raw", num_classes=4, images_per_class=10, min_width=40, max_width=64)
+    data, output = tmp / "stanford", tmp / "output"
+    prepare_stanford_dataset(tmp / "raw", data, progress=False)
+    rgb = _train(data, output, tmp, ["num_epochs=2", "tags=[rgb, seeds]"], "--seeds", "2")
+    (gray,) = _train(data, output, tmp, ["num_epochs=2", "convert_to_grayscale=true", "tags=[gray]"])
+    running = output / "ghost_snapshot_in_progress"
+    handler = signal.getsignal(signal.SIGINT)
+    before = set(output.iterdir())
+    try:
+        with pytest.raises(SystemExit):
+            _train(data, output, tmp, ["num_epochs=3", "tags=[rgb, interrupted]"],
+                   callbacks=[SnapshotThenInterrupt(output, running)])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    (interrupted,) = [p for p in set(output.iterdir()) - before if p != running]
+    damaged = [output / "ghost_damaged_summary", output / "ghost_damaged_metrics"]
+    for path in damaged:
+        shutil.copytree(rgb[0], path, ignore=shutil.ignore_patterns("*.ckpt"))
+    summary = (damaged[0] / "summary.json").read_text()
+    (damaged[0] / "summary.json").write_text(summary[: len(summary) // 2])
+    (damaged[1] / "metrics.csv").write_text("epoch,train_loss\n1,0.5\n2,not-a-number\n")
+    return Runs(data, output, rgb, gray, interrupted, running, damaged)
+
+
+def run(script, argv, capsys):
+    code = script.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def summary_of(run_dir):
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def table_rows(text):
+    """Data lines of a printed table, split on runs of 2+ spaces."""
+    lines = text.strip().splitlines()
+    dashes = next(i for i, line in enumerate(lines) if set(line.replace(" ", "")) == {"-"})
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[dashes + 1:] if line.strip()
+            and not line.startswith(("table written", "curves of"))]
+
+
+# ---- compare_runs.py -----------------------------------------------------------------------------------
+
+
+def test_records_as_written(runs):
+    assert summary_of(runs.interrupted)["state"] == "interrupted"
+    assert summary_of(runs.running)["state"] == "running"
+    assert [row["epoch"] for row in read_metrics(runs.running / "metrics.csv")] == [1]
+    assert [summary_of(r)["seed"] for r in runs.rgb] == [42, 43]
+
+
+def test_table_shows_every_run_with_its_state_and_reports_damaged_records(runs, capsys):
+    code, out, err = run(compare_runs, [runs.output], capsys)
+    assert code == 0
+    header = out.splitlines()[0].split()
+    assert header[:5] == ["run_id", "state", "duration", "runtime", "architecture"]
+    for column in ("image_size", "batch_size", "parameters", "grayscale", "normalize", "image_augmentations",
+                   "tensor_augmentations", "crop_to_bboxes", "loss", "optimizer", "lr", "weight_decay",
+                   "lr_scheduler", "dropout", "output_channels", "epochs", "train_loss_min", "valid_loss_min",
+                   "train_acc_max", "valid_acc_max", "tags", "description"):
+        assert column in header
+    rows = {row[0]: row for row in table_rows(out)}
+    assert set(rows) == {r.name for r in [*runs.rgb, runs.gray, runs.interrupted, runs.running]}
+    assert rows[runs.interrupted.name][1] == "interrupted"
+    assert rows[runs.running.name][1] == "running"
+    assert rows[runs.rgb[0].name][1] == "finished"
+    for damaged in runs.damaged:
+        assert str(damaged) in err and damaged.name not in out
+    assert "summary.json" in err and "not-a-number" in err
+
+
+def test_csv_values_come_from_the_records(runs, capsys, tmp_path):
+    path = tmp_path / "table.csv"
+    code, out, _ = run(compare_runs, [runs.output, "--csv", path], capsys)
+    assert code == 0
+    table = {row["run_id"]: row for row in csv.DictReader(path.open())}
+    for run_dir in [*runs.rgb, runs.gray, runs.interrupted]:
+        metrics = read_metrics(run_dir / "metrics.csv")
+        summary = summary_of(run_dir)
+        row = table[run_dir.name]
+        assert float(row["valid_loss_min"]) == min(m["valid_loss"] for m in metrics)
+        assert float(row["valid_acc_max"]) == max(m["valid_acc"] for m in metrics)
+        assert float(row["train_loss_min"]) == min(m["train_loss"] for m in metrics)
+        assert float(row["train_acc_max"]) == max(m["train_acc"] for m in metrics)
+        assert int(row["epochs"]) == len(metrics) == summary["epochs_run"]
+        assert int(row["parameters"]) == summary["parameters"]
+        assert float(row["duration"]) == summary["duration_s"]
+        assert row["runtime"] == "local/cpu" and row["architecture"] == "ghost" and row["image_size"] == "32x32"
+        assert row["optimizer"] == "AdamW" and float(row["lr"]) == 0.003 and float(row["weight_decay"]) == 0.05
+        assert row["output_channels"] == "64" and row["batch_size"] == "8"
+    assert table[runs.gray.name]["grayscale"] == "True" and table[runs.rgb[0].name]["grayscale"] == "False"
+    assert table[runs.gray.name]["tags"] == "gray"
+
+
+def test_filter_by_tag_and_architecture(runs, capsys):
+    _, out, _ = run(compare_runs, [runs.output, "--tag", "rgb", "--columns", "run_id,tags"], capsys)
+    assert {row[0] for row in table_rows(out)} == {r.name for r in [*runs.rgb, runs.interrupted, runs.running]}
+    _, out, _ = run(compare_runs, [runs.output, "--tag", "rgb", "--tag", "interrupted", "--columns", "run_id"], capsys)
+    assert {row[0] for row in table_rows(out)} == {runs.interrupted.name, runs.running.name}
+    _, out, _ = run(compare_runs, [runs.output, "-a", "ghost", "--tag", "gray", "--columns", "run_id"], capsys)
+    assert [row[0] for row in table_rows(out)] == [runs.gray.name]
+    code, out, _ = run(compare_runs, [runs.output, "-a", "sq_10"], capsys)
+    assert code == 0 and "no runs found matching the filters" in out
+
+
+def test_sort_by_any_column_and_choose_columns(runs, capsys, tmp_path):
+    path = tmp_path / "sorted.csv"
+    with_metrics = {r.name for r in [*runs.rgb, runs.gray, runs.interrupted, runs.running]}
+    for flags, reverse in (([], False), (["--descending"], True)):
+        _, out, _ = run(compare_runs, [runs.output, "--sort", "valid_loss_min", *flags, "--columns",
+                                       "valid_loss_min,run_id,state", "--csv", path], capsys)
+        assert out.splitlines()[0].split() == ["valid_loss_min", "run_id", "state"]
+        rows = list(csv.DictReader(path.open()))
+        assert list(rows[0]) == ["valid_loss_min", "run_id", "state"]
+        assert {row["run_id"] for row in rows} == with_metrics
+        losses = [float(row["valid_loss_min"]) for row in rows]
+        assert losses == sorted(losses, reverse=reverse)
+        assert [row[1] for row in table_rows(out)] == [row["run_id"] for row in rows]
+    _, out, _ = run(compare_runs, [runs.output, "--sort", "state", "--columns", "state"], capsys)
+    states = [row[0] for row in table_rows(out)]
+    assert states == sorted(states)
+    code, _, err = run(compare_runs, [runs.output, "--sort", "valid_accuracy"], capsys)
+    assert code == 2 and "unknown column 'valid_accuracy'" in err and "valid_acc_max" in err
+    code, _, err = run(compare_runs, [runs.output, "--columns", "run_id,colour"], capsys)
+    assert code == 2 and "unknown column 'colour'" in err
+
+
+def test_seed_groups_give_mean_std_min_max(runs, capsys, tmp_path):
+    path = tmp_path / "seeds.csv"
+    code, out, _ = run(compare_runs, [runs.output, "--seeds", "--columns", "run_id,runs,seed,valid_acc_max,"
+                                      "valid_loss_min,grayscale", "--csv", path], capsys)
+    assert code == 0
+    rows = list(csv.DictReader(path.open()))
+    # the seed pair, gray, and the interrupted run with its in-progress copy (same config, same seed)
+    assert sorted(row["runs"] for row in rows) == ["1", "2", "2"]
+    (group,) = [row for row in rows if row["seed"] == "42,43"]
+    assert group["run_id"] == ",".join(r.name for r in runs.rgb) and group["seed"] == "42,43"
+    losses = [min(m["valid_loss"] for m in read_metrics(r / "metrics.csv")) for r in runs.rgb]
+    assert float(group["valid_loss_min_mean"]) == pytest.approx(statistics.fmean(losses), abs=1e-12)
+    assert float(group["valid_loss_min_std"]) == pytest.approx(statistics.stdev(losses), abs=1e-12)
+    assert float(group["valid_loss_min_min"]) == min(losses) and float(group["valid_loss_min_max"]) == max(losses)
+    assert f"{statistics.fmean(losses):.4f} ± " in out
+
+
+def test_plot_draws_validation_curves_of_selected_runs(runs, capsys, tmp_path):
+    path = tmp_path / "curves.png"
+    code, out, _ = run(compare_runs, [runs.output, "--tag", "rgb", "--plot", path], capsys)
+    assert code == 0 and "curves of 4 run(s)" in out
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loaded, _ = load_runs([runs.output])
+    assert plot_runs([r for r in loaded if r.run_id == runs.gray.name], tmp_path / "one.png") == 1
+
+
+# ---- evaluate.py ---------------------------------------------------------------------------------------
+
+
+def test_evaluate_top1_equals_logged_valid_acc_of_the_checkpoint_epoch(runs, capsys, tmp_path):
+    out_csv = tmp_path / "predictions.csv"
+    for run_dir in runs.rgb[0], runs.gray:
+        code, out, err = run(evaluate, [run_dir, "--out", out_csv], capsys)
+        assert code == 0, err
+        best = summary_of(run_dir)["best"]  # best.ckpt is the min-valid_loss epoch
+        assert f"checkpoint best.ckpt (epoch {best['epoch']})" in out
+        top1 = float(re.search(r"top-1 accuracy: ([\d.]+)", out).group(1))
+        loss = float(re.search(r"validation loss \(\w+\): ([\d.]+)", out).group(1))
+        assert top1 == pytest.approx(best["valid_acc"], abs=1e-4)
+        assert loss == pytest.approx(best["valid_loss"], abs=1e-4)
+        assert "per-class accuracy, worst" in out
+        predictions = list(csv.DictReader(out_csv.open()))
+        labels = list(csv.DictReader((runs.data / "test_labels.csv").open()))
+        assert [p["image_fname"] for p in predictions] == [row["image_fname"] for row in labels]
+        assert [p["true_class"] for p in predictions] == [row["class"] for row in labels]
+        correct = statistics.fmean(int(p["correct"]) for p in predictions)
+        assert correct == pytest.approx(best["valid_acc"], abs=1e-6)
+
+
+def test_evaluate_a_checkpoint_file_matches_its_epoch(runs, capsys):
+    # last.ckpt of the interrupted run; evaluated with another batch size: top-1 is exact, loss to rounding.
+    cfg = load_config(runs.interrupted / "config.yml")
+    trained = load_trained_model(runs.interrupted / "last.ckpt", "ghost", 3, cfg["dropout"], cfg["output_channels"])
+    (logged,) = [row for row in read_metrics(runs.interrupted / "metrics.csv") if row["epoch"] == trained.epoch]
+    code, out, _ = run(evaluate, [runs.interrupted / "last.ckpt", "-d", runs.data, "--batch-size", 5], capsys)
+    assert code == 0
+    assert f"checkpoint last.ckpt (epoch {trained.epoch})" in out
+    assert f"top-1 accuracy: {logged['valid_acc']:.4f}" in out
+    assert f"logged at epoch {trained.epoch}: valid_acc {logged['valid_acc']:.4f}" in out
+    loss = float(re.search(r"validation loss \(\w+\): ([\d.]+)", out).group(1))
+    assert loss == pytest.approx(logged["valid_loss"], abs=1e-4)
+
+
+def test_evaluate_reports_confused_pairs_and_worst_classes_from_predictions(runs, capsys, tmp_path):
+    out_csv = tmp_path / "p.csv"
+    _, out, _ = run(evaluate, [runs.rgb[1], "--out", out_csv, "--classes", 4], capsys)
+    predictions = list(csv.DictReader(out_csv.open()))
+    mistakes = {}
+    for p in predictions:
+        if p["correct"] == "0":
+            key = f"{p['true_class_name']} -> {p['predicted_class_name']}: "
+            mistakes[key] = mistakes.get(key, 0) + 1
+    for key, count in mistakes.items():
+        assert f"{key}{count}" in out
+    worst_section = out.split("per-class accuracy")[1].split("most confused")[0]
+    percentages = [float(x) for x in re.findall(r"([\d.]+)%", worst_section)]
+    assert percentages == sorted(percentages) and len(percentages) == 4
+
+
+def test_evaluate_errors_name_the_fault(runs, capsys, tmp_path):
+    code, _, err = run(evaluate, [tmp_path / "missing_run"], capsys)
+    assert code == 2 and "missing_run" in err
+    code, _, err = run(evaluate, [runs.running], capsys)
+    assert code == 2 and "no best.ckpt" in err
+    broken = tmp_path / "broken_run"
+    shutil.copytree(runs.running, broken)
+    (broken / "best.ckpt").write_bytes(b"not a checkpoint")
+    code, _, err = run(evaluate, [broken], capsys)
+    assert code == 2 and "best.ckpt: not a readable checkpoint" in err
+
+
+# ---- predict.py ----------------------------------------------------------------------------------------
+
+
+def test_predict_preprocessing_is_the_validation_one(runs):
+    for run_dir in runs.rgb[0], runs.gray:
+        cfg = load_config(run_dir / "config.yml")
+        dataset_kwargs = StanfordCarsDataModule(**evaluation_data_kwargs(cfg)).dataset_kwargs
+        validation = StanfordCarsDataset(runs.data, "test", train=False, **dataset_kwargs)
+        boxed = StanfordCarsDataset(runs.data, "test", train=True, **{**dataset_kwargs, "augment_images": False,
+                                                                      "augment_tensors": False})
+        for index in (0, 5):
+            path = validation.paths[index]
+            assert torch.equal(predict.photo_tensor(path, cfg), validation[index][0])
+            box = validation.records[index].box
+            assert torch.equal(predict.photo_tensor(path, cfg, box), boxed[index][0])
+
+
+def test_predict_top_k_matches_evaluation_and_skips_non_images(runs, capsys, tmp_path):
+    out_csv = tmp_path / "p.csv"
+    run(evaluate, [runs.rgb[0], "--out", out_csv], capsys)
+    expected = {row["image_fname"]: row for row in csv.DictReader(out_csv.open())}
+    names = list(expected)[:2]
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not a photo")
+    images = [runs.data / "test" / names[0], text_file, runs.data / "test" / names[1]]
+    code, out, err = run(predict, [runs.rgb[0], *images, "--top", 3], capsys)
+    assert code == 1
+    assert f"{text_file}: not an image file" in err and "1 of 3 file(s)" in err
+    blocks = out.split(str(runs.data / "test") + "/")[1:]
+    assert len(blocks) == 2
+    for name, block in zip(names, blocks):
+        lines = block.strip().splitlines()
+        assert lines[0] == name and len(lines) == 4
+        classes = [int(c) for c in re.findall(r"\(class (\d+)\)", block)]
+        probabilities = [float(p) / 100 for p in re.findall(r"([\d.]+)%", block)]
+        assert classes == [int(c) for c in expected[name]["top4_classes"].split()][:3]
+        assert probabilities == pytest.approx([float(p) for p in expected[name]["top4_probabilities"].split()][:3],
+                                              abs=6e-5)
+        assert expected[name]["predicted_class_name"] in lines[1]
+
+
+def test_predict_bbox_uses_the_box(runs, capsys):
+    cfg = load_config(runs.rgb[0] / "config.yml")
+    image = runs.data / "test" / next(csv.DictReader((runs.data / "test_labels.csv").open()))["image_fname"]
+    trained = load_trained_model(runs.rgb[0] / "best.ckpt", "ghost", 3, cfg["dropout"], cfg["output_channels"])
+    box = (2, 2, 20, 20)
+    probabilities, indices = predict_top_k(trained.module.network, predict.photo_tensor(image, cfg, box)[None], 2)
+    code, out, _ = run(predict, [runs.rgb[0], image, "--top", 2, "--bbox", ",".join(map(str, box))], capsys)
+    assert code == 0
+    assert re.findall(r"\(class (\d+)\)", out) == [str(i + 1) for i in indices[0].tolist()]
+    assert [float(p) for p in re.findall(r"([\d.]+)%", out)] == pytest.approx(
+        [p * 100 for p in probabilities[0].tolist()], abs=0.006)
+    code, _, err = run(predict, [runs.rgb[0], image, "--bbox", "0,0,5000,10"], capsys)
+    assert code == 1 and str(image) in err and "outside" in err
+    with pytest.raises(SystemExit):
+        predict.main([str(runs.rgb[0]), str(image), "--bbox", "1,2,3"])
+    assert "four integers" in capsys.readouterr().err
+
+
+# ---- export_model.py -----------------------------------------------------------------------------------
+
+
+def test_export_onnx_matches_pytorch_and_never_overwrites(runs, capsys, tmp_path):
+    target = tmp_path / "exports" / "car.onnx"
+    code, out, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", target], capsys)
+    assert code == 0, err
+    assert "check on 4 validation images" in out and "MB)" in out and "CPU latency" in out
+    metadata = json.loads((tmp_path / "exports" / "car.onnx.json").read_text())
+    labels = list(csv.DictReader((runs.data / "test_labels.csv").open()))
+    names = {int(row["class"]): row["class_name"] for row in labels}
+    assert metadata["class_names"] == [names[i] for i in range(1, 5)]
+    assert metadata["preprocessing"]["image_size"] == [32, 32] and metadata["preprocessing"]["grayscale"] is False
+    assert metadata["preprocessing"]["mean"] == [0.4707, 0.4602, 0.4550]
+    assert metadata["preprocessing"]["std"] == [0.2594, 0.2585, 0.2635]
+
+    cfg = load_config(runs.rgb[0] / "config.yml")
+    trained = load_trained_model(runs.rgb[0] / "best.ckpt", "ghost", 3, cfg["dropout"], cfg["output_channels"])
+    validation = StanfordCarsDataset(runs.data, "test", train=False, image_size=(32, 32))
+    images = torch.stack([validation[i][0] for i in range(6)])
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {metadata["input_name"]: images.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, trained.module.network(images).numpy(), atol=1e-4)
+
+    content = target.read_bytes()
+    code, _, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", target], capsys)
+    assert code == 2 and f"{target}: already exists; pass --force" in err
+    assert target.read_bytes() == content
+    code, _, _ = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", target, "--force"], capsys)
+    assert code == 0
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:FutureWarning")
+def test_export_torchscript_grayscale_without_data_uses_generated_inputs(runs, capsys, tmp_path):
+    code, out, err = run(export_model, [runs.gray, "--format", "torchscript", "-d", tmp_path / "no_data"], capsys)
+    assert code == 0, err
+    assert "generated random inputs" in out and "check on 4 generated inputs" in out
+    target = runs.gray / "model.pt"
+    metadata = json.loads((runs.gray / "model.pt.json").read_text())
+    assert metadata["format"] == "torchscript" and metadata["class_names"] == [f"class {i}" for i in range(1, 5)]
+    assert metadata["preprocessing"]["grayscale"] is True and len(metadata["preprocessing"]["mean"]) == 1
+    assert metadata["preprocessing"]["input_shape"] == ["batch", 1, 32, 32]
+    scripted = torch.jit.load(str(target))
+    cfg = load_config(runs.gray / "config.yml")
+    trained = load_trained_model(runs.gray / "best.ckpt", "ghost", 1, cfg["dropout"], cfg["output_channels"])
+    images = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(images), trained.module.network(images), atol=1e-4, rtol=0)
+    code, _, err = run(export_model, [runs.gray, "--format", "torchscript"], capsys)
+    assert code == 2 and "already exists" in err
+
+
+def test_export_check_rejects_outputs_beyond_the_tolerance():
+    from models.export import output_problem
+
+    expected = np.zeros((2, 4), dtype=np.float32)
+    assert output_problem(expected, expected + 5e-5) == (pytest.approx(5e-5), None)
+    difference, problem = output_problem(expected, expected + 2e-4)
+    assert difference == pytest.approx(2e-4) and "tolerance 0.0001" in problem
+    assert "shape" in output_problem(expected, expected[:1])[1]
+
+
+def test_onnx_export_without_the_onnx_packages_says_what_to_install(monkeypatch, tmp_path):
+    from models.export import ExportError, export_model as export
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(ExportError, match="onnxruntime.*pip install -r dev_requirements.txt"):
+        export(torch.nn.Conv2d(3, 2, 1), tmp_path / "m.onnx", "onnx", torch.zeros(1, 3, 4, 4), {})

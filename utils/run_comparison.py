@@ -1,0 +1,460 @@
+"""Reading run records (config.yml, summary.json, metrics.csv) and the dashboard table, seed groups and plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from utils.configuration import data_module_kwargs, load_config
+from utils.timing import format_duration
+
+RECORD_FILES = ("summary.json", "config.yml", "metrics.csv")
+BEST_CHECKPOINT = "best.ckpt"
+# Keys that say where or how a run was logged, not what was trained: runs differing only in these
+# (and the seed) form one seed group.
+NOT_TRAINING_KEYS = frozenset({
+    "seed", "loglevel", "logging_dir", "log_to_neptune", "neptune_username", "neptune_project_name",
+    "neptune_api_token", "neptune_mode", "log_to_tensorboard", "tags", "description",
+    "stanford_raw_data_path", "output_path", "num_workers",
+})
+
+
+class RunRecordError(ValueError):
+    """A run record that cannot be read; the message names the file at fault."""
+
+
+@dataclass
+class RunRecord:
+    """One run folder: its summary, resolved configuration and per-epoch metrics."""
+
+    path: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    metrics: list[dict[str, float | None]] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean ± standard deviation, min and max of one column over a seed group."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{_short(self.mean)} ± {_short(self.std)} [{_short(self.min)}, {_short(self.max)}]"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunRecordError(f"{path}: damaged run record, not readable JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise RunRecordError(f"{path}: damaged run record, expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise RunRecordError(f"{path}: damaged run record, not readable YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise RunRecordError(f"{path}: damaged run record, expected a mapping, got {type(data).__name__}")
+    return data
+
+
+def _number(text: str | None, path: Path, line: int, column: str) -> float | None:
+    if text is None or text.strip() == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise RunRecordError(f"{path}: damaged run record, line {line} column {column}: "
+                             f"{text!r} is not a number") from None
+
+
+def read_metrics(path: Path) -> list[dict[str, float | None]]:
+    """Rows of metrics.csv as floats (empty cells as None); one row per epoch."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = [{key: _number(value, path, reader.line_num, key) for key, value in row.items() if key}
+                    for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise RunRecordError(f"{path}: damaged run record, not readable CSV ({error})") from None
+    if rows and "epoch" not in rows[0]:
+        raise RunRecordError(f"{path}: damaged run record, no 'epoch' column")
+    return rows
+
+
+def is_run_dir(path: Path) -> bool:
+    """True for a folder holding any of the run-record files."""
+    return path.is_dir() and any((path / name).exists() for name in RECORD_FILES)
+
+
+def read_run(path: str | os.PathLike) -> RunRecord:
+    """Read one run folder; raise RunRecordError naming the damaged file."""
+    path = Path(path)
+    summary_path, config_path, metrics_path = (path / name for name in RECORD_FILES)
+    summary = _read_json(summary_path) if summary_path.exists() else {}
+    config = _read_yaml(config_path) if config_path.exists() else {}
+    metrics = read_metrics(metrics_path) if metrics_path.exists() else []
+    return RunRecord(path=path, summary=summary, config=config, metrics=metrics)
+
+
+def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Run folders among the given folders and their direct sub-folders, sorted by path."""
+    found: set[Path] = set()
+    for root in map(Path, roots):
+        if is_run_dir(root):
+            found.add(root)
+        elif root.is_dir():
+            found.update(child for child in root.iterdir() if is_run_dir(child))
+    return sorted(found)
+
+
+def load_runs(roots: Iterable[str | os.PathLike]) -> tuple[list[RunRecord], list[str]]:
+    """Every readable run under `roots`, and one problem line per damaged or missing record."""
+    roots = list(roots)
+    problems = [f"{root}: no such folder" for root in map(Path, roots) if not root.is_dir()]
+    runs = []
+    for run_dir in find_run_dirs(roots):
+        try:
+            runs.append(read_run(run_dir))
+        except RunRecordError as error:
+            problems.append(f"{error} (skipped)")
+    return runs, problems
+
+
+# ---- columns -------------------------------------------------------------------------------------------
+
+
+def _column_values(run: RunRecord, name: str) -> list[float]:
+    return [row[name] for row in run.metrics if row.get(name) is not None and not math.isnan(row[name])]
+
+
+def _best(run: RunRecord, name: str, pick: Callable[[list[float]], float]) -> float | None:
+    values = _column_values(run, name)
+    return pick(values) if values else None
+
+
+def run_state(run: RunRecord) -> str:
+    """The summary's state: running, finished, interrupted or failed (unknown without summary.json)."""
+    state = run.summary.get("state")
+    return str(state) if state else "unknown (no summary.json)"
+
+
+def _duration(run: RunRecord) -> float | None:
+    value = run.summary.get("duration_s")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _epochs_run(run: RunRecord) -> int | None:
+    epochs = {row["epoch"] for row in run.metrics if row.get("epoch") is not None}
+    if epochs:
+        return len(epochs)
+    value = run.summary.get("epochs_run")
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def _parameters(run: RunRecord) -> int | None:
+    value = run.summary.get("parameters")
+    return value if isinstance(value, int) else None
+
+
+def _runtime(run: RunRecord) -> str | None:
+    """Where the run ran (local or colab) and on what device type, e.g. local/cuda."""
+    device = run.summary.get("device")
+    device_type = device.get("type") if isinstance(device, Mapping) else None
+    parts = [str(part) for part in (run.summary.get("runtime"), device_type) if part]
+    return "/".join(parts) or None
+
+
+def _augmentations(run: RunRecord, switch: str, key: str) -> str:
+    if not run.config:
+        return ""
+    spec = run.config.get(key) or {}
+    if not run.config.get(switch, False) or not spec:
+        return "off"
+    return "+".join(spec)
+
+
+def _param(run: RunRecord, group: str, name: str) -> Any:
+    params = run.config.get(group)
+    return params.get(name) if isinstance(params, Mapping) else None
+
+
+def _image_size(run: RunRecord) -> str | None:
+    size = run.config.get("image_size")
+    return "x".join(map(str, size)) if isinstance(size, list) else None
+
+
+COLUMNS: dict[str, Callable[[RunRecord], Any]] = {
+    "run_id": lambda run: run.run_id,
+    "state": run_state,
+    "duration": _duration,
+    "runtime": _runtime,
+    "architecture": lambda run: run.config.get("architecture"),
+    "image_size": _image_size,
+    "batch_size": lambda run: run.config.get("batch_size"),
+    "parameters": _parameters,
+    "grayscale": lambda run: run.config.get("convert_to_grayscale"),
+    "normalize": lambda run: run.config.get("normalize"),
+    "image_augmentations": lambda run: _augmentations(run, "augment_images", "image_augmentations"),
+    "tensor_augmentations": lambda run: _augmentations(run, "augment_tensors", "tensor_augmentations"),
+    "crop_to_bboxes": lambda run: run.config.get("crop_to_bboxes"),
+    "erase_background": lambda run: run.config.get("erase_background"),
+    "loss": lambda run: run.config.get("loss_function"),
+    "optimizer": lambda run: run.config.get("optimizer"),
+    "lr": lambda run: _param(run, "optimizer_params", "lr"),
+    "weight_decay": lambda run: _param(run, "optimizer_params", "weight_decay"),
+    "lr_scheduler": lambda run: run.config.get("lr_scheduler"),
+    "dropout": lambda run: run.config.get("dropout"),
+    "output_channels": lambda run: run.config.get("output_channels"),
+    "seed": lambda run: run.config.get("seed"),
+    "epochs": _epochs_run,
+    "stop_reason": lambda run: run.summary.get("stop_reason"),
+    "train_loss_min": lambda run: _best(run, "train_loss", min),
+    "valid_loss_min": lambda run: _best(run, "valid_loss", min),
+    "train_acc_max": lambda run: _best(run, "train_acc", max),
+    "valid_acc_max": lambda run: _best(run, "valid_acc", max),
+    "tags": lambda run: ",".join(map(str, run.config.get("tags") or run.summary.get("tags") or [])),
+    "description": lambda run: run.config.get("description") or run.summary.get("description") or "",
+}
+# Columns summarised as mean ± std, min, max over a seed group.
+STAT_COLUMNS = ("duration", "epochs", "train_loss_min", "valid_loss_min", "train_acc_max", "valid_acc_max")
+
+
+def column_problems(columns: Iterable[str], available: Iterable[str] = COLUMNS) -> list[str]:
+    """One problem per unknown column name, listing the valid ones."""
+    available = list(available)
+    return [f"unknown column {name!r}; valid columns: {', '.join(available)}"
+            for name in columns if name not in available]
+
+
+def run_row(run: RunRecord) -> dict[str, Any]:
+    """The dashboard row of one run: column name -> raw value."""
+    return {name: getter(run) for name, getter in COLUMNS.items()}
+
+
+def filter_runs(runs: Iterable[RunRecord], tags: Sequence[str] = (),
+                architectures: Sequence[str] = ()) -> list[RunRecord]:
+    """Runs having every tag in `tags` and, when given, one of `architectures`."""
+    selected = []
+    for run in runs:
+        run_tags = set(map(str, run.config.get("tags") or run.summary.get("tags") or []))
+        if not set(tags) <= run_tags:
+            continue
+        if architectures and run.config.get("architecture") not in architectures:
+            continue
+        selected.append(run)
+    return selected
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if isinstance(value, Stat):
+        value = value.mean
+    if value is None or value == "":
+        return (2, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, str(value))
+
+
+def sort_rows(rows: list[dict[str, Any]], column: str, descending: bool = False) -> list[dict[str, Any]]:
+    """Rows sorted by one column (numbers by value, text alphabetically); empty values last either way."""
+    filled = [row for row in rows if _sort_key(row.get(column))[0] < 2]
+    empty = [row for row in rows if _sort_key(row.get(column))[0] == 2]
+    return sorted(filled, key=lambda row: _sort_key(row.get(column)), reverse=descending) + empty
+
+
+# ---- seed groups ---------------------------------------------------------------------------------------
+
+
+def seed_group_key(run: RunRecord) -> str:
+    """Runs with equal keys differ only by seed (and logging settings)."""
+    if not run.config:
+        return f"run:{run.path}"
+    training = {key: value for key, value in run.config.items() if key not in NOT_TRAINING_KEYS}
+    return json.dumps(training, sort_keys=True, default=str)
+
+
+def _stat(values: list[Any]) -> Stat | None:
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not numbers:
+        return None
+    std = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+    return Stat(statistics.fmean(numbers), std, min(numbers), max(numbers), len(numbers))
+
+
+def _joined(values: list[Any]) -> Any:
+    distinct = list(dict.fromkeys("" if v is None else str(v) for v in values))
+    return values[0] if len(distinct) == 1 else ",".join(distinct)
+
+
+def group_rows_by_seed(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """One row per seed group: result columns as Stat (mean ± std, min, max), the others joined if they differ."""
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(seed_group_key(run), []).append(run)
+    rows = []
+    for members in groups.values():
+        member_rows = [run_row(run) for run in members]
+        row = {name: _joined([r[name] for r in member_rows]) for name in COLUMNS}
+        row.update({name: _stat([r[name] for r in member_rows]) for name in STAT_COLUMNS})
+        row["runs"] = len(members)
+        rows.append(row)
+    return rows
+
+
+# ---- output --------------------------------------------------------------------------------------------
+
+
+def _short(value: float) -> str:
+    if value == int(value) and (abs(value) >= 1 or value == 0):
+        return str(int(value))
+    if abs(value) < 0.01:
+        return f"{value:.3g}"
+    return f"{value:.4f}"
+
+
+def display_value(column: str, value: Any) -> str:
+    """How a value is shown in the printed table."""
+    if value is None:
+        return ""
+    if isinstance(value, Stat):
+        if column == "duration":
+            return (f"{format_duration(value.mean)} ± {format_duration(value.std)} "
+                    f"[{format_duration(value.min)}, {format_duration(value.max)}]")
+        return str(value)
+    if column == "duration" and isinstance(value, (int, float)):
+        return format_duration(float(value))
+    if column == "parameters" and isinstance(value, int):
+        return f"{value / 1e6:.2f}M"
+    if isinstance(value, float):
+        return _short(value)
+    return str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A plain-text table with aligned columns."""
+    cells = [[display_value(name, row.get(name)) for name in columns] for row in rows]
+    widths = [max([len(name)] + [len(line[i]) for line in cells]) for i, name in enumerate(columns)]
+    lines = ["  ".join(name.ljust(width) for name, width in zip(columns, widths)).rstrip(),
+             "  ".join("-" * width for width in widths)]
+    lines += ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in cells]
+    return "\n".join(lines)
+
+
+def _csv_cells(column: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, Stat):
+        return {f"{column}_{part}": getattr(value, part) for part in ("mean", "std", "min", "max")}
+    return {column: "" if value is None else value}
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: str | os.PathLike) -> None:
+    """Write the table as CSV with raw values; a seed-group column becomes _mean, _std, _min, _max columns."""
+    records = [{k: v for name in columns for k, v in _csv_cells(name, row.get(name)).items()} for row in rows]
+    header = list(dict.fromkeys(key for record in records for key in record)) or list(columns)
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def plot_runs(runs: Sequence[RunRecord], path: str | os.PathLike) -> int:
+    """Draw valid_acc and valid_loss per epoch of every run on shared axes into an image; return runs drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, (acc_axis, loss_axis) = plt.subplots(1, 2, figsize=(13, 5), sharex=True)
+    drawn = 0
+    for run in runs:
+        points = [row for row in run.metrics if row.get("epoch") is not None]
+        acc = [(row["epoch"], row["valid_acc"]) for row in points if row.get("valid_acc") is not None]
+        loss = [(row["epoch"], row["valid_loss"]) for row in points if row.get("valid_loss") is not None]
+        if not acc and not loss:
+            continue
+        label = f"{run.run_id} ({run_state(run)})"
+        if acc:
+            acc_axis.plot(*zip(*acc), marker=".", label=label)
+        if loss:
+            loss_axis.plot(*zip(*loss), marker=".", label=label)
+        drawn += 1
+    for axis, title in ((acc_axis, "valid_acc"), (loss_axis, "valid_loss")):
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    if drawn:
+        acc_axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return drawn
+
+
+# ---- locating a run for evaluate / predict / export -----------------------------------------------------
+
+
+def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(run folder, checkpoint) from a run folder (its best.ckpt) or a checkpoint file inside a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        checkpoint = path / BEST_CHECKPOINT
+        if not checkpoint.is_file():
+            found = ", ".join(sorted(p.name for p in path.glob("*.ckpt"))) or "none"
+            raise RunRecordError(f"{path}: no {BEST_CHECKPOINT} in this run folder (checkpoints found: {found}); "
+                                 "pass a checkpoint file instead")
+        run_dir = path
+    elif path.is_file():
+        checkpoint, run_dir = path, path.parent
+    else:
+        raise RunRecordError(f"{path}: no such run folder or checkpoint file")
+    if not (run_dir / "config.yml").is_file():
+        raise RunRecordError(f"{run_dir / 'config.yml'}: missing; the checkpoint must sit in its run folder "
+                             "next to the config.yml that train.py wrote")
+    return run_dir, checkpoint
+
+
+def metrics_at_epoch(run_dir: str | os.PathLike, epoch: int) -> dict[str, float | None] | None:
+    """The metrics.csv row of one epoch (None when absent)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return None
+    return next((row for row in read_metrics(path) if row.get("epoch") == epoch), None)
+
+
+def evaluation_data_kwargs(cfg: Mapping[str, Any], num_workers: int = 0) -> dict[str, Any]:
+    """StanfordCarsDataModule keyword arguments for reading a run's validation data on the CPU, no cache files."""
+    return {**data_module_kwargs(cfg), "num_workers": num_workers, "augmentation_device": "cpu",
+            "cache_images": False, "show_progress": False}
+
+
+def load_run_config(path: str | os.PathLike, data_path: str | os.PathLike | None = None) -> tuple[Path, Path, dict]:
+    """(run folder, checkpoint, validated run configuration) for a run folder or checkpoint; -d overrides the data."""
+    run_dir, checkpoint = resolve_run(path)
+    cfg = load_config(run_dir / "config.yml")
+    if data_path is not None:
+        cfg["stanford_data_path"] = str(data_path)
+    return run_dir, checkpoint, cfg
