@@ -69,6 +69,8 @@ def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = N
     module = NetModule(network, datamodule.num_classes, **module_kwargs(cfg))
     parameters = models.count_parameters(network)
     multiply_adds = models.count_multiply_adds(network, cfg["image_size"], datamodule.img_channels)
+    if cfg["compile_model"]:
+        network.compile()  # in place: checkpoints keep the plain network's parameter names
     info = {"architecture": cfg["architecture"], "parameters": parameters, "multiply_adds": multiply_adds,
             "image_size": list(cfg["image_size"]), "num_classes": datamodule.num_classes, "seed": cfg["seed"],
             "runtime": runtime_name(), "git_commit": git_commit(REPO_DIR), "tags": list(cfg["tags"]),

@@ -1,4 +1,4 @@
-"""Cache of the deterministic prefix of a dataset's pipeline (decode, box crop, background erasing, resize, colour mode).
+"""Cache of the deterministic prefix of a dataset's pipeline (decode, box crop, background erasing, resize, mode).
 
 One uint8 ``.npy`` array [N, H, W, C] per split and settings, memory-mapped when read, named by a hash of
 everything that determines its pixels (see ``cache_settings``). A cache is used only when its metadata JSON,

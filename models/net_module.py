@@ -229,10 +229,12 @@ class NetModule(pl.LightningModule):
     def __init__(self, network: nn.Module, num_classes: int, optimizer: str = "AdamW",
                  optimizer_params: Mapping[str, Any] | None = None, lr_scheduler: str | None = None,
                  lr_scheduler_params: Mapping[str, Any] | None = None,
-                 loss_function: str = "LabelSmoothingCrossEntropy", loss_params: Mapping[str, Any] | None = None):
+                 loss_function: str = "LabelSmoothingCrossEntropy", loss_params: Mapping[str, Any] | None = None,
+                 channels_last: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["network"], logger=False)
-        self.network = network
+        self.channels_last = channels_last
+        self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         self.criterion = build_loss(loss_function, loss_params)
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.valid_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -240,6 +242,8 @@ class NetModule(pl.LightningModule):
                                                  average="micro")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.network(images)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

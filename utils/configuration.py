@@ -114,8 +114,25 @@ SCHEMA: tuple[Setting, ...] = (
     # reproducibility and hardware
     Setting("seed", (int, NoneType), 42, "seed of every random generator (workers too); null draws one", True),
     Setting("num_workers", (int, NoneType), None, "data loader processes; null: the machine's cores, at most 8"),
+    Setting("pin_memory", (bool, NoneType), None,
+            "page-locked loader memory for faster copies to the GPU; null: when CUDA is available"),
+    Setting("persistent_workers", (bool,), True, "keep the loader processes alive from one epoch to the next"),
+    Setting("prefetch_factor", (int, NoneType), None,
+            "batches each loader process prepares ahead; null: torch's default (2)"),
+    Setting("cache_images", (bool,), False,
+            "preprocess (crop, erase, resize, grayscale) once into uint8 cache files: same pixels, "
+            "no JPEG decoding later"),
+    Setting("cache_path", (str, NoneType), None,
+            "folder of the image cache files; null: <stanford_data_path>/.cache"),
+    Setting("augmentation_device", (str,), "cpu",
+            "cpu: augment each image in the loader (torchvision); gpu: whole batches on the training device "
+            "(kornia)",
+            True, choices=("cpu", "gpu")),
     Setting("precision", (int, str), 32, "Trainer precision: 32, 16-mixed, bf16-mixed, ...", True,
             choices=PRECISIONS),
+    Setting("channels_last", (bool,), False,
+            "channels-last memory layout of network and inputs (faster with mixed precision on GPUs)", True),
+    Setting("compile_model", (bool,), False, "torch.compile the network (compiles during the first steps)", True),
     Setting("accelerator", (str,), "auto", "auto (CUDA when available, else CPU), gpu, cpu, mps, ...",
             choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
     Setting("devices", (int, str, list), 1, "devices per node: a count, 'auto' or a list of indices", True),
@@ -158,7 +175,7 @@ def schema_markdown_table() -> str:
 
 
 def _yaml_inline(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip().removesuffix("...").strip()
 
 
 def _type_names(types: Iterable[type]) -> str:
@@ -375,6 +392,9 @@ def data_module_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "augment_tensors": cfg["augment_tensors"],
         "tensor_augmentations": copy.deepcopy(cfg["tensor_augmentations"]),
         "seed": cfg["seed"] if cfg["seed"] is not None else 0,
+        "pin_memory": cfg["pin_memory"], "persistent_workers": cfg["persistent_workers"],
+        "prefetch_factor": cfg["prefetch_factor"], "cache_images": cfg["cache_images"],
+        "cache_path": cfg["cache_path"], "augmentation_device": cfg["augmentation_device"],
     }
 
 
@@ -389,4 +409,5 @@ def module_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of models.net_module.NetModule besides network and num_classes."""
     return {"optimizer": cfg["optimizer"], "optimizer_params": copy.deepcopy(cfg["optimizer_params"]),
             "lr_scheduler": cfg["lr_scheduler"], "lr_scheduler_params": copy.deepcopy(cfg["lr_scheduler_params"]),
-            "loss_function": cfg["loss_function"], "loss_params": copy.deepcopy(cfg["loss_params"])}
+            "loss_function": cfg["loss_function"], "loss_params": copy.deepcopy(cfg["loss_params"]),
+            "channels_last": cfg["channels_last"]}
