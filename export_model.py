@@ -14,7 +14,7 @@ from datasets import StanfordCarsDataModule
 from models.export import FORMATS, ExportError, check_not_existing, export_model
 from models.run_loading import CheckpointError, load_trained_model
 from utils.configuration import ConfigError, normalization_params
-from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config
+from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names
 
 CHECK_IMAGES = 4
 
@@ -77,8 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     data, reason = data_or_none(cfg)
     if data is None:
         print(f"note: no prepared data ({reason}); checking on {CHECK_IMAGES} generated random inputs "
-              "and writing generic class names")
-    class_names = data.class_names if data else [f"class {i}" for i in range(1, trained.num_classes + 1)]
+              "and taking class names from the run's records")
+    class_names, warning = run_class_names(run_dir, trained.num_classes, (lambda: data.class_names) if data else None)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     metadata = {
         "architecture": cfg["architecture"], "run": run_dir.name, "checkpoint": checkpoint.name,
         "checkpoint_epoch": trained.epoch, "num_classes": trained.num_classes,

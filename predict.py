@@ -9,15 +9,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torchvision.transforms.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from datasets import StanfordCarsDataModule
-from datasets.stanford_data import load_image
+from datasets.stanford_data import preprocess_image
 from models.evaluation import class_label, predict_top_k
 from models.run_loading import CheckpointError, load_trained_model
 from utils.configuration import ConfigError, normalization_params
-from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config
+from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names
 
 
 def parse_box(text: str) -> tuple[int, int, int, int]:
@@ -48,41 +47,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def photo_tensor(path: str | os.PathLike, cfg: Mapping[str, Any],
                  box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
-    """A photo as the network's validation input [C, H, W]; with a box, the training box treatment."""
-    with Image.open(path) as image:
-        image.verify()
-        width, height = image.size
-    if box is not None and (box[2] >= width or box[3] >= height):
-        raise ValueError(f"box {box} lies outside the {width}x{height} image")
-    mode = "L" if cfg["convert_to_grayscale"] else "RGB"
-    target_wh = (cfg["image_size"][1], cfg["image_size"][0])
-    erase = bool(cfg["crop_to_bboxes"] and cfg["erase_background"])
-    tensor = F.to_tensor(load_image(path, mode, target_wh, box, erase and box is not None))
-    if cfg["normalize"]:
-        mean, std = normalization_params(cfg)
-        tensor = F.normalize(tensor, list(mean), list(std))
-    return tensor
-
-
-def class_names_of(cfg: Mapping[str, Any], num_classes: int) -> list[str]:
-    """Class names from the run's prepared data; generic names (with a warning) when it is missing."""
-    try:
-        return StanfordCarsDataModule(**evaluation_data_kwargs(cfg)).class_names
-    except (FileNotFoundError, ValueError) as error:
-        print(f"warning: no class names ({error}); showing class ids", file=sys.stderr)
-        return [f"class {i}" for i in range(1, num_classes + 1)]
+    """A photo as the run's network sees validation images [C, H, W]; with a box, the training box treatment."""
+    mean, std = normalization_params(cfg)
+    return preprocess_image(path, cfg["image_size"], cfg["convert_to_grayscale"], cfg["normalize"], mean, std, box,
+                            bool(cfg["crop_to_bboxes"] and cfg["erase_background"]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        _, checkpoint, cfg = load_run_config(args.run, args.data)
+        run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
         channels = 1 if cfg["convert_to_grayscale"] else 3
         trained = load_trained_model(checkpoint, cfg["architecture"], channels, cfg["dropout"], cfg["output_channels"])
     except (RunRecordError, ConfigError, CheckpointError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)
         return 2
-    class_names = class_names_of(cfg, trained.num_classes)
+    class_names, warning = run_class_names(
+        run_dir, trained.num_classes, lambda: StanfordCarsDataModule(**evaluation_data_kwargs(cfg)).class_names)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     failed = []
     for path in args.images:
         try:

@@ -72,7 +72,8 @@ def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = N
     if cfg["compile_model"]:
         network.compile()  # in place: checkpoints keep the plain network's parameter names
     info = {"architecture": cfg["architecture"], "parameters": parameters, "multiply_adds": multiply_adds,
-            "image_size": list(cfg["image_size"]), "num_classes": datamodule.num_classes, "seed": cfg["seed"],
+            "image_size": list(cfg["image_size"]), "num_classes": datamodule.num_classes,
+            "class_names": list(datamodule.class_names), "seed": cfg["seed"],
             "runtime": runtime_name(), "git_commit": git_commit(REPO_DIR), "tags": list(cfg["tags"]),
             "description": cfg["description"], "run_dir": str(run_dir)}
     params = {**tracked_params(cfg), "runtime": info["runtime"], "parameters": parameters,

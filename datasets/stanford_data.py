@@ -97,6 +97,33 @@ def load_image(
     return canvas
 
 
+def preprocess_image(
+    path: str | os.PathLike,
+    image_size: Sequence[int],
+    convert_to_grayscale: bool = False,
+    normalize: bool = True,
+    mean: Sequence[float] = RGB_MEAN,
+    std: Sequence[float] = RGB_STD,
+    box: tuple[int, int, int, int] | None = None,
+    erase_background: bool = False,
+) -> torch.Tensor:
+    """One photo as the validation pipeline gives it to the network, [C, H, W] (with a box: the training crop).
+
+    Raises ValueError for a box outside the image, and PIL's errors for a file that is not an image.
+    """
+    with Image.open(path) as image:
+        image.verify()
+        width, height = image.size
+    if box is not None and (box[2] >= width or box[3] >= height):
+        raise ValueError(f"box {box} lies outside the {width}x{height} image")
+    target_wh = (int(image_size[1]), int(image_size[0]))
+    mode = "L" if convert_to_grayscale else "RGB"
+    tensor = F.to_tensor(load_image(Path(path), mode, target_wh, box, erase_background and box is not None))
+    if normalize:
+        tensor = F.normalize(tensor, list(map(float, mean)), list(map(float, std)), inplace=True)
+    return tensor
+
+
 class StanfordCarsDataset(Dataset):
     """Images of one prepared split; items are (float tensor [C, H, W], class 0..N-1).
 

@@ -411,7 +411,8 @@ def test_export_torchscript_grayscale_without_data_uses_generated_inputs(runs, c
     assert "generated random inputs" in out and "check on 4 generated inputs" in out
     target = runs.gray / "model.pt"
     metadata = json.loads((runs.gray / "model.pt.json").read_text())
-    assert metadata["format"] == "torchscript" and metadata["class_names"] == [f"class {i}" for i in range(1, 5)]
+    recorded = json.loads((runs.gray / "summary.json").read_text())["class_names"]
+    assert metadata["format"] == "torchscript" and metadata["class_names"] == recorded and len(recorded) == 4
     assert metadata["preprocessing"]["grayscale"] is True and len(metadata["preprocessing"]["mean"]) == 1
     assert metadata["preprocessing"]["input_shape"] == ["batch", 1, 32, 32]
     scripted = torch.jit.load(str(target))
@@ -440,3 +441,20 @@ def test_onnx_export_without_the_onnx_packages_says_what_to_install(monkeypatch,
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(ExportError, match="onnxruntime.*pip install -r dev_requirements.txt"):
         export(torch.nn.Conv2d(3, 2, 1), tmp_path / "m.onnx", "onnx", torch.zeros(1, 3, 4, 4), {})
+
+
+def test_class_names_come_from_the_run_records_without_the_data(runs, capsys, tmp_path):
+    summary = json.loads((runs.rgb[0] / "summary.json").read_text())
+    names = StanfordCarsDataModule(**evaluation_data_kwargs(load_config(runs.rgb[0] / "config.yml"))).class_names
+    assert summary["class_names"] == names
+    image = runs.data / "test" / sorted(p.name for p in (runs.data / "test").iterdir())[0]
+    code, out, err = run(predict, [runs.rgb[0], image, "--top", 1, "-d", tmp_path / "no_data"], capsys)
+    assert code == 0 and "warning" not in err
+    assert any(name in out for name in names)
+    damaged = tmp_path / "run_without_names"
+    shutil.copytree(runs.rgb[0], damaged)
+    summary.pop("class_names")
+    (damaged / "summary.json").write_text(json.dumps(summary))
+    code, out, err = run(predict, [damaged, image, "--top", 1, "-d", tmp_path / "no_data"], capsys)
+    assert code == 0 and "records no class names" in err and "(class " in out
+    assert not any(name in out for name in names)

@@ -458,3 +458,22 @@ def load_run_config(path: str | os.PathLike, data_path: str | os.PathLike | None
     if data_path is not None:
         cfg["stanford_data_path"] = str(data_path)
     return run_dir, checkpoint, cfg
+
+
+def run_class_names(run_dir: str | os.PathLike, num_classes: int,
+                    from_data: Callable[[], Sequence[str]] | None = None) -> tuple[list[str], str | None]:
+    """(class names, warning or None): those in the run's summary.json, else from_data(), else 'class N'."""
+    path = Path(run_dir) / RECORD_FILES[0]
+    try:
+        recorded = _read_json(path).get("class_names") if path.is_file() else None
+    except RunRecordError:
+        recorded = None
+    if isinstance(recorded, list) and len(recorded) == num_classes:
+        return [str(name) for name in recorded], None
+    problem = f"{path} records no class names"
+    if from_data is not None:
+        try:
+            return list(from_data()), None
+        except (FileNotFoundError, ValueError) as error:
+            problem = f"{problem} and the prepared data is unavailable ({error})"
+    return [f"class {i}" for i in range(1, num_classes + 1)], f"{problem}; showing class ids"

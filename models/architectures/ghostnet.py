@@ -1,0 +1,194 @@
+"""GhostNet with the thesis's classifier head.
+
+Han, Wang, Tian, Guo, Xu, Xu: "GhostNet: More Features from Cheap Operations", CVPR 2020
+(arXiv:1911.11907), Table 1. The paper's table gives expansion size, output channels, SE and stride
+of every Ghost bottleneck; the depthwise kernel sizes (3 or 5) are those of the authors' release,
+which the paper's 5.2 M parameters and 141 M multiply-adds imply. The head follows the GhostNet
+thesis (Warsaw University of Technology, 2020), section 2.2 and its config: 1x1 conv to 960,
+global average pooling, Linear(960 -> output_channels, no bias), BatchNorm, ReLU, Dropout, Linear.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class BottleneckSpec(NamedTuple):
+    """One row of the paper's Table 1 (G-bneck) with the depthwise kernel size."""
+
+    kernel: int
+    expansion: int
+    out_channels: int
+    se: bool
+    stride: int
+
+
+# Stages of Table 1: each stage ends where the next strided bottleneck begins.
+GHOSTNET_STAGES: tuple[tuple[BottleneckSpec, ...], ...] = (
+    (BottleneckSpec(3, 16, 16, False, 1),),
+    (BottleneckSpec(3, 48, 24, False, 2), BottleneckSpec(3, 72, 24, False, 1)),
+    (BottleneckSpec(5, 72, 40, True, 2), BottleneckSpec(5, 120, 40, True, 1)),
+    (
+        BottleneckSpec(3, 240, 80, False, 2),
+        BottleneckSpec(3, 200, 80, False, 1),
+        BottleneckSpec(3, 184, 80, False, 1),
+        BottleneckSpec(3, 184, 80, False, 1),
+        BottleneckSpec(3, 480, 112, True, 1),
+        BottleneckSpec(3, 672, 112, True, 1),
+    ),
+    (
+        BottleneckSpec(5, 672, 160, True, 2),
+        BottleneckSpec(5, 960, 160, False, 1),
+        BottleneckSpec(5, 960, 160, True, 1),
+        BottleneckSpec(5, 960, 160, False, 1),
+        BottleneckSpec(5, 960, 160, True, 1),
+    ),
+)
+STEM_CHANNELS = 16
+LAST_CONV_CHANNELS = 960
+
+
+def make_divisible(value: float, divisor: int = 4) -> int:
+    """Round `value` to the nearest multiple of `divisor`, never going below 90 % of it."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def conv_bn(
+    in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True
+) -> nn.Sequential:
+    """Convolution (no bias), BatchNorm and optionally ReLU."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class GhostModule(nn.Module):
+    """Ghost module (paper Fig. 2b): a 1x1 conv makes half the maps, a 3x3 depthwise conv the rest."""
+
+    def __init__(self, in_channels: int, out_channels: int, relu: bool, ratio: int = 2, dw_kernel: int = 3):
+        super().__init__()
+        self.out_channels = out_channels
+        primary = math.ceil(out_channels / ratio)
+        cheap = primary * (ratio - 1)
+        self.needs_slice = primary + cheap != out_channels
+        self.primary_conv = conv_bn(in_channels, primary, 1, relu=relu)
+        self.cheap_operation = conv_bn(primary, cheap, dw_kernel, groups=primary, relu=relu)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.primary_conv(x)
+        out = torch.cat((base, self.cheap_operation(base)), dim=1)
+        return out[:, : self.out_channels] if self.needs_slice else out
+
+
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """ReLU6(x + 3) / 6, the gate of the authors' SE module."""
+    return F.relu6(x + 3.0) / 6.0
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018) with reduction 4 and a hard-sigmoid gate."""
+
+    def __init__(self, channels: int, se_ratio: float = 0.25):
+        super().__init__()
+        reduced = make_divisible(channels * se_ratio, 4)
+        self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
+        self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean((2, 3), keepdim=True)
+        scale = self.conv_expand(F.relu(self.conv_reduce(scale), inplace=True))
+        return x * hard_sigmoid(scale)
+
+
+class GhostBottleneck(nn.Module):
+    """Ghost bottleneck (paper Fig. 3): expand, [stride-2 depthwise], [SE], project, plus shortcut."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, kernel: int, stride: int, se: bool):
+        super().__init__()
+        self.ghost1 = GhostModule(in_channels, mid_channels, relu=True)
+        self.conv_dw = (
+            conv_bn(mid_channels, mid_channels, kernel, stride, groups=mid_channels, relu=False)
+            if stride > 1
+            else nn.Identity()
+        )
+        self.se = SqueezeExcite(mid_channels) if se else nn.Identity()
+        self.ghost2 = GhostModule(mid_channels, out_channels, relu=False)
+        if in_channels == out_channels and stride == 1:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(
+                conv_bn(in_channels, in_channels, kernel, stride, groups=in_channels, relu=False),
+                conv_bn(in_channels, out_channels, 1, relu=False),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.ghost2(self.se(self.conv_dw(self.ghost1(x))))
+        return out + self.shortcut(x)
+
+
+class GhostNet(nn.Module):
+    """GhostNet (Table 1) with the thesis head; `width` scales every channel count except the head."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        img_channels: int = 3,
+        dropout: float = 0.2,
+        output_channels: int = 320,
+        width: float = 1.0,
+    ):
+        super().__init__()
+        channels = make_divisible(STEM_CHANNELS * width)
+        self.stem = conv_bn(img_channels, channels, 3, stride=2)
+        stages = []
+        for stage in GHOSTNET_STAGES:
+            blocks = []
+            for spec in stage:
+                out_channels = make_divisible(spec.out_channels * width)
+                mid_channels = make_divisible(spec.expansion * width)
+                blocks.append(GhostBottleneck(channels, mid_channels, out_channels, spec.kernel, spec.stride, spec.se))
+                channels = out_channels
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        last_channels = make_divisible(LAST_CONV_CHANNELS * width)
+        self.last_conv = conv_bn(channels, last_channels, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(
+            nn.Linear(last_channels, output_channels, bias=False),
+            nn.BatchNorm1d(output_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.classifier = nn.Linear(output_channels, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.last_conv(self.stages(self.stem(x)))
+        x = torch.flatten(self.pool(x), 1)
+        return self.classifier(self.head(x))
+
+
+def ghostnet(
+    num_classes: int, img_channels: int = 3, dropout: float = 0.2, output_channels: int = 320, width: float = 1.0
+) -> GhostNet:
+    """GhostNet 1.0x (or `width`x) with the thesis head."""
+    return GhostNet(num_classes, img_channels, dropout, output_channels, width)

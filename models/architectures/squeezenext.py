@@ -1,0 +1,110 @@
+"""SqueezeNext-23 (plain and v5 block distributions) at any width.
+
+Gholami, Kwon, Wu, Tai, Yue, Jin, Zhao, Keutzer: "SqueezeNext: Hardware-Aware Neural Network
+Design", CVPRW 2018 (arXiv:1803.10615). 7x7/2 convolution with 64 channels and a 3x3/2 max pool,
+four stages of SqueezeNext blocks with 32, 64, 128 and 256 output channels (blocks per stage
+[6, 6, 8, 1] for SqNxt-23, [2, 4, 14, 1] for SqNxt-23v5), a 1x1 convolution to 128 channels,
+global average pooling and a fully connected layer. Every channel count scales with the width.
+Each block: two 1x1 bottleneck convolutions halving the channels twice, a 1x3 and a 3x1
+convolution, a 1x1 expansion, and a shortcut (1x1 projection where the shape changes).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+STAGE_CHANNELS = (32, 64, 128, 256)
+BLOCKS_23 = (6, 6, 8, 1)
+BLOCKS_23V5 = (2, 4, 14, 1)
+STEM_CHANNELS = 64
+FINAL_CHANNELS = 128
+
+
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel: int | tuple[int, int], stride: int = 1,
+    padding: int | tuple[int, int] = 0,
+) -> nn.Sequential:
+    """Convolution (with bias, as in the authors' Caffe release), BatchNorm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=True),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SqueezeNextBlock(nn.Module):
+    """SqueezeNext block (paper Fig. 2): 1x1, 1x1, 1x3, 3x1, 1x1 plus shortcut, ReLU after the sum."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        if stride == 2:
+            reduced = in_channels
+        elif in_channels > out_channels:
+            reduced = in_channels // 4
+        else:
+            reduced = in_channels // 2
+        self.body = nn.Sequential(
+            conv_bn_relu(in_channels, reduced, 1, stride),
+            conv_bn_relu(reduced, reduced // 2, 1),
+            conv_bn_relu(reduced // 2, reduced, (1, 3), padding=(0, 1)),
+            conv_bn_relu(reduced, reduced, (3, 1), padding=(1, 0)),
+            conv_bn_relu(reduced, out_channels, 1),
+        )
+        if stride == 1 and in_channels == out_channels:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            self.shortcut = conv_bn_relu(in_channels, out_channels, 1, stride)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+class SqueezeNext(nn.Module):
+    """SqueezeNext with the given blocks per stage and width multiplier."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        img_channels: int = 3,
+        dropout: float = 0.2,
+        width: float = 1.0,
+        blocks: tuple[int, ...] = BLOCKS_23,
+    ):
+        super().__init__()
+        channels = int(STEM_CHANNELS * width)
+        self.stem = nn.Sequential(
+            conv_bn_relu(img_channels, channels, 7, stride=2, padding=1),
+            nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        )
+        stages = []
+        for index, (stage_channels, count) in enumerate(zip(STAGE_CHANNELS, blocks)):
+            out_channels = int(stage_channels * width)
+            layers = []
+            for block in range(count):
+                stride = 2 if index > 0 and block == 0 else 1
+                layers.append(SqueezeNextBlock(channels, out_channels, stride))
+                channels = out_channels
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        final_channels = int(FINAL_CHANNELS * width)
+        self.final_conv = conv_bn_relu(channels, final_channels, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(final_channels, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.final_conv(self.stages(self.stem(x)))
+        return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+def squeezenext23(
+    num_classes: int, img_channels: int = 3, dropout: float = 0.2, width: float = 1.0, v5: bool = False
+) -> SqueezeNext:
+    """SqueezeNext-23 (blocks [6, 6, 8, 1]) or SqueezeNext-23v5 (blocks [2, 4, 14, 1])."""
+    return SqueezeNext(num_classes, img_channels, dropout, width, BLOCKS_23V5 if v5 else BLOCKS_23)
