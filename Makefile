@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.dev_requirements.installed
 DEMO_DIR := demo
 DEMO_RAW := $(DEMO_DIR)/raw
 DEMO_DATA := $(DEMO_DIR)/stanford
-DEMO_SETTINGS := --set image_size=[64,64] --set num_epochs=8 --set batch_size=32 \
+DEMO_SETTINGS := --set image_size=[64,64] --set num_epochs=12 --set batch_size=32 \
 	--set num_workers=2 --set output_path=$(DEMO_DIR)/output --set logging_dir=$(DEMO_DIR)/logs \
 	--set early_stopping_patience=null \
 	--set lr_scheduler=null --set lr_scheduler_params=null \

@@ -24,7 +24,7 @@ from utils.configuration import (ConfigError, data_module_kwargs, load_config, m
                                  tracked_params)
 from utils.logger import setup_logging
 from utils.timing import log_execution_time
-from utils.training import (TIMESTAMP, aggregate_seeds, draw_seed, format_seed_table, git_commit, plan_runs,
+from utils.training import (TIMESTAMP, aggregate_seeds, format_seed_table, git_commit, plan_runs, seeds_to_run,
                             resume_target, run_training, runtime_name, write_json)
 
 logger = logging.getLogger("train")
@@ -47,16 +47,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.seeds and len(args.seeds) == 1 and args.seeds[0] < 1:
         parser.error("--seeds N needs N >= 1")
     return args
-
-
-def seeds_to_run(seed: int | None, requested: Sequence[int] | None) -> list[int]:
-    """The configured seed (drawn when null), N consecutive seeds from it, or the listed seeds."""
-    base = draw_seed() if seed is None else seed
-    if not requested:
-        return [base]
-    if len(requested) == 1:
-        return [base + offset for offset in range(requested[0])]
-    return list(requested)
 
 
 def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = None,

@@ -26,13 +26,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import StanfordCarsDataset, generate_synthetic_stanford, prepare_stanford_dataset  # noqa: E402
+from utils.configuration import default_config  # noqa: E402
 
-THESIS_IMAGE_AUGMENTATIONS = {
-    "RandomHorizontalFlip": {"p": 0.5},
-    "RandomAffine": {"degrees": 25, "translate": [0.1, 0.1], "scale": [0.9, 1.1], "shear": 8},
-    "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
-}
-THESIS_TENSOR_AUGMENTATIONS = {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}
 IMAGE_SIZE = (227, 227)
 REFERENCE_PER_CORE = 120.0  # the original project at full dataset size (FACTS.md)
 
@@ -72,8 +67,8 @@ def main() -> None:
         work = args.work or Path(tmp)
         data = make_data(work, args.images)
         train = StanfordCarsDataset(data, "train", train=True, image_size=IMAGE_SIZE,
-                                    image_augmentations=THESIS_IMAGE_AUGMENTATIONS,
-                                    tensor_augmentations=THESIS_TENSOR_AUGMENTATIONS)
+                                    image_augmentations=default_config()["image_augmentations"],
+                                    tensor_augmentations=default_config()["tensor_augmentations"])
         valid = StanfordCarsDataset(data, "train", train=False, image_size=IMAGE_SIZE)
         count = len(train)
         torch.manual_seed(0)

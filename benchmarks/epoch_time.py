@@ -38,13 +38,8 @@ from datasets import StanfordCarsDataModule, generate_synthetic_stanford, prepar
 from datasets.stanford_data_module import default_num_workers  # noqa: E402
 from models import build_network  # noqa: E402
 from models.net_module import NetModule  # noqa: E402
+from utils.configuration import default_config  # noqa: E402
 
-THESIS_IMAGE_AUGMENTATIONS = {
-    "RandomHorizontalFlip": {"p": 0.5},
-    "RandomAffine": {"degrees": 25, "translate": [0.1, 0.1], "scale": [0.9, 1.1], "shear": 8},
-    "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
-}
-THESIS_TENSOR_AUGMENTATIONS = {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}
 FULL_TRAIN, FULL_TEST, FULL_EPOCHS = 8144, 8041, 200
 REFERENCE_MS_PER_IMAGE = 8.0  # the original project's data pipeline at full size, one process (FACTS.md)
 SETTINGS = {
@@ -182,8 +177,8 @@ class Result:
 
 def data_module(data: Path, workers: int, cache_dir: Path, **settings: Any) -> StanfordCarsDataModule:
     return StanfordCarsDataModule(data, image_size=(227, 227), batch_size=64, num_workers=workers, seed=0,
-                                  image_augmentations=THESIS_IMAGE_AUGMENTATIONS,
-                                  tensor_augmentations=THESIS_TENSOR_AUGMENTATIONS, cache_path=str(cache_dir),
+                                  image_augmentations=default_config()["image_augmentations"],
+                                  tensor_augmentations=default_config()["tensor_augmentations"], cache_path=str(cache_dir),
                                   show_progress=False, **settings)
 
 

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from models import build_network, count_parameters
 from models.net_module import NetModule
-from utils.training import read_metrics
+from utils.training import read_metrics, seeds_to_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -152,8 +152,8 @@ def test_same_seed_gives_the_same_metrics_and_seed_statistics(prepared, tmp_path
     assert stats["count"] == 2 and stats["best_valid_acc_std"] == 0.0
     assert stats["best_valid_acc_mean"] == pytest.approx(best) and stats["best_valid_acc_max"] == pytest.approx(best)
     assert "mean" in capsys.readouterr().out
-    assert train.seeds_to_run(10, [3]) == [10, 11, 12] and train.seeds_to_run(10, [4, 2]) == [4, 2]
-    assert train.seeds_to_run(10, None) == [10]
+    assert seeds_to_run(10, [3]) == [10, 11, 12] and seeds_to_run(10, [4, 2]) == [4, 2]
+    assert seeds_to_run(10, None) == [10]
 
 
 class InterruptAt(Callback):

@@ -119,6 +119,16 @@ def draw_seed() -> int:
     return random.SystemRandom().randrange(2**31)
 
 
+def seeds_to_run(seed: int | None, requested: Sequence[int] | None) -> list[int]:
+    """The configured seed (drawn when null), N consecutive seeds from it, or the listed seeds."""
+    base = draw_seed() if seed is None else seed
+    if not requested:
+        return [base]
+    if len(requested) == 1:
+        return [base + offset for offset in range(requested[0])]
+    return list(requested)
+
+
 def resume_target(path: str | os.PathLike) -> tuple[Path, Path]:
     """(run folder, checkpoint) from a run folder (its last.ckpt) or a checkpoint file."""
     path = Path(path)

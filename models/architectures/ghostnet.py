@@ -92,13 +92,8 @@ class GhostModule(nn.Module):
         return out[:, : self.out_channels] if self.needs_slice else out
 
 
-def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """ReLU6(x + 3) / 6, the gate of the authors' SE module."""
-    return F.relu6(x + 3.0) / 6.0
-
-
 class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018) with reduction 4 and a hard-sigmoid gate."""
+    """Squeeze-and-excitation (Hu et al. 2018) with reduction 4 and a hard-sigmoid gate, ReLU6(x + 3) / 6."""
 
     def __init__(self, channels: int, se_ratio: float = 0.25):
         super().__init__()
@@ -109,7 +104,7 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = x.mean((2, 3), keepdim=True)
         scale = self.conv_expand(F.relu(self.conv_reduce(scale), inplace=True))
-        return x * hard_sigmoid(scale)
+        return x * F.hardsigmoid(scale, inplace=True)
 
 
 class GhostBottleneck(nn.Module):
@@ -135,7 +130,8 @@ class GhostBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.ghost2(self.se(self.conv_dw(self.ghost1(x))))
-        return out + self.shortcut(x)
+        out += self.shortcut(x)
+        return out
 
 
 class GhostNet(nn.Module):
