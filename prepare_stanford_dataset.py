@@ -12,9 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from datasets import DataPreparationError, default_archive_path, make_data_archive, prepare_stanford_dataset
+from utils.configuration import ConfigError, read_yaml
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -37,10 +36,7 @@ def config_paths(config_path: str, need_config: bool) -> dict[str, Any]:
                 f"config file {path} not found; create it from config_template.yml or pass both --raw and --out"
             )
         return {}
-    with open(path, encoding="utf-8") as handle:
-        config = yaml.safe_load(handle) or {}
-    if not isinstance(config, dict):
-        raise DataPreparationError(f"{path} does not hold a mapping of settings")
+    config = read_yaml(path)
     return {k: config.get(k) for k in ("stanford_raw_data_path", "stanford_data_path")}
 
 
@@ -61,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.archive:
             archive = make_data_archive(out, default_archive_path(out), force=args.force)
             print(f"wrote {archive}")
-    except DataPreparationError as error:
+    except (DataPreparationError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -66,9 +66,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         data = make_data(work, args.images)
+        config = default_config()
         train = StanfordCarsDataset(data, "train", train=True, image_size=IMAGE_SIZE,
-                                    image_augmentations=default_config()["image_augmentations"],
-                                    tensor_augmentations=default_config()["tensor_augmentations"])
+                                    image_augmentations=config["image_augmentations"],
+                                    tensor_augmentations=config["tensor_augmentations"])
         valid = StanfordCarsDataset(data, "train", train=False, image_size=IMAGE_SIZE)
         count = len(train)
         torch.manual_seed(0)

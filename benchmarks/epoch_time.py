@@ -34,7 +34,8 @@ from pytorch_lightning.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets import StanfordCarsDataModule, generate_synthetic_stanford, prepare_stanford_dataset  # noqa: E402
+from benchmarks.data_pipeline import make_data  # noqa: E402
+from datasets import StanfordCarsDataModule  # noqa: E402
 from datasets.stanford_data_module import default_num_workers  # noqa: E402
 from models import build_network  # noqa: E402
 from models.net_module import NetModule  # noqa: E402
@@ -51,17 +52,6 @@ SETTINGS = {
     "cache + batch aug + bf16 + channels_last": dict(cache_images=True, augmentation_device="gpu",
                                                      precision="bf16-mixed", channels_last=True),
 }
-
-
-def make_data(work: Path, train_images: int, test_images: int) -> Path:
-    """Generate and prepare a Stanford-sized synthetic set (reused when present); 8 classes."""
-    prepared = work / "stanford"
-    if not prepared.exists():
-        per_class = max(2, (train_images + test_images) // 8)  # half of each class is train, half test
-        generate_synthetic_stanford(work / "raw", num_classes=8, images_per_class=per_class, min_width=480,
-                                    max_width=900, seed=1, overwrite=True)
-        prepare_stanford_dataset(work / "raw", prepared, progress=False)
-    return prepared
 
 
 def sync() -> None:
@@ -176,9 +166,10 @@ class Result:
 
 
 def data_module(data: Path, workers: int, cache_dir: Path, **settings: Any) -> StanfordCarsDataModule:
+    config = default_config()
     return StanfordCarsDataModule(data, image_size=(227, 227), batch_size=64, num_workers=workers, seed=0,
-                                  image_augmentations=default_config()["image_augmentations"],
-                                  tensor_augmentations=default_config()["tensor_augmentations"], cache_path=str(cache_dir),
+                                  image_augmentations=config["image_augmentations"],
+                                  tensor_augmentations=config["tensor_augmentations"], cache_path=str(cache_dir),
                                   show_progress=False, **settings)
 
 
@@ -211,7 +202,6 @@ def loader_ms_per_image(datamodule: StanfordCarsDataModule, augment_batches: boo
     A first pass starts the workers and warms the page cache. CPU time counts this process only (all of the
     work with 0 workers); with workers, the wall time is the cost an epoch sees.
     """
-    datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     for _ in loader:
         pass
@@ -306,13 +296,13 @@ def main() -> None:
         args.workers = default_num_workers()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        data = make_data(work / f"set_{args.train}_{args.test}", args.train, args.test)
+        # make_data takes images per split: the set's train and test halves are equal
+        data = make_data(work / f"set_{args.train}_{args.test}", (args.train + args.test) // 2)
         cache_dir = work / "cache"
         results = [] if args.skip_training else [
             run_setting(name, settings, data, args.workers, args.epochs, cache_dir)
             for name, settings in SETTINGS.items()]
-        loader_data = make_data(work / f"set_{args.loader_train}_{args.loader_train}", args.loader_train,
-                                args.loader_train)
+        loader_data = make_data(work / f"set_{args.loader_train}_{args.loader_train}", args.loader_train)
         loader_rows = data_only(loader_data, args.workers, cache_dir)
     print_tables(results, loader_rows, args, cpu_pressure())
 

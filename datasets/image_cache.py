@@ -65,6 +65,12 @@ def cache_files(dataset: PrefixSource, cache_dir: str | os.PathLike) -> tuple[Pa
     return Path(cache_dir) / f"{stem}.npy", Path(cache_dir) / f"{stem}.json", settings
 
 
+def _cache_shape(dataset: PrefixSource, settings: dict[str, Any]) -> tuple[int, int, int, int]:
+    """[N, H, W, C] of a dataset's cache array."""
+    height, width = settings["image_size"]
+    return len(dataset), height, width, 1 if settings["mode"] == "L" else 3
+
+
 def find_cache(dataset: PrefixSource, cache_dir: str | os.PathLike) -> Path | None:
     """The array file of a complete cache with the dataset's settings, or None."""
     array_path, meta_path, settings = cache_files(dataset, cache_dir)
@@ -73,8 +79,7 @@ def find_cache(dataset: PrefixSource, cache_dir: str | os.PathLike) -> Path | No
         array = np.load(array_path, mmap_mode="r")
     except (OSError, ValueError):
         return None
-    expected = (len(dataset), *settings["image_size"], 1 if settings["mode"] == "L" else 3)
-    if meta.get("settings") != settings or array.shape != expected or array.dtype != np.uint8:
+    if meta.get("settings") != settings or array.shape != _cache_shape(dataset, settings) or array.dtype != np.uint8:
         return None
     return array_path
 
@@ -141,8 +146,7 @@ def build_cache(dataset: PrefixSource, cache_dir: str | os.PathLike, num_workers
     array_path.parent.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)  # whatever was there is not trusted any more
     _remove_abandoned(array_path)
-    height, width = settings["image_size"]
-    shape = (len(dataset), height, width, 1 if settings["mode"] == "L" else 3)
+    shape = _cache_shape(dataset, settings)
     partial = array_path.with_name(f"{array_path.name}.partial-{os.getpid()}")
     try:
         array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datasets.image_cache import CachedImages, array_image, file_fingerprint
-from datasets.stanford_utils import LABEL_COLUMNS
+from datasets.stanford_utils import BOX_FIELDS, LABEL_COLUMNS
 from datasets.transforms import build_transforms
 
 RGB_MEAN = (0.4707, 0.4602, 0.4550)
@@ -37,6 +37,11 @@ class LabelRecord:
 def read_labels(csv_path: str | os.PathLike) -> list[LabelRecord]:
     """All rows of a prepared ``*_labels.csv``; raises ValueError naming the file and row when malformed."""
     path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: {path.parent} is not prepared Stanford Cars data "
+            "(run prepare_stanford_dataset.py, or set stanford_data_path)"
+        )
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
@@ -45,7 +50,7 @@ def read_labels(csv_path: str | os.PathLike) -> list[LabelRecord]:
         records = []
         for line, row in enumerate(reader, start=2):
             try:
-                box = tuple(int(row[c]) for c in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"))
+                box = tuple(int(row[c]) for c in BOX_FIELDS)
                 records.append(LabelRecord(row["image_fname"], int(row["class"]), box, row["class_name"]))  # type: ignore[arg-type]
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}, line {line}: malformed row {row}: {error}") from error
@@ -118,7 +123,7 @@ def preprocess_image(
         raise ValueError(f"box {box} lies outside the {width}x{height} image")
     target_wh = (int(image_size[1]), int(image_size[0]))
     mode = "L" if convert_to_grayscale else "RGB"
-    tensor = F.to_tensor(load_image(Path(path), mode, target_wh, box, erase_background and box is not None))
+    tensor = F.to_tensor(load_image(Path(path), mode, target_wh, box, erase_background))
     if normalize:
         tensor = F.normalize(tensor, list(map(float, mean)), list(map(float, std)), inplace=True)
     return tensor

@@ -66,7 +66,7 @@ class StanfordCarsDataModule(pl.LightningDataModule):
             raise ValueError(f"augmentation_device must be one of {', '.join(AUGMENTATION_DEVICES)}, "
                              f"not {augmentation_device!r}")
         self.data_path = Path(data_path)
-        self.records = {split: self._read_split(split) for split in ("train", "test")}
+        self.records = {split: read_labels(self.data_path / f"{split}_labels.csv") for split in ("train", "test")}
         self.num_classes, self.class_names = _classes(self.records)
         self.img_channels = 1 if convert_to_grayscale else 3
         self.batch_size = batch_size
@@ -91,15 +91,6 @@ class StanfordCarsDataModule(pl.LightningDataModule):
                 self.img_channels, mean if normalize else None, std if normalize else None)
         self.train_dataset: StanfordCarsDataset | None = None
         self.val_dataset: StanfordCarsDataset | None = None
-
-    def _read_split(self, split: str) -> list[LabelRecord]:
-        path = self.data_path / f"{split}_labels.csv"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} does not exist: {self.data_path} is not prepared Stanford Cars data "
-                "(run prepare_stanford_dataset.py, or set stanford_data_path)"
-            )
-        return read_labels(path)
 
     def _dataset(self, split: str, train: bool) -> StanfordCarsDataset:
         uint8_output = train and self.batch_augmentation is not None

@@ -172,8 +172,9 @@ def _mat_variable(mat: dict[str, Any], name: str, where: str) -> np.ndarray:
     return mat[name]
 
 
-def _struct_fields(annos: np.ndarray, fields: tuple[str, ...], where: str) -> dict[str, list[Any]]:
-    """The given fields of a MATLAB struct array, as lists of Python values (ints converted from uint8/16)."""
+def _annotation_fields(mat: dict[str, Any], fields: tuple[str, ...], where: str) -> dict[str, list[Any]]:
+    """Fields of a loaded .mat file's 'annotations' struct array, as lists of Python values (ints from uint8/16)."""
+    annos = _mat_variable(mat, "annotations", where)
     names = annos.dtype.names or ()
     missing = [f for f in fields if f not in names]
     if missing:
@@ -193,9 +194,10 @@ def _struct_fields(annos: np.ndarray, fields: tuple[str, ...], where: str) -> di
     return columns
 
 
-def _class_names(cells: np.ndarray, where: str) -> list[str]:
+def _class_names(mat: dict[str, Any], where: str) -> list[str]:
+    """The 'class_names' cell array of a loaded .mat file, as strings."""
     names = []
-    for cell in np.asarray(cells).ravel():
+    for cell in np.asarray(_mat_variable(mat, "class_names", where)).ravel():
         cell = np.asarray(cell)
         names.append(str(cell.ravel()[0]) if cell.size else "")
     if not names:
@@ -242,14 +244,14 @@ def _read_updated(raw: Path) -> RawDataset:
         raise _missing_error(raw, "updated", missing)
     mat = _load_mat(annos_path, str(annos_path))
     fields = ("relative_im_path", *BOX_FIELDS, "class", "test")
-    columns = _struct_fields(_mat_variable(mat, "annotations", str(annos_path)), fields, str(annos_path))
+    columns = _annotation_fields(mat, fields, str(annos_path))
     if devkit is not None:
         meta = _read_devkit(devkit, ("cars_meta.mat",))
         if "cars_meta.mat" not in meta:
             raise DataPreparationError(f"{devkit.path} has no devkit/cars_meta.mat (the class names)")
-        class_names = _class_names(_mat_variable(meta["cars_meta.mat"], "class_names", f"{devkit.path}:cars_meta.mat"), f"{devkit.path}:cars_meta.mat")
+        class_names = _class_names(meta["cars_meta.mat"], f"{devkit.path}:cars_meta.mat")
     elif "class_names" in mat:
-        class_names = _class_names(mat["class_names"], str(annos_path))
+        class_names = _class_names(mat, str(annos_path))
     else:
         raise _missing_error(raw, "updated", ["car_devkit.tgz (or folder devkit/) with cars_meta.mat"])
     splits = ["test" if t else "train" for t in columns["test"]]
@@ -284,15 +286,12 @@ def _read_original(raw: Path) -> RawDataset:
     for name in ("cars_meta.mat", "cars_train_annos.mat"):
         if name not in devkit_mats:
             raise DataPreparationError(f"{devkit.path} lacks devkit/{name}, which the original layout needs")
-    meta_where = f"{devkit.path}:cars_meta.mat"
-    class_names = _class_names(_mat_variable(devkit_mats["cars_meta.mat"], "class_names", meta_where), meta_where)
+    class_names = _class_names(devkit_mats["cars_meta.mat"], f"{devkit.path}:cars_meta.mat")
     fields = (*BOX_FIELDS, "class", "fname")
     train_where = f"{devkit.path}:cars_train_annos.mat"
-    train_columns = _struct_fields(
-        _mat_variable(devkit_mats["cars_train_annos.mat"], "annotations", train_where), fields, train_where
-    )
+    train_columns = _annotation_fields(devkit_mats["cars_train_annos.mat"], fields, train_where)
     test_mat = _load_mat(labels_path, str(labels_path))
-    test_columns = _struct_fields(_mat_variable(test_mat, "annotations", str(labels_path)), fields, str(labels_path))
+    test_columns = _annotation_fields(test_mat, fields, str(labels_path))
     train = _annotations_from_columns(train_columns, "fname", ["train"] * len(train_columns["fname"]))
     test = _annotations_from_columns(test_columns, "fname", ["test"] * len(test_columns["fname"]))
     return RawDataset("original", class_names, train + test, [(train_images, train), (test_images, test)])
@@ -529,10 +528,11 @@ def _prepare_into(dataset: RawDataset, tmp: Path, out: Path, progress: bool) -> 
     with tqdm(total=len(dataset.annotations), unit="img", desc="preparing", disable=not progress) as bar:
         for source, annotations in dataset.sources:
             _copy_images(source, annotations, tmp, written, bar, stats)
+    counts: dict[str, int] = {}
     for split in SPLITS:
         rows = [w for w in written if w.annotation.split == split]
         _write_labels(tmp / f"{split}_labels.csv", rows, dataset.class_names)
-    counts = {split: sum(w.annotation.split == split for w in written) for split in SPLITS}
+        counts[split] = len(rows)
     return PrepareSummary(
         layout=dataset.layout,
         out_path=out,
