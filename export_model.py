@@ -13,7 +13,7 @@ import torch
 from datasets import StanfordCarsDataModule
 from models.export import FORMATS, ExportError, check_not_existing, export_model
 from models.run_loading import CheckpointError, load_trained_model
-from utils.configuration import ConfigError, normalization_params
+from utils.configuration import ConfigError, image_channels, normalization_params
 from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names
 
 CHECK_IMAGES = 4
@@ -34,7 +34,7 @@ def preprocessing_metadata(cfg: Mapping[str, Any]) -> dict[str, Any]:
     mean, std = normalization_params(cfg)
     height, width = cfg["image_size"]
     return {
-        "image_size": [height, width], "input_shape": ["batch", 1 if cfg["convert_to_grayscale"] else 3, height, width],
+        "image_size": [height, width], "input_shape": ["batch", image_channels(cfg), height, width],
         "grayscale": cfg["convert_to_grayscale"], "normalize": cfg["normalize"],
         "mean": list(mean) if cfg["normalize"] else None, "std": list(std) if cfg["normalize"] else None,
         "steps": ["convert to grayscale (L) or RGB", f"resize the whole image to {width}x{height} (bilinear)",
@@ -57,8 +57,8 @@ def check_images(data: StanfordCarsDataModule | None, cfg: Mapping[str, Any]) ->
         data.setup("validate")
         count = min(CHECK_IMAGES, len(data.val_dataset))
         return torch.stack([data.val_dataset[index][0] for index in range(count)])
-    channels = 1 if cfg["convert_to_grayscale"] else 3
-    return torch.randn(CHECK_IMAGES, channels, *cfg["image_size"], generator=torch.Generator().manual_seed(0))
+    return torch.randn(CHECK_IMAGES, image_channels(cfg), *cfg["image_size"],
+                       generator=torch.Generator().manual_seed(0))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,8 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = check_not_existing(out, args.force)
         if problems:
             raise ExportError("; ".join(problems))
-        channels = 1 if cfg["convert_to_grayscale"] else 3
-        trained = load_trained_model(checkpoint, cfg["architecture"], channels, cfg["dropout"], cfg["output_channels"])
+        trained = load_trained_model(checkpoint, cfg["architecture"], image_channels(cfg), cfg["dropout"],
+                                     cfg["output_channels"])
     except (RunRecordError, ConfigError, CheckpointError, ExportError) as error:
         print(f"export_model.py: error: {error}", file=sys.stderr)
         return 2

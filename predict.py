@@ -15,7 +15,7 @@ from datasets import StanfordCarsDataModule
 from datasets.stanford_data import preprocess_image
 from models.evaluation import class_label, predict_top_k
 from models.run_loading import CheckpointError, load_trained_model
-from utils.configuration import ConfigError, normalization_params
+from utils.configuration import ConfigError, image_channels, normalization_params
 from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names
 
 
@@ -57,8 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
-        channels = 1 if cfg["convert_to_grayscale"] else 3
-        trained = load_trained_model(checkpoint, cfg["architecture"], channels, cfg["dropout"], cfg["output_channels"])
+        trained = load_trained_model(checkpoint, cfg["architecture"], image_channels(cfg), cfg["dropout"],
+                                     cfg["output_channels"])
     except (RunRecordError, ConfigError, CheckpointError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)
         return 2

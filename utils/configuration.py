@@ -135,7 +135,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("compile_model", (bool,), False, "torch.compile the network (compiles during the first steps)", True),
     Setting("accelerator", (str,), "auto", "auto (CUDA when available, else CPU), gpu, cpu, mps, ...",
             choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
-    Setting("devices", (int, str, list), 1, "devices per node: a count, 'auto' or a list of indices", True),
+    Setting("devices", (int, str, list), 1, "devices per node: a count, 'auto' or a list of indices", True, int),
     Setting("strategy", (str,), "auto", "Lightning strategy: auto, ddp, ddp_spawn, ...", True),
     Setting("num_nodes", (int,), 1, "machines taking part (DDP)", True),
 )
@@ -209,8 +209,6 @@ def _value_problems(setting: Setting, value: Any, path: str) -> list[str]:
             return [f"{path}: expected a list of {_type_names([setting.item_type])} values, got {value!r}"]
         if setting.length is not None and len(value) != setting.length:
             return [f"{path}: expected {setting.length} values, got {len(value)} ({value!r})"]
-    if isinstance(value, list) and setting.name == "devices" and not all(_matches(i, int) for i in value):
-        return [f"{path}: expected a list of device indices, got {value!r}"]
     return []
 
 
@@ -377,6 +375,11 @@ def normalization_params(cfg: Mapping[str, Any]) -> tuple[tuple[float, ...], tup
     """(mean, std) of the configured colour mode."""
     key = "normalization_params_grayscale" if cfg["convert_to_grayscale"] else "normalization_params_rgb"
     return tuple(cfg[key]["mean"]), tuple(cfg[key]["std"])
+
+
+def image_channels(cfg: Mapping[str, Any]) -> int:
+    """Channels of the network input: 1 for grayscale, else 3."""
+    return 1 if cfg["convert_to_grayscale"] else 3
 
 
 def data_module_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:

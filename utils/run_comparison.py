@@ -57,7 +57,11 @@ class Stat:
     n: int
 
     def __str__(self) -> str:
-        return f"{_short(self.mean)} ± {_short(self.std)} [{_short(self.min)}, {_short(self.max)}]"
+        return self.format(_short)
+
+    def format(self, show: Callable[[float], str]) -> str:
+        """'mean ± std [min, max]' with each number written by show."""
+        return f"{show(self.mean)} ± {show(self.std)} [{show(self.min)}, {show(self.max)}]"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -201,6 +205,10 @@ def _param(run: RunRecord, group: str, name: str) -> Any:
     return params.get(name) if isinstance(params, Mapping) else None
 
 
+def _tags(run: RunRecord) -> list[str]:
+    return list(map(str, run.config.get("tags") or run.summary.get("tags") or []))
+
+
 def _image_size(run: RunRecord) -> str | None:
     size = run.config.get("image_size")
     return "x".join(map(str, size)) if isinstance(size, list) else None
@@ -235,7 +243,7 @@ COLUMNS: dict[str, Callable[[RunRecord], Any]] = {
     "valid_loss_min": lambda run: _best(run, "valid_loss", min),
     "train_acc_max": lambda run: _best(run, "train_acc", max),
     "valid_acc_max": lambda run: _best(run, "valid_acc", max),
-    "tags": lambda run: ",".join(map(str, run.config.get("tags") or run.summary.get("tags") or [])),
+    "tags": lambda run: ",".join(_tags(run)),
     "description": lambda run: run.config.get("description") or run.summary.get("description") or "",
 }
 # Columns summarised as mean ± std, min, max over a seed group.
@@ -259,8 +267,7 @@ def filter_runs(runs: Iterable[RunRecord], tags: Sequence[str] = (),
     """Runs having every tag in `tags` and, when given, one of `architectures`."""
     selected = []
     for run in runs:
-        run_tags = set(map(str, run.config.get("tags") or run.summary.get("tags") or []))
-        if not set(tags) <= run_tags:
+        if not set(tags) <= set(_tags(run)):
             continue
         if architectures and run.config.get("architecture") not in architectures:
             continue
@@ -296,7 +303,8 @@ def seed_group_key(run: RunRecord) -> str:
     return json.dumps(training, sort_keys=True, default=str)
 
 
-def _stat(values: list[Any]) -> Stat | None:
+def stat_of(values: Sequence[Any]) -> Stat | None:
+    """Mean, standard deviation (n-1; 0 for one value), min and max of the numbers among values (None without any)."""
     numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not numbers:
         return None
@@ -318,7 +326,7 @@ def group_rows_by_seed(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
     for members in groups.values():
         member_rows = [run_row(run) for run in members]
         row = {name: _joined([r[name] for r in member_rows]) for name in COLUMNS}
-        row.update({name: _stat([r[name] for r in member_rows]) for name in STAT_COLUMNS})
+        row.update({name: stat_of([r[name] for r in member_rows]) for name in STAT_COLUMNS})
         row["runs"] = len(members)
         rows.append(row)
     return rows
@@ -340,10 +348,7 @@ def display_value(column: str, value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, Stat):
-        if column == "duration":
-            return (f"{format_duration(value.mean)} ± {format_duration(value.std)} "
-                    f"[{format_duration(value.min)}, {format_duration(value.max)}]")
-        return str(value)
+        return value.format(format_duration if column == "duration" else _short)
     if column == "duration" and isinstance(value, (int, float)):
         return format_duration(float(value))
     if column == "parameters" and isinstance(value, int):

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from utils.configuration import config_for_records, neptune_api_token, save_config
+from utils.run_comparison import read_metrics as read_metrics_file, stat_of
 from utils.timing import format_duration
 
 logger = logging.getLogger(__name__)
@@ -156,13 +156,12 @@ def write_run_config(cfg: Mapping[str, Any], run_dir: Path) -> None:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
-    """Rows of a run's metrics.csv as numbers (epoch as int)."""
+    """Rows of a run's metrics.csv as numbers (epoch as int, empty cells as NaN); [] before its first epoch."""
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [{key: (int(value) if key == "epoch" else float(value)) for key, value in row.items()}
-                for row in csv.DictReader(handle)]
+    return [{key: int(value) if key == "epoch" else (math.nan if value is None else value)
+             for key, value in row.items()} for row in read_metrics_file(path)]
 
 
 def write_metrics(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -362,12 +361,11 @@ def run_training(cfg: Mapping[str, Any], datamodule: pl.LightningDataModule, mod
 
 def aggregate_seeds(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean, standard deviation (n-1), min and max of the best validation accuracy over seeded runs."""
-    values = [float(result["best_valid_acc"]) for result in results]
+    stat = stat_of([float(result["best_valid_acc"]) for result in results])
     return {
-        "runs": [dict(result) for result in results], "count": len(values),
-        "best_valid_acc_mean": statistics.fmean(values),
-        "best_valid_acc_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "best_valid_acc_min": min(values), "best_valid_acc_max": max(values),
+        "runs": [dict(result) for result in results], "count": stat.n,
+        "best_valid_acc_mean": stat.mean, "best_valid_acc_std": stat.std,
+        "best_valid_acc_min": stat.min, "best_valid_acc_max": stat.max,
     }
 
 
