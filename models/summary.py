@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from models.arch_dict import arch_dict, build_network
+from models.export import median_latency_ms
 from models.sizes import count_multiply_adds, count_parameters, image_hw
 
 
@@ -19,14 +18,8 @@ def cpu_latency_ms(network: nn.Module, image_size: int | Sequence[int], img_chan
     """Median CPU forward time of one image in milliseconds, after one warm-up pass."""
     network.eval()
     image = torch.rand(1, img_channels, *image_hw(image_size))
-    times = []
     with torch.no_grad():
-        network(image)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            network(image)
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        return median_latency_ms(lambda: network(image), repeats, warmup=1)
 
 
 def summary_rows(image_size: int, num_classes: int, img_channels: int = 3, output_channels: int = 320,

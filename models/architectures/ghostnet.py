@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.architectures.layers import conv_bn, init_conv_weights
+
 
 class BottleneckSpec(NamedTuple):
     """One row of the paper's Table 1 (G-bneck) with the depthwise kernel size."""
@@ -61,19 +63,6 @@ def make_divisible(value: float, divisor: int = 4) -> int:
     return rounded
 
 
-def conv_bn(
-    in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True
-) -> nn.Sequential:
-    """Convolution (no bias), BatchNorm and optionally ReLU."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_channels),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
 class GhostModule(nn.Module):
     """Ghost module (paper Fig. 2b): a 1x1 conv makes half the maps, a 3x3 depthwise conv the rest."""
 
@@ -83,8 +72,9 @@ class GhostModule(nn.Module):
         primary = math.ceil(out_channels / ratio)
         cheap = primary * (ratio - 1)
         self.needs_slice = primary + cheap != out_channels
-        self.primary_conv = conv_bn(in_channels, primary, 1, relu=relu)
-        self.cheap_operation = conv_bn(primary, cheap, dw_kernel, groups=primary, relu=relu)
+        activation = nn.ReLU if relu else None
+        self.primary_conv = conv_bn(in_channels, primary, 1, activation=activation)
+        self.cheap_operation = conv_bn(primary, cheap, dw_kernel, groups=primary, activation=activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.primary_conv(x)
@@ -114,7 +104,7 @@ class GhostBottleneck(nn.Module):
         super().__init__()
         self.ghost1 = GhostModule(in_channels, mid_channels, relu=True)
         self.conv_dw = (
-            conv_bn(mid_channels, mid_channels, kernel, stride, groups=mid_channels, relu=False)
+            conv_bn(mid_channels, mid_channels, kernel, stride, groups=mid_channels, activation=None)
             if stride > 1
             else nn.Identity()
         )
@@ -124,8 +114,8 @@ class GhostBottleneck(nn.Module):
             self.shortcut: nn.Module = nn.Identity()
         else:
             self.shortcut = nn.Sequential(
-                conv_bn(in_channels, in_channels, kernel, stride, groups=in_channels, relu=False),
-                conv_bn(in_channels, out_channels, 1, relu=False),
+                conv_bn(in_channels, in_channels, kernel, stride, groups=in_channels, activation=None),
+                conv_bn(in_channels, out_channels, 1, activation=None),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,14 +158,7 @@ class GhostNet(nn.Module):
             nn.Dropout(dropout),
         )
         self.classifier = nn.Linear(output_channels, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_conv_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.last_conv(self.stages(self.stem(x)))

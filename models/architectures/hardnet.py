@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from models.architectures.layers import conv_bn, init_conv_weights
+
 
 class HarDNetSpec(NamedTuple):
     """Stem widths and, per stage, growth rate, layers, transition width and downsampling."""
@@ -40,21 +42,9 @@ HARDNET_SPECS: dict[int, HarDNetSpec] = {
 }
 
 
-def conv_bn_relu6(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
-    """Convolution (no bias), BatchNorm, ReLU6."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU6(inplace=True),
-    )
-
-
 def dw_conv_bn(channels: int, stride: int = 1) -> nn.Sequential:
-    """3x3 depthwise convolution and BatchNorm (no activation)."""
-    return nn.Sequential(
-        nn.Conv2d(channels, channels, 3, stride, 1, groups=channels, bias=False),
-        nn.BatchNorm2d(channels),
-    )
+    """3x3 depthwise convolution and BatchNorm (no activation), the DS variants' spatial convolution."""
+    return conv_bn(channels, channels, 3, stride, groups=channels, activation=None)
 
 
 def harmonic_links(layer: int, growth: int, multiplier: float) -> tuple[list[int], int]:
@@ -83,9 +73,10 @@ class HarDBlock(nn.Module):
             links, out_channels = harmonic_links(layer, growth, multiplier)
             layer_in = sum(widths[i] for i in links)
             if depthwise:
-                layers.append(nn.Sequential(conv_bn_relu6(layer_in, out_channels, 1), dw_conv_bn(out_channels)))
+                layers.append(nn.Sequential(conv_bn(layer_in, out_channels, 1, activation=nn.ReLU6),
+                                            dw_conv_bn(out_channels)))
             else:
-                layers.append(conv_bn_relu6(layer_in, out_channels, 3))
+                layers.append(conv_bn(layer_in, out_channels, 3, activation=nn.ReLU6))
             self.links.append(links)
             widths.append(out_channels)
         self.layers = nn.ModuleList(layers)
@@ -112,8 +103,8 @@ class HarDNet(nn.Module):
         spec = HARDNET_SPECS[depth]
         first, second = spec.stem
         layers: list[nn.Module] = [
-            conv_bn_relu6(img_channels, first, 3, stride=2),
-            conv_bn_relu6(first, second, 1 if depthwise else 3),
+            conv_bn(img_channels, first, 3, stride=2, activation=nn.ReLU6),
+            conv_bn(first, second, 1 if depthwise else 3, activation=nn.ReLU6),
             dw_conv_bn(second, stride=2) if depthwise else nn.MaxPool2d(3, stride=2, padding=1),
         ]
         channels = second
@@ -125,7 +116,7 @@ class HarDNet(nn.Module):
             layers.append(block)
             if index == last and spec.dropout_before_last_transition:
                 layers.append(nn.Dropout(0.1))
-            layers.append(conv_bn_relu6(block.out_channels, width, 1))
+            layers.append(conv_bn(block.out_channels, width, 1, activation=nn.ReLU6))
             channels = width
             if down:
                 layers.append(dw_conv_bn(channels, stride=2) if depthwise else nn.MaxPool2d(2, stride=2))
@@ -133,9 +124,7 @@ class HarDNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_conv_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.pool(self.features(x)), 1)

@@ -6,7 +6,8 @@ four stages of SqueezeNext blocks with 32, 64, 128 and 256 output channels (bloc
 [6, 6, 8, 1] for SqNxt-23, [2, 4, 14, 1] for SqNxt-23v5), a 1x1 convolution to 128 channels,
 global average pooling and a fully connected layer. Every channel count scales with the width.
 Each block: two 1x1 bottleneck convolutions halving the channels twice, a 1x3 and a 3x1
-convolution, a 1x1 expansion, and a shortcut (1x1 projection where the shape changes).
+convolution, a 1x1 expansion, and a shortcut (1x1 projection where the shape changes). Convolutions keep
+their bias before BatchNorm, as in the authors' Caffe release.
 """
 
 from __future__ import annotations
@@ -14,23 +15,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.architectures.layers import conv_bn, init_conv_weights
+
 STAGE_CHANNELS = (32, 64, 128, 256)
 BLOCKS_23 = (6, 6, 8, 1)
 BLOCKS_23V5 = (2, 4, 14, 1)
 STEM_CHANNELS = 64
 FINAL_CHANNELS = 128
-
-
-def conv_bn_relu(
-    in_channels: int, out_channels: int, kernel: int | tuple[int, int], stride: int = 1,
-    padding: int | tuple[int, int] = 0,
-) -> nn.Sequential:
-    """Convolution (with bias, as in the authors' Caffe release), BatchNorm, ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=True),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
 
 
 class SqueezeNextBlock(nn.Module):
@@ -45,16 +36,16 @@ class SqueezeNextBlock(nn.Module):
         else:
             reduced = in_channels // 2
         self.body = nn.Sequential(
-            conv_bn_relu(in_channels, reduced, 1, stride),
-            conv_bn_relu(reduced, reduced // 2, 1),
-            conv_bn_relu(reduced // 2, reduced, (1, 3), padding=(0, 1)),
-            conv_bn_relu(reduced, reduced, (3, 1), padding=(1, 0)),
-            conv_bn_relu(reduced, out_channels, 1),
+            conv_bn(in_channels, reduced, 1, stride, bias=True),
+            conv_bn(reduced, reduced // 2, 1, bias=True),
+            conv_bn(reduced // 2, reduced, (1, 3), bias=True),
+            conv_bn(reduced, reduced, (3, 1), bias=True),
+            conv_bn(reduced, out_channels, 1, bias=True),
         )
         if stride == 1 and in_channels == out_channels:
             self.shortcut: nn.Module = nn.Identity()
         else:
-            self.shortcut = conv_bn_relu(in_channels, out_channels, 1, stride)
+            self.shortcut = conv_bn(in_channels, out_channels, 1, stride, bias=True)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +66,7 @@ class SqueezeNext(nn.Module):
         super().__init__()
         channels = int(STEM_CHANNELS * width)
         self.stem = nn.Sequential(
-            conv_bn_relu(img_channels, channels, 7, stride=2, padding=1),
+            conv_bn(img_channels, channels, 7, stride=2, bias=True, padding=1),
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
         )
         stages = []
@@ -89,14 +80,11 @@ class SqueezeNext(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         final_channels = int(FINAL_CHANNELS * width)
-        self.final_conv = conv_bn_relu(channels, final_channels, 1)
+        self.final_conv = conv_bn(channels, final_channels, 1, bias=True)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(final_channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+        init_conv_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.final_conv(self.stages(self.stem(x)))
