@@ -13,7 +13,7 @@ import torch
 from datasets import StanfordCarsDataModule
 from models.export import FORMATS, ExportError, check_not_existing, export_model
 from models.run_loading import CheckpointError, load_trained_model
-from utils.configuration import ConfigError, image_channels, normalization_params
+from utils.configuration import ConfigError, image_channels, preprocessing_metadata
 from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names
 
 CHECK_IMAGES = 4
@@ -27,20 +27,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="overwrite an existing export")
     parser.add_argument("-d", "--data", metavar="DATA_PATH", help="prepared data for class names and check images")
     return parser.parse_args(argv)
-
-
-def preprocessing_metadata(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """How a photo becomes the model's input, as validation images were made."""
-    mean, std = normalization_params(cfg)
-    height, width = cfg["image_size"]
-    return {
-        "image_size": [height, width], "input_shape": ["batch", image_channels(cfg), height, width],
-        "grayscale": cfg["convert_to_grayscale"], "normalize": cfg["normalize"],
-        "mean": list(mean) if cfg["normalize"] else None, "std": list(std) if cfg["normalize"] else None,
-        "steps": ["convert to grayscale (L) or RGB", f"resize the whole image to {width}x{height} (bilinear)",
-                  "scale pixel values to [0, 1]"] + (["subtract mean, divide by std per channel"]
-                                                      if cfg["normalize"] else []),
-    }
 
 
 def data_or_none(cfg: Mapping[str, Any]) -> tuple[StanfordCarsDataModule | None, str | None]:

@@ -371,6 +371,20 @@ def tracked_params(cfg: Mapping[str, Any]) -> dict[str, bool | int | float | str
     return flat
 
 
+def preprocessing_metadata(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """How a photo becomes the model's input, as validation images were made."""
+    mean, std = normalization_params(cfg)
+    height, width = cfg["image_size"]
+    return {
+        "image_size": [height, width], "input_shape": ["batch", image_channels(cfg), height, width],
+        "grayscale": cfg["convert_to_grayscale"], "normalize": cfg["normalize"],
+        "mean": list(mean) if cfg["normalize"] else None, "std": list(std) if cfg["normalize"] else None,
+        "steps": ["convert to grayscale (L) or RGB", f"resize the whole image to {width}x{height} (bilinear)",
+                  "scale pixel values to [0, 1]"] + (["subtract mean, divide by std per channel"]
+                                                      if cfg["normalize"] else []),
+    }
+
+
 def normalization_params(cfg: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) of the configured colour mode."""
     key = "normalization_params_grayscale" if cfg["convert_to_grayscale"] else "normalization_params_rgb"
