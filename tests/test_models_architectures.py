@@ -31,22 +31,19 @@ def test_arch_dict_has_exactly_the_original_keys() -> None:
     assert list(arch_dict) == EXPECTED_KEYS
 
 
+@pytest.mark.parametrize("size", [64, 227])
 @pytest.mark.parametrize("img_channels", [1, 3])
 @pytest.mark.parametrize("key", EXPECTED_KEYS)
-def test_trains_at_64_and_predicts_at_227(key: str, img_channels: int) -> None:
+def test_forward_and_backward(key: str, img_channels: int, size: int) -> None:
     torch.manual_seed(0)
     network = build_network(key, num_classes=5, img_channels=img_channels, dropout=0.2)
-    images = torch.randn(2, img_channels, 64, 64)
-    logits = network(images)
+    logits = network(torch.randn(2, img_channels, size, size))
     assert logits.shape == (2, 5)
     logits.logsumexp(1).sum().backward()
     first_conv = next(m for m in network.modules() if isinstance(m, nn.Conv2d))
     assert first_conv.in_channels == img_channels
     assert first_conv.weight.grad is not None and torch.isfinite(first_conv.weight.grad).all()
     assert first_conv.weight.grad.abs().sum() > 0
-    network.eval()
-    with torch.no_grad():
-        assert network(torch.randn(1, img_channels, 227, 227)).shape == (1, 5)
 
 
 def test_unknown_key_lists_valid_keys() -> None:
