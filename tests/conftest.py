@@ -16,3 +16,14 @@ def data_make_raw(tmp_path):
         return raw, result
 
     return make
+
+
+@_data_pytest.fixture(autouse=True, scope="session")
+def close_progress_bars():
+    """Trainings interrupted on purpose leave Lightning's tqdm bars open; close them inside the session so they
+    do not print after pytest's closing summary line."""
+    yield
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):
+        bar.close()
