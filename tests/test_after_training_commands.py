@@ -3,7 +3,6 @@ on generated data (two seeds of one RGB setting, a grayscale run, an interrupted
 progress, and damaged records)."""
 
 import csv
-import importlib.util
 import json
 import re
 import shutil
@@ -19,6 +18,11 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import Callback
 
+import compare_runs
+import evaluate
+import export_model
+import predict
+import train
 from datasets import StanfordCarsDataModule, StanfordCarsDataset, generate_synthetic_stanford, prepare_stanford_dataset
 from models.evaluation import predict_top_k
 from models.run_loading import load_trained_model
@@ -27,17 +31,6 @@ from utils.run_comparison import evaluation_data_kwargs, load_runs, plot_runs, r
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train, compare_runs, evaluate, predict, export_model = map(
-    load_script, ("train", "compare_runs", "evaluate", "predict", "export_model"))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,6 +1,5 @@
 """Speed settings through train.py: bf16 mixed precision, channels_last, image cache, batch augmentation, compile."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
+import train
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from models.net_module import NetModule
 from utils.configuration import data_module_kwargs, default_config, load_config, module_kwargs
@@ -15,16 +15,6 @@ from utils.training import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
-
-
-def load_train_script():
-    spec = importlib.util.spec_from_file_location("train_script_speed", ROOT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = load_train_script()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """End to end: synthetic raw files -> prepared data -> train.py runs (records, TensorBoard, Neptune offline,
 seeds, interruption and resume, DDP on two CPU processes, config errors)."""
 
-import importlib.util
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import train
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from models import build_network, count_parameters
 from models.net_module import NetModule
@@ -23,16 +23,6 @@ from utils.training import read_metrics, seeds_to_run
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
 TOKEN = "SECRET-TOKEN-do-not-write-me"
-
-
-def load_train_script():
-    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = load_train_script()
 
 
 @pytest.fixture(autouse=True)
