@@ -20,8 +20,8 @@ from pytorch_lightning.callbacks import Callback
 import datasets
 import models
 from models.net_module import NetModule
-from utils.configuration import (ConfigError, data_module_kwargs, load_config, module_kwargs, network_kwargs,
-                                 tracked_params)
+from utils.configuration import (MAX_SEED, ConfigError, data_module_kwargs, load_config, module_kwargs,
+                                 network_kwargs, tracked_params)
 from utils.logger import setup_logging
 from utils.timing import log_execution_time
 from utils.training import (TIMESTAMP, aggregate_seeds, format_seed_table, git_commit, plan_runs, seeds_to_run,
@@ -46,6 +46,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--resume uses the run's own config.yml and seed: leave out -c and --seeds")
     if args.seeds and len(args.seeds) == 1 and args.seeds[0] < 1:
         parser.error("--seeds N needs N >= 1")
+    if args.seeds and len(args.seeds) > 1 and not all(0 <= seed <= MAX_SEED for seed in args.seeds):
+        parser.error(f"--seeds S1 S2 ...: each seed must be between 0 and {MAX_SEED}")
     return args
 
 

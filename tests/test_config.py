@@ -91,6 +91,41 @@ def test_wrong_types_are_reported_with_the_key(tmp_path):
         assert fragment in problems
 
 
+def test_out_of_range_numbers_and_wrong_lengths_are_reported_with_the_bounds(tmp_path):
+    path = write(tmp_path, {"batch_size": 0, "num_epochs": -1, "image_size": [0, 227], "dropout": 1.5,
+                            "early_stopping_patience": -2, "seed": -1, "num_workers": -1, "prefetch_factor": 0,
+                            "num_nodes": 0, "normalization_params_rgb": {"mean": [0.5, 0.5], "std": [0.2, 0, 0.2]},
+                            "normalization_params_grayscale": {"std": [-0.1]}})
+    problems = problems_of(path)
+    expected = ("batch_size: 0 is out of range; value must be at least 1",
+                "num_epochs: -1 is out of range; value must be at least 1",
+                "image_size: [0, 227] is out of range; values must be at least 1",
+                "dropout: 1.5 must be a number in [0, 1)",
+                "early_stopping_patience: -2 is out of range; value must be at least 0",
+                "seed: -1 is out of range; value must be at least 0 and at most 4294967295",
+                "num_workers: -1 is out of range", "prefetch_factor: 0 is out of range", "num_nodes: 0 is out of range",
+                "normalization_params_rgb.mean: expected 3 values, got 2",
+                "normalization_params_rgb.std: [0.2, 0, 0.2] is out of range; values must be above 0",
+                "normalization_params_grayscale.std: [-0.1] is out of range")
+    for fragment in expected:
+        assert any(fragment in problem for problem in problems), fragment
+    assert len(problems) == len(expected)
+
+
+def test_bounds_accept_their_edges_and_null(tmp_path):
+    path = write(tmp_path, {"batch_size": 1, "num_epochs": 1, "dropout": 0, "early_stopping_patience": 0,
+                            "seed": 4294967295, "num_workers": 0, "prefetch_factor": None})
+    cfg = load_config(path, (), CHECKS)
+    assert (cfg["dropout"], cfg["seed"], cfg["num_workers"]) == (0, 4294967295, 0)
+
+
+def test_key_table_states_the_bounds():
+    rows = {key: comment for key, _, comment in schema_rows()}
+    assert rows["batch_size"].endswith("; at least 1")
+    assert rows["seed"].endswith("; at least 0 and at most 4294967295")
+    assert rows["normalization_params_rgb.std"].endswith("; each above 0")
+
+
 def test_bad_names_list_valid_ones_and_every_problem_comes_together(tmp_path):
     path = write(tmp_path, {"architecture": "ghostnet", "optimizer": "Adamw", "lr_scheduler": "MultiStep",
                             "loss_function": "CrossEntropy", "image_augmentations": {"RandomFlip": {"p": 0.5}},

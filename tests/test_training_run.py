@@ -212,3 +212,12 @@ def test_unprepared_data_is_explained(tmp_path, capsys):
     assert train.main(args) == 2
     assert "prepare_stanford_dataset.py" in capsys.readouterr().err
     assert not (tmp_path / "output").exists()
+
+
+@pytest.mark.parametrize("seeds", [["0"], ["3", "-1"], ["1", "4294967296"]])
+def test_bad_seed_lists_are_refused_before_any_work(tmp_path, capsys, seeds):
+    with pytest.raises(SystemExit) as exited:
+        train.main(base_args(tmp_path / "not_prepared", tmp_path) + ["--seeds", *seeds])
+    assert exited.value.code == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "output").exists()

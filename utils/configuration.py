@@ -14,6 +14,7 @@ import yaml
 
 NoneType = type(None)
 TEMPLATE_NAME = "config_template.yml"
+MAX_SEED = 2**32 - 1  # seeds are unsigned 32-bit numbers (numpy's limit)
 PRECISIONS = (64, 32, 16, "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true",
               "16-mixed", "bf16-mixed", "transformer-engine", "transformer-engine-float16")
 
@@ -31,7 +32,10 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One configuration key: accepted types, default, one-line description, sent to trackers or not."""
+    """One configuration key: accepted types, default, one-line description, sent to trackers or not.
+
+    ``at_least``/``at_most`` (inclusive) and ``above`` (exclusive) bound a number, or each number of a list.
+    """
 
     name: str
     types: tuple[type, ...]
@@ -42,11 +46,14 @@ class Setting:
     length: int | None = None
     choices: tuple[Any, ...] | None = None
     children: tuple["Setting", ...] = ()
+    at_least: float | None = None
+    at_most: float | None = None
+    above: float | None = None
 
 
 def _norm(mean: list[float], std: list[float], mode: str) -> tuple[Setting, ...]:
-    return (Setting("mean", (list,), mean, f"per-channel means ({mode})", True, float),
-            Setting("std", (list,), std, f"per-channel standard deviations ({mode})", True, float))
+    return (Setting("mean", (list,), mean, f"per-channel means ({mode})", True, float, len(mean)),
+            Setting("std", (list,), std, f"per-channel standard deviations ({mode})", True, float, len(std), above=0))
 
 
 SCHEMA: tuple[Setting, ...] = (
@@ -70,7 +77,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("stanford_data_path", (str,), "input/stanford", "prepared data folder (train.py -d overrides it)"),
     Setting("output_path", (str,), "output", "folder of the run folders (checkpoints, records, TensorBoard)"),
     # preprocessing
-    Setting("image_size", (list,), [227, 227], "network input size [height, width]", True, int, 2),
+    Setting("image_size", (list,), [227, 227], "network input size [height, width]", True, int, 2, at_least=1),
     Setting("convert_to_grayscale", (bool,), False, "convert images to one grayscale channel", True),
     Setting("normalize", (bool,), True, "normalise tensors with the parameters of the colour mode", True),
     Setting("normalization_params_rgb", (dict,), None, "used when convert_to_grayscale is false", True,
@@ -93,11 +100,11 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("architecture", (str,), "ghost", "network name from models.arch_dict", True),
     Setting("pretrained_weights", (str, NoneType), None,
             "torchvision weights name (e.g. IMAGENET1K_V1) or a weights file; null trains from scratch", True),
-    Setting("batch_size", (int,), 64, "images per batch (per device)", True),
-    Setting("num_epochs", (int,), 200, "maximum number of epochs", True),
+    Setting("batch_size", (int,), 64, "images per batch (per device)", True, at_least=1),
+    Setting("num_epochs", (int,), 200, "maximum number of epochs", True, at_least=1),
     Setting("early_stopping_patience", (int, NoneType), None,
             "epochs without valid_loss improvement before stopping; null: 15, or 3x ReduceLROnPlateau patience",
-            True),
+            True, at_least=0),
     Setting("dropout", (float,), 0.2, "dropout rate before the last Linear layer", True),
     Setting("output_channels", (int,), 320, "channels of the last layer before the classifier (GhostNet)", True),
     Setting("optimizer", (str,), "AdamW", "a torch.optim class name", True),
@@ -112,13 +119,15 @@ SCHEMA: tuple[Setting, ...] = (
             "LabelSmoothingCrossEntropy or a torch.nn loss class name", True),
     Setting("loss_params", (dict, NoneType), None, "keyword arguments of the loss (e.g. epsilon: 0.1)", True),
     # reproducibility and hardware
-    Setting("seed", (int, NoneType), 42, "seed of every random generator (workers too); null draws one", True),
-    Setting("num_workers", (int, NoneType), None, "data loader processes; null: the machine's cores, at most 8"),
+    Setting("seed", (int, NoneType), 42, "seed of every random generator (workers too); null draws one", True,
+            at_least=0, at_most=MAX_SEED),
+    Setting("num_workers", (int, NoneType), None, "data loader processes; null: the machine's cores, at most 8",
+            at_least=0),
     Setting("pin_memory", (bool, NoneType), None,
             "page-locked loader memory for faster copies to the GPU; null: when CUDA is available"),
     Setting("persistent_workers", (bool,), True, "keep the loader processes alive from one epoch to the next"),
     Setting("prefetch_factor", (int, NoneType), None,
-            "batches each loader process prepares ahead; null: torch's default (2)"),
+            "batches each loader process prepares ahead; null: torch's default (2)", at_least=1),
     Setting("cache_images", (bool,), False,
             "preprocess (crop, erase, resize, grayscale) once into uint8 cache files: same pixels, "
             "no JPEG decoding later"),
@@ -137,7 +146,7 @@ SCHEMA: tuple[Setting, ...] = (
             choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
     Setting("devices", (int, str, list), 1, "devices per node: a count, 'auto' or a list of indices", True, int),
     Setting("strategy", (str,), "auto", "Lightning strategy: auto, ddp, ddp_spawn, ...", True),
-    Setting("num_nodes", (int,), 1, "machines taking part (DDP)", True),
+    Setting("num_nodes", (int,), 1, "machines taking part (DDP)", True, at_least=1),
 )
 
 
@@ -158,11 +167,18 @@ def schema_rows() -> list[tuple[str, str, str]]:
     for setting in SCHEMA:
         if setting.children:
             rows.append((setting.name, "", setting.comment))
-            rows.extend((f"{setting.name}.{child.name}", _yaml_inline(child.default), child.comment)
+            rows.extend((f"{setting.name}.{child.name}", _yaml_inline(child.default), _description(child))
                         for child in setting.children)
         else:
-            rows.append((setting.name, _yaml_inline(setting.default), setting.comment))
+            rows.append((setting.name, _yaml_inline(setting.default), _description(setting)))
     return rows
+
+
+def _description(setting: Setting) -> str:
+    bounds = _bound_text(setting)
+    if bounds and list in setting.types:
+        bounds = f"each {bounds}"
+    return f"{setting.comment}; {bounds}" if bounds else setting.comment
 
 
 def schema_markdown_table() -> str:
@@ -209,7 +225,27 @@ def _value_problems(setting: Setting, value: Any, path: str) -> list[str]:
             return [f"{path}: expected a list of {_type_names([setting.item_type])} values, got {value!r}"]
         if setting.length is not None and len(value) != setting.length:
             return [f"{path}: expected {setting.length} values, got {len(value)} ({value!r})"]
-    return []
+    return _bound_problems(setting, value, path)
+
+
+def _bound_text(setting: Setting) -> str:
+    parts = [f"at least {setting.at_least}" if setting.at_least is not None else "",
+             f"above {setting.above}" if setting.above is not None else "",
+             f"at most {setting.at_most}" if setting.at_most is not None else ""]
+    return " and ".join(part for part in parts if part)
+
+
+def _bound_problems(setting: Setting, value: Any, path: str) -> list[str]:
+    """Numbers (or the numbers of a list) outside the setting's bounds."""
+    numbers = value if isinstance(value, list) else [value]
+    outside = [number for number in numbers if isinstance(number, (int, float)) and not isinstance(number, bool) and (
+        (setting.at_least is not None and number < setting.at_least)
+        or (setting.above is not None and number <= setting.above)
+        or (setting.at_most is not None and number > setting.at_most))]
+    if not outside:
+        return []
+    subject = "values" if isinstance(value, list) else "value"
+    return [f"{path}: {value!r} is out of range; {subject} must be {_bound_text(setting)}"]
 
 
 def validate_config(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
