@@ -122,6 +122,15 @@ arch_dict: dict[str, Callable[..., nn.Module]] = {
     "shuff_v2_x20": partial(torchvision_network, "shufflenet_v2_x2_0"),
 }
 
+# Smallest height and width of the input, for the entries whose unpadded pooling fails on smaller images
+# (every other entry takes any size); tests/test_models_architectures.py checks each on the meta device.
+MIN_INPUT_SIZE: dict[str, int] = {
+    "sq_10": 21,
+    "sq_11": 17,
+    **{name: 7 for name in ("sqnxt_1", "sqnxt_1v5", "sqnxt_2", "sqnxt_2v5")},
+    **{name: 29 for name in ("hard_39", "hard_68", "hard_85")},
+}
+
 
 def weights_problem(model_name: str, value: str) -> str:
     """The problem text for a pretrained_weights value that is neither a weights name nor a file."""
@@ -144,7 +153,7 @@ def is_number(value: Any) -> bool:
 
 
 def architecture_problems(cfg: Mapping[str, Any]) -> list[str]:
-    """Problems with the keys architecture, pretrained_weights, dropout and output_channels."""
+    """Problems with the keys architecture, pretrained_weights, dropout, output_channels and image_size."""
     problems = []
     architecture = cfg.get("architecture")
     if "architecture" in cfg:
@@ -156,6 +165,11 @@ def architecture_problems(cfg: Mapping[str, Any]) -> list[str]:
     output_channels = cfg.get("output_channels", 1)
     if not (isinstance(output_channels, int) and not isinstance(output_channels, bool) and output_channels > 0):
         problems.append(f"output_channels: {output_channels!r} must be a positive integer")
+    smallest = MIN_INPUT_SIZE.get(architecture, 1) if isinstance(architecture, str) else 1
+    image_size = cfg.get("image_size")
+    if isinstance(image_size, list) and any(is_number(side) and side < smallest for side in image_size):
+        problems.append(f"image_size: {image_size} is too small for {architecture}; "
+                        f"height and width must be at least {smallest}")
     weights = cfg.get("pretrained_weights")
     if weights:
         if not isinstance(weights, str):

@@ -8,7 +8,7 @@ from torch import nn
 
 import models
 from models import arch_dict, build_network
-from models.arch_dict import TORCHVISION_MODELS, architecture_problems
+from models.arch_dict import MIN_INPUT_SIZE, TORCHVISION_MODELS, architecture_problems
 from models.architectures.ghostnet import GhostBottleneck, SqueezeExcite
 
 EXPECTED_KEYS = (
@@ -44,6 +44,28 @@ def test_forward_and_backward(key: str, img_channels: int, size: int) -> None:
     assert first_conv.in_channels == img_channels
     assert first_conv.weight.grad is not None and torch.isfinite(first_conv.weight.grad).all()
     assert first_conv.weight.grad.abs().sum() > 0
+
+
+def _accepts(network: nn.Module, height: int, width: int) -> bool:
+    try:
+        network(torch.empty(1, 3, height, width, device="meta"))
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("key", EXPECTED_KEYS)
+def test_min_input_size_is_the_smallest_height_and_width_each_network_takes(key: str) -> None:
+    smallest = MIN_INPUT_SIZE.get(key, 1)
+    with torch.device("meta"):
+        network = build_network(key, num_classes=5).eval()
+    assert _accepts(network, smallest, smallest) and _accepts(network, smallest, 227)
+    if smallest > 1:
+        assert not _accepts(network, smallest - 1, 227) and not _accepts(network, 227, smallest - 1)
+        problems = architecture_problems({"architecture": key, "image_size": [227, smallest - 1]})
+        assert problems == [f"image_size: [227, {smallest - 1}] is too small for {key}; "
+                            f"height and width must be at least {smallest}"]
+    assert architecture_problems({"architecture": key, "image_size": [smallest, smallest]}) == []
 
 
 def test_unknown_key_lists_valid_keys() -> None:
