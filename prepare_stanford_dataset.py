@@ -12,8 +12,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from datasets import DataPreparationError, default_archive_path, make_data_archive, prepare_stanford_dataset
-from utils.configuration import ConfigError, read_yaml
+from datasets import (DataPreparationError, check_archive_target, default_archive_path, make_data_archive,
+                      prepare_stanford_dataset)
+from utils.configuration import ConfigError, load_config
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -28,7 +29,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def config_paths(config_path: str, need_config: bool) -> dict[str, Any]:
-    """The two path keys of the config file ({} when the file is absent and not needed)."""
+    """The two path keys of the validated config file ({} when the file is absent and not needed)."""
     path = Path(config_path)
     if not path.is_file():
         if need_config:
@@ -36,8 +37,8 @@ def config_paths(config_path: str, need_config: bool) -> dict[str, Any]:
                 f"config file {path} not found; create it from config_template.yml or pass both --raw and --out"
             )
         return {}
-    config = read_yaml(path)
-    return {k: config.get(k) for k in ("stanford_raw_data_path", "stanford_data_path")}
+    config = load_config(path)
+    return {k: config[k] for k in ("stanford_raw_data_path", "stanford_data_path")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for value, key in ((raw, "stanford_raw_data_path"), (out, "stanford_data_path")):
             if not value:
                 raise DataPreparationError(f"{args.config}: {key} is not set")
+        if args.archive:
+            check_archive_target(default_archive_path(out), force=args.force)
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             summary = prepare_stanford_dataset(raw, out, force=args.force)

@@ -15,6 +15,7 @@ _EXPORTS = {
     "StanfordCarsDataModule": "datasets.stanford_data_module",
     "DataPreparationError": "datasets.stanford_utils",
     "PrepareSummary": "datasets.stanford_utils",
+    "check_archive_target": "datasets.stanford_utils",
     "default_archive_path": "datasets.stanford_utils",
     "make_data_archive": "datasets.stanford_utils",
     "prepare_stanford_dataset": "datasets.stanford_utils",

@@ -128,7 +128,8 @@ def detect_layout(raw_path: str | os.PathLike) -> str:
     """'updated' or 'original', from the files present; raises DataPreparationError naming what is missing."""
     raw = Path(raw_path)
     if not raw.is_dir():
-        raise DataPreparationError(f"raw data folder {raw} does not exist")
+        state = "is a file, not a folder" if raw.exists() else "does not exist"
+        raise DataPreparationError(f"raw data folder {raw} {state}")
     has_updated = _find_entry(raw, "car_ims.tgz") is not None or (raw / "cars_annos.mat").is_file()
     has_original = any(_find_entry(raw, n) is not None for n in ("cars_train.tgz", "cars_test.tgz"))
     if has_updated and not has_original:
@@ -485,13 +486,41 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
-def _check_target(out: Path, force: bool) -> None:
-    if out.exists() and not force:
+PREPARED_PARTS = ("train", "test", "train_labels.csv", "test_labels.csv")
+# What --force may replace besides the prepared parts: the default image cache folder (datasets.image_cache).
+_REPLACEABLE = {*PREPARED_PARTS, ".cache"}
+
+
+def _check_target(out: Path, force: bool, raw: Path | None = None) -> None:
+    """Refuse an output folder that holds the raw files, is a file, is not empty (without force), or holds
+    anything but prepared data (with force: only prepared data is ever replaced)."""
+    if raw is not None and (out.resolve() == raw.resolve() or out.resolve() in raw.resolve().parents):
+        raise DataPreparationError(f"output folder {out} holds the raw data folder {raw}; choose another output folder")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataPreparationError(f"{out} exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    if not force:
         raise DataPreparationError(
             f"{out} already exists; refusing to overwrite a prepared dataset (use --force to replace it)"
         )
-    if out.exists() and not out.is_dir():
-        raise DataPreparationError(f"{out} exists and is not a folder")
+    foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in _REPLACEABLE)
+    if foreign:
+        raise DataPreparationError(
+            f"{out} is not prepared data (it holds {_examples(foreign, 3)}); --force replaces only prepared data "
+            f"({', '.join(PREPARED_PARTS)}): choose another output folder or empty it yourself"
+        )
+
+
+def check_archive_target(archive_path: str | os.PathLike, force: bool = False) -> None:
+    """Refuse an archive path that is a folder, or exists without force (checked before preparing)."""
+    archive = Path(archive_path)
+    if archive.is_dir():
+        raise DataPreparationError(f"{archive} is a folder; the archive needs a file name")
+    if archive.exists() and not force:
+        raise DataPreparationError(f"{archive} already exists; refusing to overwrite it (use --force)")
 
 
 def prepare_stanford_dataset(
@@ -499,7 +528,7 @@ def prepare_stanford_dataset(
 ) -> PrepareSummary:
     """Turn raw Stanford Cars files (either layout, archives or folders) into prepared data at out_path."""
     out = Path(out_path)
-    _check_target(out, force)
+    _check_target(out, force, Path(raw_path))
     dataset = read_raw_dataset(raw_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(out, "partial")
@@ -554,12 +583,11 @@ def default_archive_path(data_path: str | os.PathLike) -> Path:
 def make_data_archive(data_path: str | os.PathLike, archive_path: str | os.PathLike, force: bool = False) -> Path:
     """Pack train/, test/ and both label CSVs of prepared data into a .tar.gz (for copying to Colab)."""
     data, archive = Path(data_path), Path(archive_path)
-    parts = ["train", "test", "train_labels.csv", "test_labels.csv"]
+    parts = PREPARED_PARTS
     missing = [p for p in parts if not (data / p).exists()]
     if missing:
         raise DataPreparationError(f"{data} is not prepared data: it lacks {', '.join(missing)}")
-    if archive.exists() and not force:
-        raise DataPreparationError(f"{archive} already exists; refusing to overwrite it (use --force)")
+    check_archive_target(archive, force)
     archive.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = _sibling(archive, "partial")
     try:

@@ -238,10 +238,10 @@ def test_existing_data_kept_without_force_and_replaced_only_when_complete(data_m
     raw, _ = data_make_raw()
     out = tmp_path / "out"
     out.mkdir()
-    (out / "mine.txt").write_text("user data")
+    (out / "train_labels.csv").write_text("earlier labels")
     with pytest.raises(DataPreparationError, match="already exists.*--force"):
         prepare_stanford_dataset(raw, out, progress=False)
-    assert (out / "mine.txt").read_text() == "user data"
+    assert (out / "train_labels.csv").read_text() == "earlier labels"
 
     def broken(*args):
         raise RuntimeError("disk full")
@@ -250,10 +250,28 @@ def test_existing_data_kept_without_force_and_replaced_only_when_complete(data_m
         patch.setattr(stanford_utils, "_write_labels", broken)
         with pytest.raises(RuntimeError, match="disk full"):
             prepare_stanford_dataset(raw, out, force=True, progress=False)
-    assert (out / "mine.txt").read_text() == "user data"
+    assert (out / "train_labels.csv").read_text() == "earlier labels"
     prepare_stanford_dataset(raw, out, force=True, progress=False)
-    assert not (out / "mine.txt").exists() and (out / "train_labels.csv").is_file()
+    assert (out / "train_labels.csv").read_text().startswith("image_fname")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
+
+
+def test_force_replaces_only_prepared_data_and_never_the_raw_files(data_make_raw, tmp_path):
+    raw, _ = data_make_raw()
+    raw_files = sorted(p.name for p in raw.iterdir())
+    for out in (raw, tmp_path):
+        with pytest.raises(DataPreparationError, match="holds the raw data folder"):
+            prepare_stanford_dataset(raw, out, force=True, progress=False)
+    assert sorted(p.name for p in raw.iterdir()) == raw_files
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "thesis.txt").write_text("mine")
+    with pytest.raises(DataPreparationError, match=r"not prepared data \(it holds thesis.txt\)"):
+        prepare_stanford_dataset(raw, documents, force=True, progress=False)
+    assert (documents / "thesis.txt").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert prepare_stanford_dataset(raw, empty, progress=False).num_train > 0
 
 
 def test_script_reads_config_and_writes_archive(data_make_raw, tmp_path, capsys):
@@ -276,6 +294,21 @@ def test_script_reads_config_and_writes_archive(data_make_raw, tmp_path, capsys)
     assert "config file" in err and "--raw and --out" in err
     assert script.main(["-c", str(tmp_path / "missing.yml"), "--raw", str(raw), "--out", str(tmp_path / "o2")]) == 0
     assert (tmp_path / "o2" / "test_labels.csv").is_file()
+
+
+def test_script_checks_archive_and_config_before_preparing(data_make_raw, tmp_path, capsys):
+    raw, _ = data_make_raw()
+    (tmp_path / "o3.tar.gz").write_text("an earlier archive")
+    assert script.main(["--raw", str(raw), "--out", str(tmp_path / "o3"), "--archive"]) == 1
+    assert "o3.tar.gz already exists" in capsys.readouterr().err
+    (tmp_path / "o4.tar.gz").mkdir()
+    assert script.main(["--raw", str(raw), "--out", str(tmp_path / "o4"), "--archive", "--force"]) == 1
+    assert "o4.tar.gz is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "o3").exists() and not (tmp_path / "o4").exists()
+    config = tmp_path / "config.yml"
+    config.write_text("stanford_data_path: [1]\n")
+    assert script.main(["-c", str(config), "--raw", str(raw)]) == 1
+    assert "stanford_data_path: expected string" in capsys.readouterr().err
 
 
 def test_class_names_fall_back_to_cars_annos_when_devkit_absent(data_make_raw, tmp_path):
