@@ -64,6 +64,16 @@ def _draft_size(full: tuple[int, int], crop: tuple[int, int] | None, target_wh: 
     return (math.ceil(target_wh[0] * full[0] / crop[0]), math.ceil(target_wh[1] * full[1] / crop[1]))
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale (PIL modes I;16* and I) scaled to 8-bit L; PIL's own convert would clip it to white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        pixels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
+        return Image.fromarray(pixels.astype(np.uint8), "L")
+    if image.mode == "F":
+        raise ValueError("floating-point pixels (PIL mode F) are not supported; save the image with 8 or 16 bits")
+    return image
+
+
 def load_image(
     path: Path,
     mode: str,
@@ -84,6 +94,7 @@ def load_image(
         image.draft(mode, _draft_size(full, crop_size, target_wh))
         sx, sy = image.size[0] / full[0], image.size[1] / full[1]
         image.load()
+        image = _eight_bit(image)
         if image.mode != mode:
             image = image.convert(mode)
     if box is None:

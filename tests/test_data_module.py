@@ -188,3 +188,14 @@ def test_training_loader_never_yields_a_single_image_batch(data_prepared):
     assert [len(labels) for _, labels in module.val_dataloader()] == [11, 1]
     module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=5, **PLAIN)
     assert [len(labels) for _, labels in module.train_dataloader()] == [5, 5, 2]
+
+
+def test_sixteen_bit_grayscale_photos_are_scaled_to_eight_bits_and_float_ones_refused(tmp_path):
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    pixels = np.asarray(load_image(tmp_path / "g16.png", "RGB", (32, 32)))
+    assert pixels.min() == 0 and pixels.max() == 255
+    np.testing.assert_array_equal(pixels[..., 0], (ramp >> 8).astype(np.uint8))
+    Image.fromarray(ramp.astype(np.float32) / 65535).save(tmp_path / "f32.tiff")
+    with pytest.raises(ValueError, match="mode F"):
+        load_image(tmp_path / "f32.tiff", "L", (32, 32))
