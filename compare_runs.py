@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from utils.output_files import new_file_problems
 from utils.run_comparison import (COLUMNS, column_problems, filter_runs, format_table, group_rows_by_seed,
-                                  load_runs, plot_runs, run_row, sort_rows, write_csv)
+                                  load_runs, plot_path_problem, plot_runs, run_files, run_row, sort_rows, write_csv)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -26,7 +28,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="one row per group of runs differing only by seed: mean ± std [min, max]")
     parser.add_argument("--csv", metavar="FILE.csv", help="also write the table as CSV")
     parser.add_argument("--plot", metavar="FILE.png", help="draw valid_acc and valid_loss per epoch of the runs shown")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --csv or --plot file")
     return parser.parse_args(argv)
+
+
+def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str]:
+    """Problems with the --csv and --plot files, checked before anything is written."""
+    problems = []
+    for path in (args.csv, args.plot):
+        if path:
+            problems += new_file_problems(path, args.force, protected)
+    if args.plot and not problems:
+        problems += [problem for problem in [plot_path_problem(args.plot)] if problem]
+    return problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,11 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else list(COLUMNS)
     if args.seeds and not args.columns:
         columns.insert(1, "runs")
-    problems = column_problems([*columns, args.sort], available)
+    problems = column_problems([*columns, args.sort], available) if columns else ["--columns: no column names given"]
+    problems += [f"{folder}: no such folder" for folder in args.folders if not Path(folder).is_dir()]
     if problems:
         print("compare_runs.py: error: " + "; ".join(dict.fromkeys(problems)), file=sys.stderr)
         return 2
     runs, record_problems = load_runs(args.folders)
+    problems = output_problems(args, [path for run in runs for path in run_files(run.path)])
+    if problems:
+        print("compare_runs.py: error: " + "; ".join(problems), file=sys.stderr)
+        return 2
     for problem in record_problems:
         print(f"warning: {problem}", file=sys.stderr)
     runs = filter_runs(runs, tags=args.tag, architectures=args.architecture)
@@ -47,8 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = sort_rows(rows, args.sort, args.descending)
     if not rows:
         print("no runs found" + (" matching the filters" if args.tag or args.architecture else ""))
-    else:
-        print(format_table(rows, columns))
+        if args.csv or args.plot:
+            print("nothing written", file=sys.stderr)
+            return 1
+        return 0
+    print(format_table(rows, columns))
     if args.csv:
         write_csv(rows, columns, args.csv)
         print(f"table written to {args.csv}")

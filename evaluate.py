@@ -12,7 +12,8 @@ from datasets import StanfordCarsDataModule
 from models.evaluation import class_label, evaluate_network, write_predictions_csv
 from models.run_loading import CheckpointError, load_trained_model
 from utils.configuration import ConfigError
-from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, metrics_at_epoch
+from utils.output_files import new_file_problems
+from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, metrics_at_epoch, run_files
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -20,17 +21,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("run", metavar="RUN_DIR_OR_CKPT", help="run folder (uses its best.ckpt) or a checkpoint in one")
     parser.add_argument("-d", "--data", metavar="DATA_PATH", help="prepared data folder (default: the run's)")
     parser.add_argument("--out", metavar="FILE.csv", help="write per-image predictions to this CSV")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.add_argument("--batch-size", type=int, help="images per batch (default: the run's)")
     parser.add_argument("--workers", type=int, default=0, help="data loader processes (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--classes", type=int, default=10, help="worst classes and confused pairs shown (default 10)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for option, value, least in (("--batch-size", args.batch_size, 1), ("--classes", args.classes, 1),
+                                 ("--workers", args.workers, 0)):
+        if value is not None and value < least:
+            parser.error(f"{option} {value}: need at least {least}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device!r}: not a torch device (e.g. cpu, cuda, cuda:1)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
+        problems = new_file_problems(args.out, args.force, run_files(run_dir, checkpoint)) if args.out else []
+        if problems:
+            raise ValueError("; ".join(problems))
         data_kwargs = evaluation_data_kwargs(cfg, args.workers)
         if args.batch_size:
             data_kwargs["batch_size"] = args.batch_size

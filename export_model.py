@@ -11,10 +11,10 @@ from typing import Any
 import torch
 
 from datasets import StanfordCarsDataModule
-from models.export import FORMATS, ExportError, check_not_existing, export_model
+from models.export import FORMATS, ExportError, export_model, output_problems
 from models.run_loading import CheckpointError, load_trained_model
 from utils.configuration import ConfigError, image_channels, preprocessing_metadata
-from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names
+from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names, run_files
 
 CHECK_IMAGES = 4
 
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
         out = Path(args.out) if args.out else run_dir / f"model{FORMATS[args.format]}"
-        problems = check_not_existing(out, args.force)
+        problems = output_problems(out, args.format, args.force, run_files(run_dir, checkpoint))
         if problems:
             raise ExportError("; ".join(problems))
         trained = load_trained_model(checkpoint, cfg["architecture"], image_channels(cfg), cfg["dropout"],

@@ -105,6 +105,7 @@ def write_predictions_csv(evaluation: Evaluation, path: str | os.PathLike, class
     """One row per image: file, true class (id 1..N and name), predicted class, probability, correct, top-K."""
     header = ["image_fname", "true_class", "true_class_name", "predicted_class", "predicted_class_name",
               "probability", "correct", f"top{evaluation.top_k}_classes", f"top{evaluation.top_k}_probabilities"]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)

@@ -7,7 +7,7 @@ import os
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from utils.output_files import new_file_problems
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4
@@ -111,12 +113,19 @@ def output_problem(expected: np.ndarray, actual: np.ndarray, tolerance: float = 
     return difference, None
 
 
-def check_not_existing(model_path: str | os.PathLike, force: bool = False) -> list[str]:
-    """Problems when the model or its JSON already exist and `force` is off."""
-    if force:
-        return []
-    return [f"{path}: already exists; pass --force to overwrite it"
-            for path in (Path(model_path), metadata_path_for(model_path)) if path.exists()]
+def output_problems(model_path: str | os.PathLike, fmt: str, force: bool = False,
+                    protected: Iterable[Path] = ()) -> list[str]:
+    """Problems with writing the model and its JSON: existing without `force`, a folder, a protected file,
+    or a name ending in another format's extension."""
+    protected = list(protected)
+    problems = [problem for path in (Path(model_path), metadata_path_for(model_path))
+                for problem in new_file_problems(path, force, protected)]
+    suffix = Path(model_path).suffix.lower()
+    other = [name for name, extension in FORMATS.items() if extension == suffix and name != fmt]
+    if other:
+        problems.append(f"{model_path}: {suffix} is the {other[0]} extension; a {fmt} export should end in "
+                        f"{FORMATS[fmt]}")
+    return problems
 
 
 def export_model(network: nn.Module, model_path: str | os.PathLike, fmt: str, check_images: torch.Tensor,
@@ -125,7 +134,7 @@ def export_model(network: nn.Module, model_path: str | os.PathLike, fmt: str, ch
     """Export, write the metadata JSON beside the model, check outputs on `check_images`, time batch-1 CPU calls."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    problems = check_not_existing(model_path, force)
+    problems = output_problems(model_path, fmt, force)
     if problems:
         raise ExportError("; ".join(problems))
     model_path = Path(model_path)
@@ -133,13 +142,17 @@ def export_model(network: nn.Module, model_path: str | os.PathLike, fmt: str, ch
     network = network.cpu().eval()
     check_images = check_images.cpu().float()
     exporter = export_onnx if fmt == "onnx" else export_torchscript
-    runner = exporter(network, model_path, check_images[:1])
+    unchecked = model_path.with_name(f"{model_path.stem}.unchecked{model_path.suffix}")
+    runner = exporter(network, unchecked, check_images[:1])
     with torch.no_grad():
         expected = network(check_images).numpy()
     difference, problem = output_problem(expected, runner(check_images.numpy()), tolerance)
     if problem:
-        raise ExportError(f"{model_path}: {problem}; the file is kept for inspection, no JSON was written")
+        raise ExportError(f"{model_path}: {problem}; the export is kept for inspection as {unchecked}, "
+                          f"{model_path} and its JSON are unchanged")
     metadata_path = metadata_path_for(model_path)
+    metadata_path.unlink(missing_ok=True)
+    os.replace(unchecked, model_path)
     metadata_path.write_text(json.dumps({"format": fmt, "model_file": model_path.name, **metadata}, indent=2) + "\n",
                              encoding="utf-8")
     single = check_images[:1]

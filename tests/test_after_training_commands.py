@@ -197,7 +197,7 @@ def test_sort_by_any_column_and_choose_columns(runs, capsys, tmp_path):
     with_metrics = {r.name for r in [*runs.rgb, runs.gray, runs.interrupted, runs.running]}
     for flags, reverse in (([], False), (["--descending"], True)):
         _, out, _ = run(compare_runs, [runs.output, "--sort", "valid_loss_min", *flags, "--columns",
-                                       "valid_loss_min,run_id,state", "--csv", path], capsys)
+                                       "valid_loss_min,run_id,state", "--csv", path, "--force"], capsys)
         assert out.splitlines()[0].split() == ["valid_loss_min", "run_id", "state"]
         rows = list(csv.DictReader(path.open()))
         assert list(rows[0]) == ["valid_loss_min", "run_id", "state"]
@@ -246,7 +246,7 @@ def test_plot_draws_validation_curves_of_selected_runs(runs, capsys, tmp_path):
 def test_evaluate_top1_equals_logged_valid_acc_of_the_checkpoint_epoch(runs, capsys, tmp_path):
     out_csv = tmp_path / "predictions.csv"
     for run_dir in runs.rgb[0], runs.gray:
-        code, out, err = run(evaluate, [run_dir, "--out", out_csv], capsys)
+        code, out, err = run(evaluate, [run_dir, "--out", out_csv, "--force"], capsys)
         assert code == 0, err
         best = summary_of(run_dir)["best"]  # best.ckpt is the min-valid_loss epoch
         assert f"checkpoint best.ckpt (epoch {best['epoch']})" in out
@@ -451,3 +451,71 @@ def test_class_names_come_from_the_run_records_without_the_data(runs, capsys, tm
     code, out, err = run(predict, [damaged, image, "--top", 1, "-d", tmp_path / "no_data"], capsys)
     assert code == 0 and "records no class names" in err and "(class " in out
     assert not any(name in out for name in names)
+
+
+# ---- outputs never overwrite what the user made ----------------------------------------------------------
+
+
+def test_evaluate_refuses_run_records_existing_files_and_bad_options(runs, capsys, tmp_path):
+    checkpoint = runs.rgb[0] / "best.ckpt"
+    content = checkpoint.read_bytes()
+    for target in (checkpoint, runs.rgb[0] / "config.yml", runs.rgb[0] / "metrics.csv"):
+        code, _, err = run(evaluate, [runs.rgb[0], "--out", target, "--force"], capsys)
+        assert code == 2 and f"{target}: is the run's own {target.name}" in err
+    assert checkpoint.read_bytes() == content
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my table")
+    code, _, err = run(evaluate, [runs.rgb[0], "--out", mine], capsys)
+    assert code == 2 and "already exists; pass --force" in err and mine.read_text() == "my table"
+    code, _, err = run(evaluate, [runs.rgb[0], "--out", tmp_path], capsys)
+    assert code == 2 and "is a folder" in err
+    for option in (["--classes", "0"], ["--batch-size", "0"], ["--workers", "-1"], ["--device", "banana"]):
+        with pytest.raises(SystemExit) as exited:
+            evaluate.main([str(runs.rgb[0]), *option])
+        assert exited.value.code == 2 and option[0] in capsys.readouterr().err
+
+
+def test_compare_refuses_run_records_existing_files_and_writes_nothing_without_runs(runs, capsys, tmp_path):
+    metrics = runs.rgb[0] / "metrics.csv"
+    content = metrics.read_bytes()
+    code, _, err = run(compare_runs, [runs.output, "--csv", metrics, "--force"], capsys)
+    assert code == 2 and "is the run's own metrics.csv" in err and metrics.read_bytes() == content
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my table")
+    code, _, err = run(compare_runs, [runs.output, "--csv", mine], capsys)
+    assert code == 2 and "already exists; pass --force" in err and mine.read_text() == "my table"
+    code, _, err = run(compare_runs, [runs.output, "--plot", tmp_path / "curves"], capsys)
+    assert code == 2 and "image file name ending in one of" in err and not (tmp_path / "curves.png").exists()
+    empty = tmp_path / "no_runs"
+    empty.mkdir()
+    code, out, err = run(compare_runs, [empty, "--csv", mine, "--force"], capsys)
+    assert code == 1 and "no runs found" in out and "nothing written" in err and mine.read_text() == "my table"
+    code, _, err = run(compare_runs, [tmp_path / "missing", "--columns", ",,"], capsys)
+    assert code == 2 and "missing: no such folder" in err and "--columns: no column names" in err
+
+
+def test_export_never_writes_over_run_records_or_a_mismatched_extension(runs, capsys, tmp_path):
+    checkpoint = runs.rgb[0] / "best.ckpt"
+    content = checkpoint.read_bytes()
+    for target in (checkpoint, runs.rgb[0] / "last.ckpt"):
+        code, _, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", target, "--force"], capsys)
+        assert code == 2 and f"is the run's own {target.name}" in err
+    assert checkpoint.read_bytes() == content
+    code, _, err = run(export_model, [runs.rgb[0], "--format", "torchscript", "--out", tmp_path / "m.onnx"], capsys)
+    assert code == 2 and ".onnx is the onnx extension" in err and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_failed_export_check_keeps_the_earlier_export(tmp_path, monkeypatch):
+    from models import export as export_module
+
+    network, images = torch.nn.Conv2d(3, 2, 1), torch.ones(2, 3, 2, 2)
+    target = tmp_path / "m.pt"
+    export_module.export_model(network, target, "torchscript", images, {"run": "earlier"}, latency_repeats=1)
+    earlier = target.read_bytes(), (tmp_path / "m.pt.json").read_text()
+    torch.nn.init.ones_(network.weight)
+    monkeypatch.setattr(export_module, "output_problem", lambda *args, **kwargs: (1.0, "outputs differ (injected)"))
+    with pytest.raises(export_module.ExportError, match=r"kept for inspection as .*m\.unchecked\.pt"):
+        export_module.export_model(network, target, "torchscript", images, {"run": "later"}, force=True,
+                                   latency_repeats=1)
+    assert (target.read_bytes(), (tmp_path / "m.pt.json").read_text()) == earlier
+    assert (tmp_path / "m.unchecked.pt").is_file()

@@ -378,10 +378,22 @@ def write_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: s
     """Write the table as CSV with raw values; a seed-group column becomes _mean, _std, _min, _max columns."""
     records = [{k: v for name in columns for k, v in _csv_cells(name, row.get(name)).items()} for row in rows]
     header = list(dict.fromkeys(key for record in records for key in record)) or list(columns)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
         writer.writerows(records)
+
+
+def plot_path_problem(path: str | os.PathLike) -> str | None:
+    """The problem with an image path for plot_runs: its extension must be a format matplotlib writes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        return f"{path}: the plot needs an image file name ending in one of .{', .'.join(sorted(formats))}"
+    return None
 
 
 def plot_runs(runs: Sequence[RunRecord], path: str | os.PathLike) -> int:
@@ -414,6 +426,7 @@ def plot_runs(runs: Sequence[RunRecord], path: str | os.PathLike) -> int:
     if drawn:
         acc_axis.legend(fontsize="small")
     figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return drawn
@@ -440,6 +453,13 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
         raise RunRecordError(f"{run_dir / 'config.yml'}: missing; the checkpoint must sit in its run folder "
                              "next to the config.yml that train.py wrote")
     return run_dir, checkpoint
+
+
+def run_files(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> list[Path]:
+    """A run's records and checkpoints: files no command may write over."""
+    run_dir = Path(run_dir)
+    files = [run_dir / name for name in RECORD_FILES] + sorted(run_dir.glob("*.ckpt"))
+    return files + ([Path(checkpoint)] if checkpoint is not None else [])
 
 
 def metrics_at_epoch(run_dir: str | os.PathLike, epoch: int) -> dict[str, float | None] | None:

@@ -1,0 +1,36 @@
+"""Checks on the files a command is asked to write, made before any work, so nothing a user made is lost."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path.cwd()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def new_file_problems(path: str | os.PathLike, force: bool = False, protected: Iterable[Path] = ()) -> list[str]:
+    """Problems with writing a file at ``path``: one of the ``protected`` files (never overwritten, even with
+    force), a folder, an existing file without ``force``, or a place where no file can be created."""
+    path = Path(path)
+    if any(_same_file(path, other) for other in protected):
+        return [f"{path}: is the run's own {path.name}; choose another file name"]
+    if path.is_dir():
+        return [f"{path}: is a folder; give a file name"]
+    if path.exists() and not force:
+        return [f"{path}: already exists; pass --force to overwrite it"]
+    folder = _nearest_existing(path.parent)
+    if not folder.is_dir():
+        return [f"{path}: {folder} is a file, not a folder"]
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return [f"{path}: cannot create files in {folder} (permission denied)"]
+    return []
