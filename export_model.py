@@ -25,7 +25,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="export format")
     parser.add_argument("--out", metavar="PATH", help="model file (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing export")
-    parser.add_argument("-d", "--data", metavar="DATA_PATH", help="prepared data for class names and check images")
+    parser.add_argument("-d", "--data", metavar="DATA_PATH",
+                        help="prepared data for class names and check images (default: the run's, if present)")
     return parser.parse_args(argv)
 
 
@@ -57,14 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ExportError("; ".join(problems))
         trained = load_trained_model(checkpoint, cfg["architecture"], image_channels(cfg), cfg["dropout"],
                                      cfg["output_channels"])
+        data, reason = data_or_none(cfg)
+        if data is None and args.data is not None:
+            raise ExportError(f"{args.data}: {reason}")
+        class_names, warning = run_class_names(run_dir, trained.num_classes,
+                                               (lambda: data.class_names) if data else None,
+                                               prefer_data=args.data is not None)
     except (RunRecordError, ConfigError, CheckpointError, ExportError) as error:
         print(f"export_model.py: error: {error}", file=sys.stderr)
         return 2
-    data, reason = data_or_none(cfg)
     if data is None:
         print(f"note: no prepared data ({reason}); checking on {CHECK_IMAGES} generated random inputs "
               "and taking class names from the run's records")
-    class_names, warning = run_class_names(run_dir, trained.num_classes, (lambda: data.class_names) if data else None)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     metadata = {

@@ -38,7 +38,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--bbox", type=parse_box, metavar="x1,y1,x2,y2",
                         help="box around the car (inclusive pixels), used as in training (crop or erased background)")
     parser.add_argument("-d", "--data", metavar="DATA_PATH",
-                        help="prepared data folder for class names (default: the run's)")
+                        help="prepared data folder whose class names to show (default: the run's records)")
     args = parser.parse_args(argv)
     if args.top < 1:
         parser.error(f"--top {args.top}: need at least 1")
@@ -59,11 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
         trained = load_trained_model(checkpoint, cfg["architecture"], image_channels(cfg), cfg["dropout"],
                                      cfg["output_channels"])
-    except (RunRecordError, ConfigError, CheckpointError) as error:
+        class_names, warning = run_class_names(
+            run_dir, trained.num_classes, lambda: StanfordCarsDataModule(**evaluation_data_kwargs(cfg)).class_names,
+            prefer_data=args.data is not None)
+    except (RunRecordError, ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)
         return 2
-    class_names, warning = run_class_names(
-        run_dir, trained.num_classes, lambda: StanfordCarsDataModule(**evaluation_data_kwargs(cfg)).class_names)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     failed = []

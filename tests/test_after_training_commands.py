@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+import yaml
 from pytorch_lightning.callbacks import Callback
 
 import compare_runs
@@ -114,6 +115,17 @@ def run(script, argv, capsys):
     code = script.main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def run_without_its_data(run_dir, tmp_path):
+    """A copy of a run whose config points at prepared data that is not there (as on another machine)."""
+    moved = tmp_path / run_dir.name
+    shutil.copytree(run_dir, moved)
+    config = moved / "config.yml"
+    cfg = yaml.safe_load(config.read_text())
+    cfg["stanford_data_path"] = str(tmp_path / "data_elsewhere")
+    config.write_text(yaml.safe_dump(cfg))
+    return moved
 
 
 def summary_of(run_dir):
@@ -399,11 +411,12 @@ def test_export_onnx_matches_pytorch_and_never_overwrites(runs, capsys, tmp_path
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:FutureWarning")
 def test_export_torchscript_grayscale_without_data_uses_generated_inputs(runs, capsys, tmp_path):
-    code, out, err = run(export_model, [runs.gray, "--format", "torchscript", "-d", tmp_path / "no_data"], capsys)
+    moved = run_without_its_data(runs.gray, tmp_path)
+    code, out, err = run(export_model, [moved, "--format", "torchscript"], capsys)
     assert code == 0, err
     assert "generated random inputs" in out and "check on 4 generated inputs" in out
-    target = runs.gray / "model.pt"
-    metadata = json.loads((runs.gray / "model.pt.json").read_text())
+    target = moved / "model.pt"
+    metadata = json.loads((moved / "model.pt.json").read_text())
     recorded = json.loads((runs.gray / "summary.json").read_text())["class_names"]
     assert metadata["format"] == "torchscript" and metadata["class_names"] == recorded and len(recorded) == 4
     assert metadata["preprocessing"]["grayscale"] is True and len(metadata["preprocessing"]["mean"]) == 1
@@ -414,7 +427,7 @@ def test_export_torchscript_grayscale_without_data_uses_generated_inputs(runs, c
     images = torch.randn(3, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(scripted(images), trained.module.network(images), atol=1e-4, rtol=0)
-    code, _, err = run(export_model, [runs.gray, "--format", "torchscript"], capsys)
+    code, _, err = run(export_model, [moved, "--format", "torchscript"], capsys)
     assert code == 2 and "already exists" in err
 
 
@@ -441,14 +454,13 @@ def test_class_names_come_from_the_run_records_without_the_data(runs, capsys, tm
     names = StanfordCarsDataModule(**evaluation_data_kwargs(load_config(runs.rgb[0] / "config.yml"))).class_names
     assert summary["class_names"] == names
     image = runs.data / "test" / sorted(p.name for p in (runs.data / "test").iterdir())[0]
-    code, out, err = run(predict, [runs.rgb[0], image, "--top", 1, "-d", tmp_path / "no_data"], capsys)
+    moved = run_without_its_data(runs.rgb[0], tmp_path)
+    code, out, err = run(predict, [moved, image, "--top", 1], capsys)
     assert code == 0 and "warning" not in err
     assert any(name in out for name in names)
-    damaged = tmp_path / "run_without_names"
-    shutil.copytree(runs.rgb[0], damaged)
     summary.pop("class_names")
-    (damaged / "summary.json").write_text(json.dumps(summary))
-    code, out, err = run(predict, [damaged, image, "--top", 1, "-d", tmp_path / "no_data"], capsys)
+    (moved / "summary.json").write_text(json.dumps(summary))
+    code, out, err = run(predict, [moved, image, "--top", 1], capsys)
     assert code == 0 and "records no class names" in err and "(class " in out
     assert not any(name in out for name in names)
 
@@ -519,3 +531,19 @@ def test_a_failed_export_check_keeps_the_earlier_export(tmp_path, monkeypatch):
                                    latency_repeats=1)
     assert (target.read_bytes(), (tmp_path / "m.pt.json").read_text()) == earlier
     assert (tmp_path / "m.unchecked.pt").is_file()
+
+
+def test_a_named_data_folder_must_be_prepared_data_with_the_run_classes(runs, capsys, tmp_path):
+    image = runs.data / "test" / sorted(p.name for p in (runs.data / "test").iterdir())[0]
+    for script, extra in ((predict, [image]), (evaluate, []), (export_model, ["--format", "onnx"])):
+        code, _, err = run(script, [runs.rgb[0], *extra, "-d", tmp_path / "no_data"], capsys)
+        assert code == 2 and "no_data: not prepared data (test_labels.csv not found)" in err
+    fewer = tmp_path / "three_classes"
+    shutil.copytree(runs.data, fewer)
+    for labels in (fewer / "train_labels.csv", fewer / "test_labels.csv"):
+        with labels.open() as handle:
+            rows = list(csv.reader(handle))
+        with labels.open("w", newline="") as handle:
+            csv.writer(handle).writerows([rows[0], *(row for row in rows[1:] if row[1] != "4")])
+    code, out, err = run(predict, [runs.rgb[0], image, "-d", fewer], capsys)
+    assert code == 2 and "the prepared data has 3 classes, the run's network 4" in err

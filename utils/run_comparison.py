@@ -481,13 +481,27 @@ def load_run_config(path: str | os.PathLike, data_path: str | os.PathLike | None
     run_dir, checkpoint = resolve_run(path)
     cfg = load_config(run_dir / "config.yml")
     if data_path is not None:
+        labels = Path(data_path) / "test_labels.csv"
+        if not labels.is_file():
+            raise RunRecordError(f"{data_path}: not prepared data ({labels.name} not found); give the folder "
+                                 "that prepare_stanford_dataset.py wrote")
         cfg["stanford_data_path"] = str(data_path)
     return run_dir, checkpoint, cfg
 
 
 def run_class_names(run_dir: str | os.PathLike, num_classes: int,
-                    from_data: Callable[[], Sequence[str]] | None = None) -> tuple[list[str], str | None]:
-    """(class names, warning or None): those in the run's summary.json, else from_data(), else 'class N'."""
+                    from_data: Callable[[], Sequence[str]] | None = None,
+                    prefer_data: bool = False) -> tuple[list[str], str | None]:
+    """(class names, warning or None): those in the run's summary.json, else from_data(), else 'class N'.
+
+    With ``prefer_data`` (data the user named) from_data() comes first, and its errors and a class count
+    other than the network's are errors.
+    """
+    if prefer_data and from_data is not None:
+        names = list(from_data())
+        if len(names) != num_classes:
+            raise RunRecordError(f"the prepared data has {len(names)} classes, the run's network {num_classes}")
+        return names, None
     path = Path(run_dir) / RECORD_FILES[0]
     try:
         recorded = _read_json(path).get("class_names") if path.is_file() else None
