@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.batch_size:
             data_kwargs["batch_size"] = args.batch_size
         data = StanfordCarsDataModule(**data_kwargs)
+        data.setup("validate")
+        if len(data.val_dataset) == 0:
+            raise ValueError(f"{data.data_path / 'test_labels.csv'} lists no images to evaluate")
         trained = load_trained_model(checkpoint, cfg["architecture"], data.img_channels, cfg["dropout"],
                                      cfg["output_channels"])
     except (RunRecordError, ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:

@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tensor = photo_tensor(path, cfg, args.bbox)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
             reason = ("not an image file" if isinstance(error, UnidentifiedImageError) else
-                      "no such file" if isinstance(error, FileNotFoundError) else str(error))
+                      "no such file" if isinstance(error, FileNotFoundError) else
+                      "is a folder; pass the image files in it" if isinstance(error, IsADirectoryError) else str(error))
             print(f"predict.py: error: {path}: {reason}", file=sys.stderr)
             failed.append(path)
             continue

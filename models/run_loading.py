@@ -11,6 +11,8 @@ import torch
 from models.arch_dict import build_network
 from models.net_module import NetModule
 
+DETAIL_LIMIT = 600  # characters of torch's state_dict mismatch report kept in the error (it lists every key)
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the run's configuration; names the file."""
@@ -49,8 +51,10 @@ def load_trained_model(checkpoint_path: str | os.PathLike, architecture: str, im
     try:
         module = NetModule.load_from_checkpoint(checkpoint_path, map_location="cpu", network=network)
     except RuntimeError as error:
+        detail = str(error)
+        detail = detail if len(detail) <= DETAIL_LIMIT else detail[:DETAIL_LIMIT] + " ..."
         raise CheckpointError(f"{checkpoint_path}: the weights do not fit a {architecture} network with "
-                              f"{img_channels} input channel(s) and {num_classes} classes: {error}") from None
+                              f"{img_channels} input channel(s) and {num_classes} classes: {detail}") from None
     module.eval()
     return TrainedModel(module=module, num_classes=num_classes, epoch=int(checkpoint.get("epoch", -1)) + 1,
                         global_step=int(checkpoint.get("global_step", -1)))

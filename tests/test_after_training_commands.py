@@ -341,10 +341,11 @@ def test_predict_top_k_matches_evaluation_and_skips_non_images(runs, capsys, tmp
     names = list(expected)[:2]
     text_file = tmp_path / "notes.txt"
     text_file.write_text("not a photo")
-    images = [runs.data / "test" / names[0], text_file, runs.data / "test" / names[1]]
+    images = [runs.data / "test" / names[0], text_file, tmp_path, runs.data / "test" / names[1]]
     code, out, err = run(predict, [runs.rgb[0], *images, "--top", 3], capsys)
     assert code == 1
-    assert f"{text_file}: not an image file" in err and "1 of 3 file(s)" in err
+    assert f"{text_file}: not an image file" in err and "2 of 4 file(s)" in err
+    assert f"{tmp_path}: is a folder; pass the image files in it" in err
     blocks = out.split(str(runs.data / "test") + "/")[1:]
     assert len(blocks) == 2
     for name, block in zip(names, blocks):
@@ -547,3 +548,23 @@ def test_a_named_data_folder_must_be_prepared_data_with_the_run_classes(runs, ca
             csv.writer(handle).writerows([rows[0], *(row for row in rows[1:] if row[1] != "4")])
     code, out, err = run(predict, [runs.rgb[0], image, "-d", fewer], capsys)
     assert code == 2 and "the prepared data has 3 classes, the run's network 4" in err
+
+
+def test_evaluate_names_empty_or_incomplete_data_and_keeps_mismatch_reports_short(runs, capsys, tmp_path):
+    empty = tmp_path / "empty_test"
+    shutil.copytree(runs.data, empty)
+    header = (empty / "test_labels.csv").read_text().splitlines()[0]
+    (empty / "test_labels.csv").write_text(header + "\n")
+    code, _, err = run(evaluate, [runs.rgb[0], "-d", empty], capsys)
+    assert code == 2 and "empty_test/test_labels.csv lists no images to evaluate" in err
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(runs.data, incomplete)
+    first = sorted((incomplete / "test").iterdir())[0]
+    first.unlink()
+    code, _, err = run(evaluate, [runs.rgb[0], "-d", incomplete], capsys)
+    assert code == 2 and f"missing from {incomplete / 'test'}, e.g. {first.name}" in err
+    other = run_without_its_data(runs.rgb[0], tmp_path)
+    config = other / "config.yml"
+    config.write_text(config.read_text().replace("architecture: ghost", "architecture: mob_v2"))
+    code, _, err = run(evaluate, [other, "-d", runs.data], capsys)
+    assert code == 2 and "do not fit a mob_v2 network" in err and len(err) < 1000
