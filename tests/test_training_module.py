@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -125,6 +126,36 @@ def test_run_folders_are_never_reused(tmp_path, monkeypatch):
                                                                       "ghost_20260101-000000_seed7_2"]
     with pytest.raises(FileNotFoundError, match="last.ckpt"):
         resume_target(tmp_path / "ghost_20260101-000000")
+
+
+def test_concurrent_plans_never_share_a_folder_and_empty_ones_are_released(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    from utils.training import release_unused
+
+    same_second = datetime(2026, 1, 1)
+    plans = []
+    for _ in range(2):  # two train.py processes starting in the same second
+        monkeypatch.delenv("CARS_RUN_PLAN", raising=False)
+        plans.append(plan_runs(tmp_path, "ghost", [42], same_second))
+    folders = [Path(plan[0]["run_dir"]) for plan in plans]
+    assert folders[0] != folders[1] and all(folder.is_dir() for folder in folders)
+    (folders[0] / "metrics.csv").write_text("epoch\n")
+    release_unused(plans[0] + plans[1])
+    assert folders[0].is_dir() and not folders[1].exists()
+
+
+def test_resume_needs_a_checkpoint_inside_a_run_folder(tmp_path):
+    run_dir = tmp_path / "ghost_run"
+    run_dir.mkdir()
+    (run_dir / "config.yml").write_text("seed: 1\n")
+    torch.save({"state_dict": {}}, run_dir / "last.ckpt")
+    with pytest.raises(FileNotFoundError, match="not a run folder of train.py \\(no summary.json\\)"):
+        resume_target(run_dir)
+    (run_dir / "summary.json").write_text("{}")
+    assert resume_target(run_dir) == (run_dir, run_dir / "last.ckpt")
+    with pytest.raises(FileNotFoundError, match="config.yml is not a checkpoint"):
+        resume_target(run_dir / "config.yml")
 
 
 def test_seed_statistics():

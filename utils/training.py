@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import warnings
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -75,6 +76,36 @@ def resolve_accelerator(cfg: Mapping[str, Any]) -> str:
     return "cpu"
 
 
+# Set by the launchers that start one process per machine (torchrun, SLURM, LSF, manual multi-node DDP).
+MULTI_NODE_ENV = ("MASTER_ADDR", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "LSB_JOBID")
+
+
+def trainer_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """What Lightning would refuse at the start of training: accelerator, devices, strategy, precision, nodes.
+
+    Builds (and discards) a Trainer of these settings: it checks them against this machine and the installed
+    packages without touching any data.
+    """
+    if cfg["num_nodes"] > 1 and not any(os.environ.get(name) for name in MULTI_NODE_ENV):
+        return [f"num_nodes: {cfg['num_nodes']} machines need a multi-machine launch (torchrun, SLURM, or "
+                "MASTER_ADDR/MASTER_PORT/NODE_RANK set on each machine); on one machine use num_nodes: 1"]
+    settings = {key: cfg[key] for key in ("devices", "strategy", "num_nodes", "precision")}
+    lightning_log = logging.getLogger("pytorch_lightning")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pl.Trainer(accelerator=cfg["accelerator"], **settings, logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False)
+    except Exception as error:  # Lightning raises several types, each naming the setting
+        shown = ", ".join(f"{key}={value!r}" for key, value in {"accelerator": cfg["accelerator"], **settings}.items())
+        return [f"accelerator/devices/strategy/num_nodes/precision ({shown}): {error}"]
+    finally:
+        lightning_log.setLevel(level)
+    return []
+
+
 def trainer_kwargs(cfg: Mapping[str, Any], run_dir: Path, callbacks: Sequence[Callback],
                    loggers: Sequence[Logger]) -> dict[str, Any]:
     """Keyword arguments of pl.Trainer for a run."""
@@ -90,7 +121,7 @@ def trainer_kwargs(cfg: Mapping[str, Any], run_dir: Path, callbacks: Sequence[Ca
 
 def plan_runs(output_path: str | os.PathLike, architecture: str, seeds: Sequence[int],
               now: datetime | None = None) -> list[dict[str, Any]]:
-    """Unused run folders (<architecture>_<timestamp>[_seed<N>]) for each seed, shared with DDP workers."""
+    """New run folders (<architecture>_<timestamp>[_seed<N>]), created now, one per seed; shared with DDP workers."""
     worker_plan = os.environ.get(PLAN_ENV)
     if worker_plan and rank_zero_only.rank != 0:
         return json.loads(worker_plan)
@@ -98,10 +129,30 @@ def plan_runs(output_path: str | os.PathLike, architecture: str, seeds: Sequence
     plan: list[dict[str, Any]] = []
     for seed in seeds:
         base = f"{architecture}_{stamp}" + (f"_seed{seed}" if len(seeds) > 1 else "")
-        taken = {Path(entry["run_dir"]) for entry in plan}
-        plan.append({"run_dir": str(unused_path(Path(output_path) / base, taken)), "seed": seed})
+        plan.append({"run_dir": str(reserve_folder(Path(output_path) / base)), "seed": seed})
     os.environ[PLAN_ENV] = json.dumps(plan)
     return plan
+
+
+def reserve_folder(path: Path) -> Path:
+    """Create path, or path_2, path_3, ...: the first that did not exist (two runs never share a folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, number = path, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = path.with_name(f"{path.name}_{number}")
+
+
+def release_unused(plan: Sequence[Mapping[str, Any]]) -> None:
+    """Remove the planned run folders that stayed empty (a run stopped before it wrote anything)."""
+    for entry in plan:
+        folder = Path(entry["run_dir"])
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def unused_path(path: Path, taken: Iterable[Path] = ()) -> Path:
@@ -136,9 +187,13 @@ def resume_target(path: str | os.PathLike) -> tuple[Path, Path]:
     if not ckpt.is_file():
         raise FileNotFoundError(f"--resume {path}: no checkpoint {ckpt} (expected a run folder with last.ckpt "
                                 "or a .ckpt file)")
+    if not zipfile.is_zipfile(ckpt):
+        raise FileNotFoundError(f"--resume {path}: {ckpt} is not a checkpoint (train.py's .ckpt files are "
+                                "PyTorch zip archives)")
     run_dir = ckpt.parent
-    if not (run_dir / "config.yml").is_file():
-        raise FileNotFoundError(f"--resume {path}: {run_dir} has no config.yml of the run")
+    for record in ("config.yml", "summary.json"):
+        if not (run_dir / record).is_file():
+            raise FileNotFoundError(f"--resume {path}: {run_dir} is not a run folder of train.py (no {record})")
     return run_dir, ckpt
 
 
