@@ -23,9 +23,10 @@ from models.net_module import NetModule
 from utils.configuration import (MAX_SEED, ConfigError, data_module_kwargs, load_config, module_kwargs,
                                  network_kwargs, tracked_params)
 from utils.logger import setup_logging
+from utils.output_files import folder_problems
 from utils.timing import log_execution_time
-from utils.training import (TIMESTAMP, aggregate_seeds, format_seed_table, git_commit, plan_runs, seeds_to_run,
-                            resume_target, run_training, runtime_name, write_json)
+from utils.training import (TIMESTAMP, aggregate_seeds, format_seed_table, git_commit, plan_runs, release_unused,
+                            resume_target, run_training, runtime_name, seeds_to_run, trainer_problems, write_json)
 
 logger = logging.getLogger("train")
 REPO_DIR = Path(__file__).resolve().parent
@@ -78,7 +79,8 @@ def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = N
 def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] = ()) -> int:
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"stanford_data_path={args.data_path}"] if args.data_path else [])
-    checks = (datasets.config_problems, models.config_problems)
+    checks = (datasets.config_problems, datasets.prepared_data_problems, models.config_problems, trainer_problems,
+              folder_problems)
     try:
         if args.resume:
             run_dir, ckpt_path = resume_target(args.resume)
@@ -95,12 +97,17 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
         train_once(cfg, run_dir, ckpt_path, extra_callbacks)
         return 0
     started = datetime.now()
-    plan = plan_runs(cfg["output_path"], cfg["architecture"], seeds_to_run(cfg["seed"], args.seeds), started)
+    seeds = seeds_to_run(cfg["seed"], args.seeds)
+    if max(seeds) > MAX_SEED:
+        print(f"--seeds: seeds {seeds[0]}..{seeds[-1]} go past the largest seed, {MAX_SEED}", file=sys.stderr)
+        return 2
+    plan = plan_runs(cfg["output_path"], cfg["architecture"], seeds, started)
     results = []
     for entry in plan:
         try:
             summary = train_once({**cfg, "seed": entry["seed"]}, Path(entry["run_dir"]), None, extra_callbacks)
-        except FileNotFoundError as error:  # e.g. data not prepared: raised before the run folder exists
+        except FileNotFoundError as error:  # e.g. data removed after the checks: before the run wrote anything
+            release_unused(plan)
             print(error, file=sys.stderr)
             return 2
         best = (summary.get("best_valid_acc") or {}).get("value", float("nan"))

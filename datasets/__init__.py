@@ -12,6 +12,7 @@ from typing import Any
 _EXPORTS = {
     "StanfordCarsDataset": "datasets.stanford_data",
     "read_labels": "datasets.stanford_data",
+    "prepared_data_problems": "datasets.stanford_data",
     "StanfordCarsDataModule": "datasets.stanford_data_module",
     "DataPreparationError": "datasets.stanford_utils",
     "PrepareSummary": "datasets.stanford_utils",

@@ -34,6 +34,16 @@ class LabelRecord:
     class_name: str
 
 
+def prepared_data_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """The config's stanford_data_path must hold prepared data (both label files)."""
+    data = Path(cfg["stanford_data_path"])
+    missing = [name for name in ("train_labels.csv", "test_labels.csv") if not (data / name).is_file()]
+    if not missing:
+        return []
+    return [f"stanford_data_path: {data} is not prepared Stanford Cars data (no {' or '.join(missing)}); "
+            "run prepare_stanford_dataset.py, or pass -d with the prepared folder"]
+
+
 def read_labels(csv_path: str | os.PathLike) -> list[LabelRecord]:
     """All rows of a prepared ``*_labels.csv``; raises ValueError naming the file and row when malformed."""
     path = Path(csv_path)

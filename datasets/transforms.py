@@ -30,6 +30,7 @@ _TENSOR_ONLY = {"RandomErasing", "LinearTransformation"}
 _UINT8_ONLY = {"AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix", "RandomPosterize", "RandomEqualize"}
 
 KEYS = ("image_augmentations", "tensor_augmentations")
+TRIALS = 5  # random draws tried per transform
 
 
 @lru_cache(maxsize=None)
@@ -106,22 +107,39 @@ def _argument_problem(key: str, name: str, kwargs: Any, image_size: tuple[int, i
         if unknown:
             return f"{key}.{name}: unknown argument(s) {', '.join(map(str, unknown))} (valid: {valid})"
         return f"{key}.{name}: {error} (valid: {valid})"
+    probability = kwargs.get("p")
+    if probability is not None and not (isinstance(probability, (int, float)) and 0 <= probability <= 1):
+        return f"{key}.{name}: p {probability!r} must be a probability between 0 and 1"
     try:
-        transform = cls(**kwargs)
+        cls(**kwargs)
+        transform = cls(**{**kwargs, "p": 1.0}) if "p" in signature.parameters else cls(**kwargs)
     except (ValueError, TypeError) as error:
         return f"{key}.{name}: invalid argument(s) {dict(kwargs)}: {error}"
     return _trial_problem(key, name, transform, image_size)
 
 
 def _trial_problem(key: str, name: str, transform: Callable, image_size: tuple[int, int]) -> str | None:
-    """Apply the transform to a blank input of the configured size: catches arguments that fail only on use."""
+    """Apply the transform (always, p=1) to blank inputs of the configured size: catches arguments that fail
+    only on use, and transforms that change the image's size or channels (the network expects image_size)."""
     height, width = image_size
     sample: Any = Image.new("RGB", (width, height)) if key == "image_augmentations" else torch.zeros(3, height, width)
     try:
-        transform(sample)
+        for _ in range(TRIALS):
+            output = transform(sample)
     except Exception as error:  # any failure here would stop training later
         return f"{key}.{name}: fails on a {height}x{width} image with these arguments: {error}"
+    shape = (output.mode, output.size) if isinstance(output, Image.Image) else getattr(output, "shape", None)
+    expected = (sample.mode, sample.size) if isinstance(sample, Image.Image) else sample.shape
+    if shape != expected:
+        return (f"{key}.{name}: changes a {height}x{width} RGB image into {_describe(output)}; augmentations must "
+                "keep image_size and the colour mode (resizing and grayscale are settings of their own)")
     return None
+
+
+def _describe(output: Any) -> str:
+    if isinstance(output, Image.Image):
+        return f"a {output.size[1]}x{output.size[0]} {output.mode} image"
+    return f"shape {tuple(output.shape)}" if hasattr(output, "shape") else type(output).__name__
 
 
 def _image_size(cfg: Mapping[str, Any]) -> tuple[int, int]:

@@ -190,15 +190,43 @@ def _scheduler_problems(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer
             return [f"lr_scheduler_params.lr_lambda: {name} needs an expression in epoch, e.g. '0.975 ** epoch'"]
         try:
             function = LrLambda(expression)
-            for epoch in (0, 1, 2, 10, 100):
+            for epoch in range(_run_epochs(cfg)):
                 function(epoch)
         except (ValueError, ArithmeticError) as error:
             return [f"lr_scheduler_params.lr_lambda: {expression!r}: {error}"]
+    milestones = (params or {}).get("milestones")
+    if milestones is not None and not all(isinstance(m, int) and not isinstance(m, bool) for m in milestones):
+        return [f"lr_scheduler_params.milestones: {milestones!r} must be epoch numbers (integers)"]
+    optimizer = optimizer or torch.optim.SGD(_dummy_parameters(), lr=0.1, momentum=0.9)
     try:
-        build_scheduler(name, optimizer or torch.optim.SGD(_dummy_parameters(), lr=0.1, momentum=0.9), params)
+        scheduler = build_scheduler(name, optimizer, params)
     except Exception as error:
         return [f"lr_scheduler_params: {name} rejects them: {error}"]
-    return []
+    problem = _stepping_problem(name, scheduler, optimizer, _run_epochs(cfg))
+    return [problem] if problem else []
+
+
+def _run_epochs(cfg: Mapping[str, Any]) -> int:
+    epochs = cfg.get("num_epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 1
+
+
+def _stepping_problem(name: str, scheduler: Any, optimizer: torch.optim.Optimizer, epochs: int) -> str | None:
+    """Step the scheduler once per epoch of the run, as training does, on a parameter without gradients."""
+    epoch = 0
+    try:
+        for epoch in range(1, epochs + 1):
+            optimizer.step()
+            if isinstance(scheduler, schedulers.ReduceLROnPlateau):
+                scheduler.step(1.0)
+            else:
+                scheduler.step()
+            lr = optimizer.param_groups[0]["lr"]
+            if not (math.isfinite(lr) and lr >= 0):
+                return f"lr_scheduler_params: {name} sets the learning rate to {lr} at epoch {epoch}"
+    except Exception as error:
+        return f"lr_scheduler_params: {name} fails at epoch {epoch} of num_epochs {epochs}: {error}"
+    return None
 
 
 def _loss_problems(cfg: Mapping[str, Any]) -> list[str]:
@@ -211,9 +239,18 @@ def _loss_problems(cfg: Mapping[str, Any]) -> list[str]:
     if problem:
         return [problem]
     try:
-        build_loss(name, params)
+        loss = build_loss(name, params)
     except Exception as error:
         return [f"loss_params: {name} rejects them: {error}"]
+    try:
+        value = loss(torch.zeros(2, 3), torch.tensor([0, 2]))
+        single = isinstance(value, torch.Tensor) and value.numel() == 1
+        detail = "" if single else f"it gives {tuple(value.shape) if isinstance(value, torch.Tensor) else value!r}"
+    except Exception as error:
+        single, detail = False, str(error)
+    if not single:
+        return [f"loss_function: {name} with these loss_params does not turn logits [batch, classes] and class "
+                f"indices [batch] into one number ({detail})"]
     return []
 
 

@@ -139,6 +139,24 @@ def test_bad_names_list_valid_ones_and_every_problem_comes_together(tmp_path):
     assert "ghostnet" in text and "RandomFlip" in text and "batch_sise" in text and "num_epochs" in text
 
 
+@pytest.mark.parametrize("settings, fragment", [
+    ({"lr_scheduler": "LambdaLR", "lr_scheduler_params": {"lr_lambda": "1 / (epoch - 3)"}, "num_epochs": 5},
+     "lr_scheduler_params.lr_lambda: '1 / (epoch - 3)': float division by zero"),
+    ({"lr_scheduler": "LambdaLR", "lr_scheduler_params": {"lr_lambda": "-1"}},
+     "LambdaLR sets the learning rate to -0.001 at epoch 1"),
+    ({"lr_scheduler": "OneCycleLR", "lr_scheduler_params": {"max_lr": 0.01, "total_steps": 2}, "num_epochs": 3},
+     "OneCycleLR fails at epoch 3 of num_epochs 3"),
+    ({"lr_scheduler": "ReduceLROnPlateau", "lr_scheduler_params": {"patience": "abc"}},
+     "ReduceLROnPlateau fails at epoch 1"),
+    ({"lr_scheduler_params": {"gamma": 0.1, "milestones": ["a", 5]}}, "milestones: ['a', 5] must be epoch numbers"),
+    ({"loss_function": "MSELoss"}, "loss_function: MSELoss with these loss_params does not turn logits"),
+    ({"loss_function": "CrossEntropyLoss", "loss_params": {"reduction": "none"}}, "into one number (it gives (2,))"),
+])
+def test_schedules_are_stepped_through_the_run_and_losses_tried_on_logits(tmp_path, settings, fragment):
+    problems = problems_of(write(tmp_path, settings))
+    assert len(problems) == 1 and fragment in problems[0], problems
+
+
 def test_bad_parameters_of_optimizer_scheduler_and_loss(tmp_path):
     path = write(tmp_path, {"optimizer_params": {"lr": 0.001, "weight_decy": 0.1},
                             "lr_scheduler": "StepLR", "lr_scheduler_params": {"gama": 0.5},

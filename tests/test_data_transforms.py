@@ -53,7 +53,7 @@ def test_bad_arguments_name_transform_and_argument():
     assert problems[2].startswith("image_augmentations.RandomCrop: fails on a 64x64 image")
     assert problems[3].startswith("image_augmentations.RandomRotation: missing a required argument: 'degrees'")
     assert problems[4].startswith("image_augmentations.Pad: arguments must be a mapping")
-    assert problems[5].startswith("tensor_augmentations.RandomErasing: invalid argument(s) {'p': 2}")
+    assert problems[5].startswith("tensor_augmentations.RandomErasing: p 2 must be a probability between 0 and 1")
 
 
 def test_transforms_in_the_wrong_place_are_rejected():
@@ -80,3 +80,18 @@ def test_transforms_in_the_wrong_place_are_rejected():
 def test_name_lists():
     assert "ColorJitter" in valid_names("image_augmentations") and "RandomErasing" not in valid_names("image_augmentations")
     assert "RandomErasing" in valid_names("tensor_augmentations") and "ToTensor" not in transform_names()
+
+
+def test_rare_failures_size_changes_and_bad_probabilities_are_caught():
+    cases = {
+        ("tensor_augmentations", "RandomErasing", (("p", 0.02), ("scale", (0.5, 0.1)))): "fails on a 32x32 image",
+        ("image_augmentations", "Grayscale", (("num_output_channels", 1),)): "into a 32x32 L image",
+        ("image_augmentations", "Pad", (("padding", 4),)): "into a 40x40 RGB image",
+        ("image_augmentations", "RandomResizedCrop", (("size", (64, 64)),)): "into a 64x64 RGB image",
+        ("image_augmentations", "RandomHorizontalFlip", (("p", 5),)): "p 5 must be a probability",
+    }
+    for (key, name, kwargs), fragment in cases.items():
+        problems = config_problems({"image_size": [32, 32], key: {name: dict(kwargs)}})
+        assert len(problems) == 1 and problems[0].startswith(f"{key}.{name}:") and fragment in problems[0], problems
+    size_kept = {"image_augmentations": {"RandomResizedCrop": {"size": [32, 32]}, "RandomGrayscale": {"p": 0.3}}}
+    assert config_problems({"image_size": [32, 32], **size_kept}) == []

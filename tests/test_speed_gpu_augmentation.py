@@ -100,13 +100,13 @@ def test_unsupported_transforms_and_arguments_are_config_problems():
     problems = config_problems({
         "augmentation_device": "gpu", "image_size": [32, 32],
         "image_augmentations": {**THESIS_IMAGE, "RandomPosterize": {"bits": 4},
-                                "RandomRotation": {"degrees": 5, "expand": True}},
+                                "RandomRotation": {"degrees": 5, "center": [1, 1]}},
         "tensor_augmentations": {"RandomErasing": {"value": "random"}},
     })
     assert len(problems) == 3
     assert problems[0].startswith("image_augmentations.RandomPosterize: no GPU counterpart for "
                                   "augmentation_device: gpu (supported there: RandomHorizontalFlip,")
-    assert problems[1].startswith("image_augmentations.RandomRotation: argument expand=True (only False")
+    assert problems[1].startswith("image_augmentations.RandomRotation: argument center=[1, 1] (only None")
     assert problems[2].startswith("tensor_augmentations.RandomErasing: argument value='random'")
     cpu = {"augmentation_device": "cpu", "image_augmentations": {"RandomPosterize": {"bits": 4}}}
     assert config_problems(cpu) == []

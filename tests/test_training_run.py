@@ -221,3 +221,18 @@ def test_bad_seed_lists_are_refused_before_any_work(tmp_path, capsys, seeds):
     assert exited.value.code == 2
     assert "--seeds" in capsys.readouterr().err
     assert not (tmp_path / "output").exists()
+
+
+def test_trainer_data_and_folder_settings_are_checked_with_the_rest_before_any_work(prepared, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("mine")
+    args = base_args(prepared, tmp_path) + ["--set", "batch_size=0", "--set", "strategy=dpp",
+                                            "--set", f"cache_path={tmp_path / 'a_file'}", "-d", str(tmp_path / "none")]
+    assert train.main(args) == 2
+    error = capsys.readouterr().err
+    assert "4 configuration problems" in error
+    for fragment in ("batch_size: 0 is out of range", "invalid strategy name", "cache_path:", "a_file is a file",
+                     "is not prepared Stanford Cars data", "stanford_data_path"):
+        assert fragment in error
+    assert not (tmp_path / "output").exists()
+    assert train.main(base_args(prepared, tmp_path) + ["--set", "num_nodes=2"]) == 2
+    assert "multi-machine launch" in capsys.readouterr().err

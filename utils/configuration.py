@@ -52,7 +52,8 @@ class Setting:
 
 
 def _norm(mean: list[float], std: list[float], mode: str) -> tuple[Setting, ...]:
-    return (Setting("mean", (list,), mean, f"per-channel means ({mode})", True, float, len(mean)),
+    return (Setting("mean", (list,), mean, f"per-channel means ({mode}, of pixel values scaled to 0..1)", True, float,
+                    len(mean), at_least=0, at_most=1),
             Setting("std", (list,), std, f"per-channel standard deviations ({mode})", True, float, len(std), above=0))
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 from pathlib import Path
 
 
@@ -16,6 +17,27 @@ def _nearest_existing(path: Path) -> Path:
 
 def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
+
+
+FOLDER_KEYS = ("output_path", "logging_dir", "cache_path")
+
+
+def folder_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Config keys naming a folder that is a file or cannot be created."""
+    problems = []
+    for key in FOLDER_KEYS:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        folder = Path(value)
+        existing = _nearest_existing(folder)
+        if not existing.is_dir():
+            problems.append(f"{key}: {value} cannot be a folder: {existing} is a file")
+        elif existing != folder and not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(f"{key}: {value} cannot be created: no permission to write in {existing}")
+        elif existing == folder and not os.access(folder, os.W_OK | os.X_OK):
+            problems.append(f"{key}: {value}: no permission to write in this folder")
+    return problems
 
 
 def new_file_problems(path: str | os.PathLike, force: bool = False, protected: Iterable[Path] = ()) -> list[str]:
