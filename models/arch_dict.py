@@ -74,7 +74,12 @@ def load_pretrained(network: nn.Module, model_name: str, pretrained_weights: str
     """Load torchvision's weights by enum name (downloaded if not cached) or a local state dict file."""
     if pretrained_weights in weight_names(model_name):
         weights = torchvision.models.get_model_weights(model_name)[pretrained_weights]
-        state_dict = weights.get_state_dict(progress=True)
+        try:
+            state_dict = weights.get_state_dict(progress=True)
+        except OSError as error:  # no network, proxy, disk full
+            raise ValueError(f"pretrained_weights: cannot download {model_name} {pretrained_weights} ({error}); "
+                             f"download {weights.url} elsewhere and set pretrained_weights to the file's "
+                             "path") from None
     else:
         path = Path(pretrained_weights)
         if not path.is_file():
@@ -181,7 +186,28 @@ def architecture_problems(cfg: Mapping[str, Any]) -> list[str]:
             model_name = TORCHVISION_MODELS[architecture]
             if weights not in weight_names(model_name) and not Path(weights).is_file():
                 problems.append(weights_problem(model_name, weights))
+            elif weights not in weight_names(model_name):
+                problems.extend(weights_file_problems(model_name, weights))
     return problems
+
+
+def weights_file_problems(model_name: str, path: str) -> list[str]:
+    """A weights file must be a state dict that fits torchvision's model (compared on the meta device)."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for files that are not tensors
+        return [f"pretrained_weights: {path} is not a PyTorch weights file ({type(error).__name__})"]
+    if not isinstance(state_dict, dict):
+        return [f"pretrained_weights: {path} holds a {type(state_dict).__name__}, not a state dict"]
+    with torch.device("meta"):
+        expected = torchvision.models.get_model(model_name, weights=None).state_dict()
+    wrong = [key for key, tensor in expected.items()
+             if key not in state_dict or getattr(state_dict[key], "shape", None) != tensor.shape]
+    if wrong:
+        return [f"pretrained_weights: {path} does not fit torchvision's {model_name} (3-channel stem, "
+                f"1000-class head): {len(wrong)} of its {len(expected)} tensors missing or of another shape, "
+                f"e.g. {', '.join(wrong[:3])}"]
+    return []
 
 
 def build_network(

@@ -231,3 +231,10 @@ def test_weights_file_of_another_model_is_a_clear_error(tmp_path) -> None:
     torch.save(torchvision.models.shufflenet_v2_x0_5().state_dict(), path)
     with pytest.raises(ValueError, match="does not fit torchvision's mobilenet_v2"):
         build_network("mob_v2", 5, pretrained_weights=str(path))
+    problems = architecture_problems({"architecture": "mob_v2", "pretrained_weights": str(path)})
+    assert len(problems) == 1 and "does not fit torchvision's mobilenet_v2" in problems[0]
+    assert "features.0.0.weight" in problems[0]
+    text = tmp_path / "config.yml"
+    text.write_text("architecture: mob_v2\n")
+    (problem,) = architecture_problems({"architecture": "mob_v2", "pretrained_weights": str(text)})
+    assert problem.startswith(f"pretrained_weights: {text} is not a PyTorch weights file")
