@@ -219,3 +219,10 @@ def test_config_maps_to_plain_keyword_arguments():
     params = tracked_params(cfg)
     assert params["optimizer_params.weight_decay"] == 0.6 and params["image_size"] == "[227, 227]"
     assert "loglevel" not in params and params["lr_scheduler"] == "MultiStepLR"
+
+
+def test_a_key_given_twice_is_a_problem_not_a_silent_override(tmp_path):
+    path = tmp_path / "config.yml"
+    path.write_text("batch_size: 8\nnum_epochs: 3\noptimizer_params:\n  lr: 0.1\n  lr: 0.2\n", encoding="utf-8")
+    (problem,) = problems_of(path)
+    assert "key 'lr' appears twice (lines 4 and 5)" in problem
