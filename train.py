@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
             release_unused(plan)
             print(error, file=sys.stderr)
             return 2
+        if summary.get("state") == "failed":
+            print(f"run {entry['run_dir']} failed: {summary.get('stop_reason')}", file=sys.stderr)
+            return 1
         best = (summary.get("best_valid_acc") or {}).get("value", float("nan"))
         results.append({"seed": entry["seed"], "run_dir": entry["run_dir"], "best_valid_acc": best})
     if len(plan) > 1 and pl.utilities.rank_zero_only.rank == 0:

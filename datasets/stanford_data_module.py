@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -122,8 +123,10 @@ class StanfordCarsDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        # A last training batch of one image would break BatchNorm: drop it (only then).
-        drop_last = shuffle and len(dataset) % self.batch_size == 1
+        # A last training batch of one image would break BatchNorm: drop it (only then), counting the share
+        # of each process when DDP splits the set between processes.
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        drop_last = shuffle and math.ceil(len(dataset) / processes) % self.batch_size == 1
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.persistent_workers, generator=generator,

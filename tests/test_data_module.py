@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -188,6 +189,18 @@ def test_training_loader_never_yields_a_single_image_batch(data_prepared):
     assert [len(labels) for _, labels in module.val_dataloader()] == [11, 1]
     module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=5, **PLAIN)
     assert [len(labels) for _, labels in module.train_dataloader()] == [5, 5, 2]
+
+
+def test_single_image_batches_are_counted_per_ddp_process(data_prepared):
+    path, _ = data_prepared  # 12 training images: 4 per process for 3 processes, 6 for 2
+    module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=3, **PLAIN)
+    module.trainer = SimpleNamespace(world_size=3)
+    assert module.train_dataloader().drop_last  # each process: 3 + 1
+    module.trainer = SimpleNamespace(world_size=2)
+    assert not module.train_dataloader().drop_last  # each process: 3 + 3
+    module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=11, **PLAIN)
+    module.trainer = SimpleNamespace(world_size=3)
+    assert not module.train_dataloader().drop_last  # alone, 12 images would drop 1; each process has 4
 
 
 def test_sixteen_bit_grayscale_photos_are_scaled_to_eight_bits_and_float_ones_refused(tmp_path):

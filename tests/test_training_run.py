@@ -4,6 +4,7 @@ seeds, interruption and resume, DDP on two CPU processes, config errors)."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -236,3 +237,15 @@ def test_trainer_data_and_folder_settings_are_checked_with_the_rest_before_any_w
     assert not (tmp_path / "output").exists()
     assert train.main(base_args(prepared, tmp_path) + ["--set", "num_nodes=2"]) == 2
     assert "multi-machine launch" in capsys.readouterr().err
+
+
+def test_a_fit_without_training_batches_is_recorded_as_failed(prepared, tmp_path, capsys):
+    tiny = tmp_path / "one_training_image"
+    shutil.copytree(prepared, tiny)
+    lines = (tiny / "train_labels.csv").read_text().splitlines()
+    (tiny / "train_labels.csv").write_text("\n".join(lines[:2]) + "\n")  # one image: dropped, as BatchNorm needs two
+    assert train.main(base_args(tiny, tmp_path, epochs=1)) == 1
+    assert "no training batches" in capsys.readouterr().err
+    (run_dir,) = run_dirs(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["state"] == "failed" and summary["stop_reason"].startswith("no training batches")

@@ -328,6 +328,13 @@ class RunRecorder(Callback):
         self._save_summary()
         self._report_to_loggers(trainer)
 
+    def end_untrained(self, reason: str, write: bool) -> None:
+        """Record a fit that returned without training an epoch (state failed, with the reason)."""
+        self.summary.update(state="failed", stop_reason=reason)
+        logger.error("run %s: %s", self.run_dir, reason)
+        if write:
+            self._save_summary()
+
     def _report_to_loggers(self, trainer: pl.Trainer) -> None:
         best = self.summary.get("best_valid_acc", {}).get("value")
         best_loss = (self.summary.get("best") or {}).get("valid_loss")
@@ -406,6 +413,9 @@ def run_training(cfg: Mapping[str, Any], datamodule: pl.LightningDataModule, mod
         recorder.start()
     logger.info("run folder: %s", run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    if recorder.summary.get("state") == "running":  # Lightning returned without training (no batches)
+        recorder.end_untrained("no training batches: the training set is smaller than one batch per process",
+                               trainer.is_global_zero)
     summary = recorder.summary
     best = summary.get("best_valid_acc") or {}
     logger.info("run %s after %s epochs (%s): best valid_acc %.4f at epoch %s; records in %s",
