@@ -38,8 +38,8 @@ def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str
     for path in (args.csv, args.plot):
         if path:
             problems += new_file_problems(path, args.force, protected)
-    if args.plot and not problems:
-        problems += [problem for problem in [plot_path_problem(args.plot)] if problem]
+    if args.plot and not problems and (problem := plot_path_problem(args.plot)):
+        problems.append(problem)
     return problems
 
 

@@ -110,9 +110,8 @@ def _argument_problem(key: str, name: str, kwargs: Any, image_size: tuple[int, i
     probability = kwargs.get("p")
     if probability is not None and not (isinstance(probability, (int, float)) and 0 <= probability <= 1):
         return f"{key}.{name}: p {probability!r} must be a probability between 0 and 1"
-    try:
-        cls(**kwargs)
-        transform = cls(**{**kwargs, "p": 1.0}) if "p" in signature.parameters else cls(**kwargs)
+    try:  # with p (already checked above) at 1, so that the trial below always applies the transform
+        transform = cls(**({**kwargs, "p": 1.0} if "p" in signature.parameters else kwargs))
     except (ValueError, TypeError) as error:
         return f"{key}.{name}: invalid argument(s) {dict(kwargs)}: {error}"
     return _trial_problem(key, name, transform, image_size)

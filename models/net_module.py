@@ -175,7 +175,7 @@ def _optimizer_problems(cfg: Mapping[str, Any]) -> tuple[list[str], torch.optim.
 
 
 def _scheduler_problems(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer | None) -> list[str]:
-    name, params = cfg.get("lr_scheduler"), cfg.get("lr_scheduler_params")
+    name, params, epochs = cfg.get("lr_scheduler"), cfg.get("lr_scheduler_params"), _run_epochs(cfg)
     if name is None:
         return []
     problem = _name_problem("lr_scheduler", name, scheduler_names())
@@ -190,7 +190,7 @@ def _scheduler_problems(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer
             return [f"lr_scheduler_params.lr_lambda: {name} needs an expression in epoch, e.g. '0.975 ** epoch'"]
         try:
             function = LrLambda(expression)
-            for epoch in range(_run_epochs(cfg)):
+            for epoch in range(epochs):
                 function(epoch)
         except (ValueError, ArithmeticError) as error:
             return [f"lr_scheduler_params.lr_lambda: {expression!r}: {error}"]
@@ -202,7 +202,7 @@ def _scheduler_problems(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer
         scheduler = build_scheduler(name, optimizer, params)
     except Exception as error:
         return [f"lr_scheduler_params: {name} rejects them: {error}"]
-    problem = _stepping_problem(name, scheduler, optimizer, _run_epochs(cfg))
+    problem = _stepping_problem(name, scheduler, optimizer, epochs)
     return [problem] if problem else []
 
 

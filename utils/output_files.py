@@ -1,11 +1,14 @@
-"""Checks on the files a command is asked to write, made before any work, so nothing a user made is lost."""
+"""Checks on the files and folders a command is asked to write, made before any work, so nothing a user made
+is lost."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
 from pathlib import Path
+from typing import Any
+
+FOLDER_KEYS = ("output_path", "logging_dir", "cache_path")
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -15,28 +18,25 @@ def _nearest_existing(path: Path) -> Path:
     return Path.cwd()
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
-
-
-FOLDER_KEYS = ("output_path", "logging_dir", "cache_path")
+def _place_problem(path: Path) -> str | None:
+    """Why nothing can be created at or under ``path`` (its nearest existing ancestor is a file or not
+    writable), or None."""
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"no permission to write in {existing}"
+    return None
 
 
 def folder_problems(cfg: Mapping[str, Any]) -> list[str]:
-    """Config keys naming a folder that is a file or cannot be created."""
+    """Config keys naming a folder that is a file or cannot be created or written."""
     problems = []
     for key in FOLDER_KEYS:
         value = cfg.get(key)
-        if value is None:
-            continue
-        folder = Path(value)
-        existing = _nearest_existing(folder)
-        if not existing.is_dir():
-            problems.append(f"{key}: {value} cannot be a folder: {existing} is a file")
-        elif existing != folder and not os.access(existing, os.W_OK | os.X_OK):
-            problems.append(f"{key}: {value} cannot be created: no permission to write in {existing}")
-        elif existing == folder and not os.access(folder, os.W_OK | os.X_OK):
-            problems.append(f"{key}: {value}: no permission to write in this folder")
+        problem = _place_problem(Path(value)) if value is not None else None
+        if problem:
+            problems.append(f"{key}: {value} cannot be used as a folder: {problem}")
     return problems
 
 
@@ -44,15 +44,11 @@ def new_file_problems(path: str | os.PathLike, force: bool = False, protected: I
     """Problems with writing a file at ``path``: one of the ``protected`` files (never overwritten, even with
     force), a folder, an existing file without ``force``, or a place where no file can be created."""
     path = Path(path)
-    if any(_same_file(path, other) for other in protected):
+    if any(path.resolve() == other.resolve() for other in protected):
         return [f"{path}: is the run's own {path.name}; choose another file name"]
     if path.is_dir():
         return [f"{path}: is a folder; give a file name"]
     if path.exists() and not force:
         return [f"{path}: already exists; pass --force to overwrite it"]
-    folder = _nearest_existing(path.parent)
-    if not folder.is_dir():
-        return [f"{path}: {folder} is a file, not a folder"]
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return [f"{path}: cannot create files in {folder} (permission denied)"]
-    return []
+    problem = _place_problem(path.parent)
+    return [f"{path}: {problem}"] if problem else []
