@@ -63,7 +63,7 @@ def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = N
     parameters = models.count_parameters(network)
     multiply_adds = models.count_multiply_adds(network, cfg["image_size"], datamodule.img_channels)
     if cfg["compile_model"]:
-        network.compile()  # in place: checkpoints keep the plain network's parameter names
+        network.compile(mode=cfg["compile_mode"])  # in place: checkpoints keep the plain parameter names
     info = {"architecture": cfg["architecture"], "parameters": parameters, "multiply_adds": multiply_adds,
             "image_size": list(cfg["image_size"]), "num_classes": datamodule.num_classes,
             "class_names": list(datamodule.class_names), "seed": cfg["seed"],

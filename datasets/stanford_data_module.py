@@ -11,10 +11,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from datasets.device_batches import DeviceBatches, load_to_device
 from datasets.gpu_transforms import BatchAugmentation, build_batch_augmentation
 from datasets.image_cache import default_cache_dir, ensure_cache
 from datasets.stanford_data import RGB_MEAN, RGB_STD, LabelRecord, StanfordCarsDataset, read_labels
-from datasets.transforms import AUGMENTATION_DEVICES
+from datasets.transforms import AUGMENTATION_DEVICES, DATA_ON_DEVICE_NEEDS
 
 
 def default_num_workers() -> int:
@@ -35,6 +36,9 @@ class StanfordCarsDataModule(pl.LightningDataModule):
     ``augmentation_device="gpu"``: the training loader yields un-augmented uint8 batches, and
     ``on_after_batch_transfer`` applies the configured augmentations (kornia counterparts, one draw per image)
     and normalisation to whole batches on the device they were moved to.
+    ``data_on_device=True`` (with both of the above): the cached images of both splits are copied once to the
+    training device, and the loaders are datasets.device_batches.DeviceBatches that gather, augment and
+    normalise batches there (no loader processes). ``validation_batch_size``: None means ``batch_size``.
     """
 
     def __init__(
@@ -60,17 +64,23 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         cache_images: bool = False,
         cache_path: str | os.PathLike | None = None,
         augmentation_device: str = "cpu",
+        data_on_device: bool = False,
+        validation_batch_size: int | None = None,
         show_progress: bool = True,
     ) -> None:
         super().__init__()
         if augmentation_device not in AUGMENTATION_DEVICES:
             raise ValueError(f"augmentation_device must be one of {', '.join(AUGMENTATION_DEVICES)}, "
                              f"not {augmentation_device!r}")
+        if data_on_device and not (cache_images and augmentation_device == "gpu"):
+            raise ValueError(DATA_ON_DEVICE_NEEDS)
         self.data_path = Path(data_path)
         self.records = {split: read_labels(self.data_path / f"{split}_labels.csv") for split in ("train", "test")}
         self.num_classes, self.class_names = _classes(self.records)
         self.img_channels = 1 if convert_to_grayscale else 3
         self.batch_size = batch_size
+        self.validation_batch_size = validation_batch_size or batch_size
+        self.data_on_device = data_on_device
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and self.num_workers > 0
@@ -86,10 +96,13 @@ class StanfordCarsDataModule(pl.LightningDataModule):
             augment_tensors=augment_tensors, tensor_augmentations=tensor_augmentations,
         )
         self.batch_augmentation: BatchAugmentation | None = None
+        self.batch_normalization: BatchAugmentation | None = None
         if augmentation_device == "gpu":
             self.batch_augmentation = build_batch_augmentation(
                 image_augmentations if augment_images else None, tensor_augmentations if augment_tensors else None,
                 self.img_channels, mean if normalize else None, std if normalize else None)
+            self.batch_normalization = build_batch_augmentation(None, None, self.img_channels,
+                                                                mean if normalize else None, std if normalize else None)
         self.train_dataset: StanfordCarsDataset | None = None
         self.val_dataset: StanfordCarsDataset | None = None
 
@@ -121,23 +134,47 @@ class StanfordCarsDataModule(pl.LightningDataModule):
             images = self.batch_augmentation.to(images.device)(images)
         return images, targets
 
-    def _loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DataLoader:
+    def _processes(self) -> tuple[int, int]:
+        """(this process's rank, number of processes) of the attached Trainer, else (0, 1)."""
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _drop_last(self, dataset_size: int, shuffle: bool) -> bool:
+        """A last training batch of one image would break BatchNorm: drop it (only then), counting the share
+        of each process when DDP splits the set between processes."""
+        return shuffle and math.ceil(dataset_size / self._processes()[1]) % self.batch_size == 1
+
+    def _loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DataLoader | DeviceBatches:
+        if self.data_on_device:
+            return self._device_loader(dataset, shuffle)
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        # A last training batch of one image would break BatchNorm: drop it (only then), counting the share
-        # of each process when DDP splits the set between processes.
-        processes = self.trainer.world_size if self.trainer is not None else 1
-        drop_last = shuffle and math.ceil(len(dataset) / processes) % self.batch_size == 1
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers, generator=generator,
-            drop_last=drop_last, prefetch_factor=self.prefetch_factor,
+            dataset, batch_size=self.batch_size if shuffle else self.validation_batch_size, shuffle=shuffle,
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+            generator=generator, drop_last=self._drop_last(len(dataset), shuffle),
+            prefetch_factor=self.prefetch_factor,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def _device_loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DeviceBatches:
+        """Batches gathered from the split's cached images, copied once to the training device."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        rank, processes = self._processes()
+        if dataset.cached is None:
+            raise RuntimeError("data_on_device needs the image cache (cache_images: true)")
+        images = load_to_device(dataset.cached.path, device)
+        targets = torch.tensor(dataset.targets, dtype=torch.long, device=device)
+        transform = self.batch_augmentation if shuffle else self.batch_normalization
+        return DeviceBatches(
+            images, targets, self.batch_size if shuffle else self.validation_batch_size, transform.to(device),
+            shuffle=shuffle, generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            drop_last=self._drop_last(len(dataset), shuffle), rank=rank, world_size=processes)
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         self.setup("fit")
         return self._loader(self.train_dataset, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         self.setup("validate")
         return self._loader(self.val_dataset, shuffle=False)
 

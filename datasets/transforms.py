@@ -149,18 +149,23 @@ def _image_size(cfg: Mapping[str, Any]) -> tuple[int, int]:
 
 
 AUGMENTATION_DEVICES = ("cpu", "gpu")
+DATA_ON_DEVICE_NEEDS = ("data_on_device: true needs cache_images: true (the images it keeps on the device are the "
+                        "cache's) and augmentation_device: gpu (batches are augmented where they are)")
 
 
 def config_problems(cfg: Mapping[str, Any]) -> list[str]:
     """Problems with the transform names and arguments of a config (``[]`` when fine).
 
-    With ``augmentation_device: gpu`` every transform also needs a kornia counterpart (datasets.gpu_transforms).
+    With ``augmentation_device: gpu`` every transform also needs a kornia counterpart (datasets.gpu_transforms);
+    ``data_on_device`` needs the image cache and ``augmentation_device: gpu``.
     """
     problems: list[str] = []
     image_size = _image_size(cfg)
     device = cfg.get("augmentation_device", "cpu")
     if device not in AUGMENTATION_DEVICES:
         problems.append(f"augmentation_device: {device!r} is not one of {', '.join(AUGMENTATION_DEVICES)}")
+    if cfg.get("data_on_device") is True and not (cfg.get("cache_images") is True and device == "gpu"):
+        problems.append(DATA_ON_DEVICE_NEEDS)
     channels = 1 if cfg.get("convert_to_grayscale") is True else 3
     for key in KEYS:
         spec = cfg.get(key)

@@ -273,10 +273,11 @@ class NetModule(pl.LightningModule):
         self.channels_last = channels_last
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         self.criterion = build_loss(loss_function, loss_params)
-        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.valid_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # validate_args=False: the checks of class indices copy them to the host, a GPU sync every step
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
+        self.valid_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
         self.valid_acc_top5 = MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes),
-                                                 average="micro")
+                                                 average="micro", validate_args=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

@@ -194,12 +194,12 @@ def test_training_loader_never_yields_a_single_image_batch(data_prepared):
 def test_single_image_batches_are_counted_per_ddp_process(data_prepared):
     path, _ = data_prepared  # 12 training images: 4 per process for 3 processes, 6 for 2
     module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=3, **PLAIN)
-    module.trainer = SimpleNamespace(world_size=3)
+    module.trainer = SimpleNamespace(world_size=3, global_rank=0)
     assert module.train_dataloader().drop_last  # each process: 3 + 1
-    module.trainer = SimpleNamespace(world_size=2)
+    module.trainer = SimpleNamespace(world_size=2, global_rank=0)
     assert not module.train_dataloader().drop_last  # each process: 3 + 3
     module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=11, **PLAIN)
-    module.trainer = SimpleNamespace(world_size=3)
+    module.trainer = SimpleNamespace(world_size=3, global_rank=0)
     assert not module.train_dataloader().drop_last  # alone, 12 images would drop 1; each process has 4
 
 

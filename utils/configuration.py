@@ -15,6 +15,7 @@ import yaml
 NoneType = type(None)
 TEMPLATE_NAME = "config_template.yml"
 MAX_SEED = 2**32 - 1  # seeds are unsigned 32-bit numbers (numpy's limit)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PRECISIONS = (64, 32, 16, "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true",
               "16-mixed", "bf16-mixed", "transformer-engine", "transformer-engine-float16")
 
@@ -138,11 +139,21 @@ SCHEMA: tuple[Setting, ...] = (
             "cpu: augment each image in the loader (torchvision); gpu: whole batches on the training device "
             "(kornia)",
             True, choices=("cpu", "gpu")),
+    Setting("data_on_device", (bool,), False,
+            "keep the cached uint8 images of both splits in the training device's memory and draw, augment and "
+            "normalise batches there, with no loader processes (needs cache_images and augmentation_device: gpu)",
+            True),
+    Setting("validation_batch_size", (int, NoneType), None,
+            "images per validation batch (per device); null: batch_size. Larger is faster on GPUs, same results",
+            at_least=1),
     Setting("precision", (int, str), 32, "Trainer precision: 32, 16-mixed, bf16-mixed, ...", True,
             choices=PRECISIONS),
     Setting("channels_last", (bool,), False,
             "channels-last memory layout of network and inputs (faster with mixed precision on GPUs)", True),
     Setting("compile_model", (bool,), False, "torch.compile the network (compiles during the first steps)", True),
+    Setting("compile_mode", (str,), "default",
+            "torch.compile mode with compile_model: default, reduce-overhead (CUDA graphs: far fewer kernel "
+            "launches), max-autotune, max-autotune-no-cudagraphs", True, choices=COMPILE_MODES),
     Setting("accelerator", (str,), "auto", "auto (CUDA when available, else CPU), gpu, cpu, mps, ...",
             choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
     Setting("devices", (int, str, list), 1, "devices per node: a count, 'auto' or a list of indices", True, int),
@@ -465,6 +476,7 @@ def data_module_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "pin_memory": cfg["pin_memory"], "persistent_workers": cfg["persistent_workers"],
         "prefetch_factor": cfg["prefetch_factor"], "cache_images": cfg["cache_images"],
         "cache_path": cfg["cache_path"], "augmentation_device": cfg["augmentation_device"],
+        "data_on_device": cfg["data_on_device"], "validation_batch_size": cfg["validation_batch_size"],
     }
 
 

@@ -473,7 +473,7 @@ def metrics_at_epoch(run_dir: str | os.PathLike, epoch: int) -> dict[str, float 
 def evaluation_data_kwargs(cfg: Mapping[str, Any], num_workers: int = 0) -> dict[str, Any]:
     """StanfordCarsDataModule keyword arguments for reading a run's validation data on the CPU, no cache files."""
     return {**data_module_kwargs(cfg), "num_workers": num_workers, "augmentation_device": "cpu",
-            "cache_images": False, "show_progress": False}
+            "cache_images": False, "data_on_device": False, "show_progress": False}
 
 
 def load_run_config(path: str | os.PathLike, data_path: str | os.PathLike | None = None) -> tuple[Path, Path, dict]:

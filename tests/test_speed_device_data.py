@@ -1,0 +1,134 @@
+"""data_on_device: cached images held on the training device, batches drawn there; validation_batch_size."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import Callback
+
+import train
+from datasets import StanfordCarsDataModule, generate_synthetic_stanford, prepare_stanford_dataset
+from datasets.device_batches import DeviceBatches
+from datasets.transforms import DATA_ON_DEVICE_NEEDS
+from utils.configuration import ConfigError, load_config
+from utils.training import read_metrics
+
+from tests.test_speed_precision import TEMPLATE, args_for
+
+THESIS_IMAGE = {
+    "RandomHorizontalFlip": {"p": 0.5},
+    "RandomAffine": {"degrees": 25, "translate": [0.1, 0.1], "scale": [0.9, 1.1], "shear": 8},
+    "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+}
+
+
+@pytest.fixture(scope="module")
+def device_data(tmp_path_factory):
+    """Prepared synthetic data: 4 classes, 12 train and 8 test images of 40-64 px."""
+    root = tmp_path_factory.mktemp("device_data")
+    generate_synthetic_stanford(root / "raw", num_classes=4, images_per_class=5, min_width=40, max_width=64, seed=5)
+    prepare_stanford_dataset(root / "raw", root / "prepared", progress=False)
+    return root / "prepared"
+
+
+@pytest.fixture
+def data_copy(device_data, tmp_path):
+    return shutil.copytree(device_data, tmp_path / "prepared")
+
+
+def module(path, **kwargs):
+    settings = dict(image_size=(24, 32), batch_size=5, num_workers=0, seed=11, show_progress=False,
+                    image_augmentations=THESIS_IMAGE, tensor_augmentations=None, augment_tensors=False)
+    return StanfordCarsDataModule(path, **{**settings, **kwargs})
+
+
+def on_device(path, **kwargs):
+    data = module(path, cache_images=True, augmentation_device="gpu", data_on_device=True, **kwargs)
+    data.prepare_data()
+    return data
+
+
+def test_training_order_is_the_data_loaders_for_the_same_seed(data_copy):
+    plain = module(data_copy, augment_images=False, normalize=False, augmentation_device="gpu", cache_images=True)
+    plain.prepare_data()
+    device = on_device(data_copy, augment_images=False, normalize=False)
+    plain_loader, device_loader = plain.train_dataloader(), device.train_dataloader()
+    assert isinstance(device_loader, DeviceBatches) and len(device_loader) == len(plain_loader) == 3
+    for _ in range(2):  # two epochs: a new order each, the same on both paths
+        plain_batches, device_batches = list(plain_loader), list(device_loader)
+        assert [len(t) for _, t in device_batches] == [5, 5, 2]
+        for (plain_images, plain_targets), (images, targets) in zip(plain_batches, device_batches):
+            torch.testing.assert_close(targets, plain_targets)
+            torch.testing.assert_close(images, plain_images.float() / 255)
+
+
+def test_validation_batches_equal_the_cpu_pipeline_and_follow_validation_batch_size(data_copy):
+    cpu = module(data_copy, validation_batch_size=6)
+    device = on_device(data_copy, validation_batch_size=6)
+    cpu_batches, device_batches = list(cpu.val_dataloader()), list(device.val_dataloader())
+    assert [len(t) for _, t in cpu_batches] == [len(t) for _, t in device_batches] == [6, 2]
+    for (cpu_images, cpu_targets), (images, targets) in zip(cpu_batches, device_batches):
+        assert torch.equal(cpu_targets, targets)
+        torch.testing.assert_close(images, cpu_images, atol=1e-5, rtol=1e-5)
+
+
+def test_training_batches_are_augmented_per_image_in_chunks_of_batches(data_copy):
+    torch.manual_seed(0)
+    device = on_device(data_copy)
+    loader = device.train_dataloader()
+    calls = []
+    transform = loader.transform
+    loader.transform = lambda images: calls.append(len(images)) or transform(images)
+    loader.batches_per_chunk = 2
+    batches = list(loader)
+    assert calls == [10, 2] and [len(t) for _, t in batches] == [5, 5, 2]
+    images = torch.cat([b for b, _ in batches])
+    plain = device.batch_normalization(loader.images[loader.epoch_indices()].permute(0, 3, 1, 2))
+    assert images.dtype == torch.float32 and images.shape == plain.shape
+    assert not torch.allclose(images, plain, atol=1e-3)  # augmented (affine and jitter always change pixels)
+
+
+def test_processes_get_equal_shares_covering_every_image():
+    images, targets = torch.zeros(10, 2, 2, 3, dtype=torch.uint8), torch.arange(10)
+    shares = [DeviceBatches(images, targets, 2, lambda x: x.float(), shuffle=True,
+                            generator=torch.Generator().manual_seed(3), rank=rank, world_size=3)
+              for rank in range(3)]
+    indices = [share.epoch_indices() for share in shares]
+    assert [len(i) for i in indices] == [4, 4, 4] and [len(share) for share in shares] == [2, 2, 2]
+    assert set(torch.cat(indices).tolist()) == set(range(10))
+    single = DeviceBatches(images, targets, 3, lambda x: x.float(), drop_last=True)
+    assert len(single) == 3 and [len(t) for _, t in single] == [3, 3, 3]
+
+
+def test_data_on_device_needs_the_cache_and_batch_augmentation(data_copy):
+    with pytest.raises(ValueError, match="cache_images"):
+        module(data_copy, data_on_device=True, augmentation_device="gpu")
+    with pytest.raises(ConfigError) as error:
+        load_config(TEMPLATE, ["data_on_device=true", "cache_images=true"], [__import__("datasets").config_problems])
+    assert DATA_ON_DEVICE_NEEDS in error.value.problems
+
+
+def test_train_py_trains_with_data_on_device(device_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    class Inputs(Callback):
+        def __init__(self):
+            self.devices, self.sizes = set(), []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.devices.add(batch[0].device.type)
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            self.sizes.append(len(batch[1]))
+
+    inputs = Inputs()
+    settings = ["cache_images=true", "augmentation_device=gpu", "data_on_device=true", "validation_batch_size=6",
+                f"cache_path={tmp_path / 'cache'}", "num_epochs=2", "precision=bf16-mixed", "channels_last=true"]
+    assert train.main(args_for(device_data, tmp_path, *settings), extra_callbacks=[inputs]) == 0
+    (run_dir,) = (tmp_path / "output").iterdir()
+    rows = read_metrics(run_dir)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(row["valid_loss"])) for row in rows)
+    assert inputs.devices == {"cpu"} and inputs.sizes[-2:] == [6, 2]  # 8 test images in batches of 6
