@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+from pathlib import Path
 
 import pytest
 import scipy.io
@@ -11,7 +12,7 @@ from datasets.synthetic import generate_synthetic_stanford, main, narrow_uint
 
 
 def test_cli_writes_original_layout_and_refuses_overwrite(tmp_path, capsys):
-    main([str(tmp_path / "raw"), "--layout", "original", "--classes", "3", "--per-class", "4"])
+    main([str(tmp_path / "raw"), "--layout", "original", "--classes", "3", "--per-class", "4", "--workers", "2"])
     assert "wrote 12 images of 3 classes" in capsys.readouterr().out
     names = sorted(p.name for p in (tmp_path / "raw").iterdir())
     assert names == ["car_devkit.tgz", "cars_test.tgz", "cars_test_annos_withlabels.mat", "cars_train.tgz"]
@@ -32,3 +33,20 @@ def test_narrowest_types_and_stanford_sizes(tmp_path):
     assert all(480 <= im.size[0] <= 900 and 288 <= im.size[1] <= 675 for im in result.images)
     with pytest.raises(ValueError, match="layout"):
         generate_synthetic_stanford(tmp_path / "x", layout="kaggle")
+
+
+def _file_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under root by relative path."""
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("layout, archives", [("updated", True), ("original", False)])
+def test_any_number_of_workers_writes_the_same_bytes(tmp_path, layout, archives):
+    kwargs = dict(layout=layout, num_classes=3, images_per_class=4, archives=archives, seed=11)
+    one = generate_synthetic_stanford(tmp_path / "one", workers=1, **kwargs)
+    two = generate_synthetic_stanford(tmp_path / "two", workers=2, **kwargs)
+    assert one.images == two.images
+    files = _file_bytes(tmp_path / "one")
+    assert len(files) >= 3 and files == _file_bytes(tmp_path / "two")
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        generate_synthetic_stanford(tmp_path / "none", workers=0)
