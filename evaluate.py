@@ -10,7 +10,7 @@ import torch
 
 from datasets import StanfordCarsDataModule
 from models.evaluation import class_label, evaluate_network, write_predictions_csv
-from models.run_loading import CheckpointError, load_trained_model
+from models.run_loading import CheckpointError, device_problem, load_trained_model
 from utils.configuration import ConfigError
 from utils.output_files import new_file_problems
 from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, metrics_at_epoch, run_files
@@ -31,12 +31,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                  ("--workers", args.workers, 0)):
         if value is not None and value < least:
             parser.error(f"{option} {value}: need at least {least}")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device {args.device!r}: not a torch device (e.g. cpu, cuda, cuda:1)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    problem = device_problem(args.device)
+    if problem:
+        parser.error(problem)
     return args
 
 

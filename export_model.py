@@ -12,7 +12,7 @@ import torch
 
 from datasets import StanfordCarsDataModule
 from models.export import FORMATS, ExportError, export_model, output_problems
-from models.run_loading import CheckpointError, load_trained_model
+from models.run_loading import CheckpointError, device_problem, load_trained_model
 from utils.configuration import ConfigError, image_channels, preprocessing_metadata
 from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names, run_files
 
@@ -27,7 +27,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="overwrite an existing export")
     parser.add_argument("-d", "--data", metavar="DATA_PATH",
                         help="prepared data for class names and check images (default: the run's, if present)")
-    return parser.parse_args(argv)
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of the PyTorch reference outputs and latency, e.g. cpu or cuda "
+                             "(default: cpu); the file is exported from a CPU copy either way")
+    args = parser.parse_args(argv)
+    problem = device_problem(args.device)
+    if problem:
+        parser.error(problem)
+    return args
 
 
 def data_or_none(cfg: Mapping[str, Any]) -> tuple[StanfordCarsDataModule | None, str | None]:
@@ -81,18 +88,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         report = export_model(trained.module.network, out, args.format, check_images(data, cfg), metadata,
-                              force=args.force)
+                              force=args.force, device=args.device)
     except ExportError as error:
         print(f"export_model.py: error: {error}", file=sys.stderr)
         return 1
     source = "validation images" if data else "generated inputs"
     print(f"exported {args.format}: {report.model_path} ({report.size_bytes / 1e6:.2f} MB)")
     print(f"metadata: {report.metadata_path}")
-    print(f"check on {report.checked_images} {source}: max |exported - PyTorch| = {report.max_abs_difference:.2e} "
-          f"(tolerance {report.tolerance:g}) OK")
-    print(f"CPU latency, batch 1, median of 20 calls, {torch.get_num_threads()} threads: "
-          f"PyTorch {report.latency_ms_pytorch:.2f} ms, "
-          f"{args.format} {report.latency_ms_exported:.2f} ms")
+    print(f"check on {report.checked_images} {source}: max |exported - PyTorch on {report.device}| = "
+          f"{report.max_abs_difference:.2e} (tolerance {report.tolerance:g}) OK")
+    threads = torch.get_num_threads()
+    cpu = f"CPU ({threads} thread{'' if threads == 1 else 's'})"
+    print(f"latency, batch 1, median of 20 calls: PyTorch on {cpu if report.device == 'cpu' else report.device} "
+          f"{report.latency_ms_pytorch:.2f} ms, {args.format} on {cpu} {report.latency_ms_exported:.2f} ms")
     return 0
 
 

@@ -14,7 +14,7 @@ from PIL import UnidentifiedImageError
 from datasets import StanfordCarsDataModule
 from datasets.stanford_data import preprocess_image
 from models.evaluation import class_label, predict_top_k
-from models.run_loading import CheckpointError, load_trained_model
+from models.run_loading import CheckpointError, device_problem, load_trained_model
 from utils.configuration import ConfigError, image_channels, normalization_params
 from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names
 
@@ -39,9 +39,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="box around the car (inclusive pixels), used as in training (crop or erased background)")
     parser.add_argument("-d", "--data", metavar="DATA_PATH",
                         help="prepared data folder whose class names to show (default: the run's records)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     args = parser.parse_args(argv)
     if args.top < 1:
         parser.error(f"--top {args.top}: need at least 1")
+    problem = device_problem(args.device)
+    if problem:
+        parser.error(problem)
     return args
 
 
@@ -67,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    device = torch.device(args.device)
+    network = trained.module.network.to(device)
     failed = []
     for path in args.images:
         try:
@@ -78,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"predict.py: error: {path}: {reason}", file=sys.stderr)
             failed.append(path)
             continue
-        probabilities, indices = predict_top_k(trained.module.network, tensor.unsqueeze(0), args.top)
+        probabilities, indices = predict_top_k(network, tensor.unsqueeze(0).to(device), args.top)
         print(path)
         for rank, (probability, index) in enumerate(zip(probabilities[0].tolist(), indices[0].tolist()), start=1):
             print(f"  {rank}. {probability:7.2%}  {class_label(class_names, index)} (class {index + 1})")

@@ -1,13 +1,19 @@
-"""Export of a trained network to ONNX or TorchScript, with an output check against PyTorch and a CPU timing."""
+"""Export of a trained network to ONNX or TorchScript, with an output check against PyTorch and latency timings.
+
+The file is always exported from a CPU copy (it runs anywhere); the PyTorch reference outputs and latency come from
+the chosen device, on CUDA in full float32 (TF32 off) so that the check's tolerance keeps its meaning.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,7 @@ class ExportReport:
     checked_images: int
     latency_ms_pytorch: float
     latency_ms_exported: float
+    device: str                         # where the PyTorch reference and latency ran, e.g. "cpu", "cuda:0 (H100)"
 
 
 def metadata_path_for(model_path: str | os.PathLike) -> Path:
@@ -91,6 +98,44 @@ def export_torchscript(network: nn.Module, path: str | os.PathLike,
     return run
 
 
+@contextmanager
+def tf32_disabled() -> Iterator[None]:
+    """Full float32 CUDA convolutions and matrix products inside the block (TF32 off); restores the settings after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def device_name(device: torch.device) -> str:
+    """'cpu', or 'cuda:0 (NVIDIA H100 80GB HBM3)' for a CUDA device."""
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def reference_outputs(network: nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
+    """The network's float32 outputs for images computed on device (TF32 off on CUDA), as a CPU array."""
+    with torch.no_grad(), tf32_disabled():
+        return network(images.to(device)).float().cpu().numpy()
+
+
+def device_latency_ms(network: nn.Module, image: torch.Tensor, device: torch.device, repeats: int) -> float:
+    """Median batch-1 forward time on device, waiting for CUDA to finish each call."""
+    image = image.to(device)
+
+    def call() -> None:
+        network(image)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with torch.no_grad():
+        return median_latency_ms(call, repeats)
+
+
 def median_latency_ms(run: Callable[[], Any], repeats: int = 20, warmup: int = 3) -> float:
     """Median wall time of one call in milliseconds."""
     for _ in range(warmup):
@@ -130,8 +175,9 @@ def output_problems(model_path: str | os.PathLike, fmt: str, force: bool = False
 
 def export_model(network: nn.Module, model_path: str | os.PathLike, fmt: str, check_images: torch.Tensor,
                  metadata: Mapping[str, Any], force: bool = False, tolerance: float = TOLERANCE,
-                 latency_repeats: int = 20) -> ExportReport:
-    """Export, write the metadata JSON beside the model, check outputs on `check_images`, time batch-1 CPU calls."""
+                 latency_repeats: int = 20, device: str | torch.device = "cpu") -> ExportReport:
+    """Export from a CPU copy, write the metadata JSON beside the model, check outputs on `check_images` against
+    PyTorch's on `device`, and time batch-1 calls (PyTorch on `device`, the export on the CPU)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     problems = output_problems(model_path, fmt, force)
@@ -139,26 +185,26 @@ def export_model(network: nn.Module, model_path: str | os.PathLike, fmt: str, ch
         raise ExportError("; ".join(problems))
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
     network = network.cpu().eval()
+    reference = network if device.type == "cpu" else copy.deepcopy(network).to(device)
     check_images = check_images.cpu().float()
     exporter = export_onnx if fmt == "onnx" else export_torchscript
     unchecked = model_path.with_name(f"{model_path.stem}.unchecked{model_path.suffix}")
     runner = exporter(network, unchecked, check_images[:1])
-    with torch.no_grad():
-        expected = network(check_images).numpy()
+    expected = reference_outputs(reference, check_images, device)
     difference, problem = output_problem(expected, runner(check_images.numpy()), tolerance)
     if problem:
-        raise ExportError(f"{model_path}: {problem}; the export is kept for inspection as {unchecked}, "
-                          f"{model_path} and its JSON are unchanged")
+        raise ExportError(f"{model_path}: {problem} (PyTorch on {device_name(device)}); the export is kept for "
+                          f"inspection as {unchecked}, {model_path} and its JSON are unchanged")
     metadata_path = metadata_path_for(model_path)
     metadata_path.unlink(missing_ok=True)
     os.replace(unchecked, model_path)
     metadata_path.write_text(json.dumps({"format": fmt, "model_file": model_path.name, **metadata}, indent=2) + "\n",
                              encoding="utf-8")
     single = check_images[:1]
-    with torch.no_grad():
-        pytorch_ms = median_latency_ms(lambda: network(single), latency_repeats)
+    pytorch_ms = device_latency_ms(reference, single, device, latency_repeats)
     exported_ms = median_latency_ms(lambda: runner(single.numpy()), latency_repeats)
     return ExportReport(model_path=model_path, metadata_path=metadata_path, size_bytes=model_path.stat().st_size,
                         max_abs_difference=difference, tolerance=tolerance, checked_images=len(check_images),
-                        latency_ms_pytorch=pytorch_ms, latency_ms_exported=exported_ms)
+                        latency_ms_pytorch=pytorch_ms, latency_ms_exported=exported_ms, device=device_name(device))

@@ -10,6 +10,7 @@ import torch
 
 from models.arch_dict import build_network
 from models.net_module import NetModule
+from utils.training import cuda_status
 
 DETAIL_LIMIT = 600  # characters of torch's state_dict mismatch report kept in the error (it lists every key)
 
@@ -26,6 +27,26 @@ class TrainedModel:
     num_classes: int
     epoch: int          # the epoch the weights come from, counted from 1 as metrics.csv counts
     global_step: int
+
+
+def device_problem(text: str) -> str | None:
+    """Why `--device TEXT` cannot run here (not a torch device, CUDA unusable, no such GPU), or None."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        return f"--device {text!r}: not a torch device (e.g. cpu, cuda, cuda:1)"
+    if device.type == "mps":
+        return None if torch.backends.mps.is_available() else f"--device {text}: MPS is not available; use --device cpu"
+    if device.type != "cuda":
+        return None if device.type == "cpu" else f"--device {text}: expected cpu, cuda, cuda:N or mps"
+    available, reason = cuda_status()
+    if not available:
+        return (f"--device {text}: torch can use no CUDA GPU on this machine ({reason}; torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda or 'none'}); use --device cpu")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        return f"--device {text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    return None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

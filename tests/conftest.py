@@ -1,7 +1,27 @@
+"""Shared test settings: the cuda marker's skip, data fixtures, progress bars."""
+
+import os
+
+import pytest as _data_pytest
+
+CUDA_DRY_RUN_ENV = "CARS_CUDA_TESTS_DEVICE"  # =cpu: run the cuda group's bodies on the CPU (a dry run)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked cuda when torch can use no CUDA GPU (unless CARS_CUDA_TESTS_DEVICE=cpu)."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked or os.environ.get(CUDA_DRY_RUN_ENV) == "cpu":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = _data_pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in marked:
+        item.add_marker(skip)
 
 
 # ---- data area fixtures (datasets/) ----
-import pytest as _data_pytest
 
 
 @_data_pytest.fixture

@@ -384,7 +384,7 @@ def test_export_onnx_matches_pytorch_and_never_overwrites(runs, capsys, tmp_path
     target = tmp_path / "exports" / "car.onnx"
     code, out, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", target], capsys)
     assert code == 0, err
-    assert "check on 4 validation images" in out and "MB)" in out and "CPU latency" in out
+    assert "check on 4 validation images" in out and "MB)" in out and "PyTorch on CPU (1 thread)" in out
     metadata = json.loads((tmp_path / "exports" / "car.onnx.json").read_text())
     labels = list(csv.DictReader((runs.data / "test_labels.csv").open()))
     names = {int(row["class"]): row["class_name"] for row in labels}
@@ -430,6 +430,19 @@ def test_export_torchscript_grayscale_without_data_uses_generated_inputs(runs, c
         torch.testing.assert_close(scripted(images), trained.module.network(images), atol=1e-4, rtol=0)
     code, _, err = run(export_model, [moved, "--format", "torchscript"], capsys)
     assert code == 2 and "already exists" in err
+
+
+def test_device_cpu_gives_the_default_results(runs, capsys, tmp_path):
+    image = runs.data / "test" / sorted(p.name for p in (runs.data / "test").iterdir())[0]
+    for script, extra in ((predict, [image, "--top", 3]), (evaluate, [])):
+        code, default, _ = run(script, [runs.rgb[0], *extra], capsys)
+        assert code == 0 and run(script, [runs.rgb[0], *extra, "--device", "cpu"], capsys)[1] == default
+    code, out, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", tmp_path / "m.onnx",
+                                        "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "max |exported - PyTorch on cpu|" in out
+    assert re.search(r"latency, batch 1, median of 20 calls: PyTorch on CPU \(1 thread\) [\d.]+ ms, "
+                     r"onnx on CPU \(1 thread\) [\d.]+ ms", out)
 
 
 def test_export_check_rejects_outputs_beyond_the_tolerance():

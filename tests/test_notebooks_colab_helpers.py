@@ -11,6 +11,7 @@ import sys
 import tarfile
 import threading
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,69 @@ def test_restart_needed_when_a_loaded_module_differs_from_the_installed_one(monk
     assert colab.restart_needed({"pyyaml": "module_never_imported"}) == []
     assert colab.restart_needed({"pyyaml": "stale_yaml"}) == [
         f"pyyaml: 0.0.1 loaded in this runtime, {installed} installed"]
+
+
+def test_requirement_names() -> None:
+    assert colab.requirement_name("torch==2.14.1") == "torch"
+    assert colab.requirement_name("PyYAML==6.0.3  # pinned") == "pyyaml"
+    assert colab.requirement_name("pytorch_lightning>=2; python_version > '3.9'") == "pytorch-lightning"
+    assert [colab.requirement_name(line) for line in ("# torch==1", "", "-r other.txt")] == [None, None, None]
+
+
+def test_install_files_leave_out_the_installed_torch_and_pin_it(tmp_path: Path) -> None:
+    requirements = tmp_path / "prod.txt"
+    requirements.write_text("# pins\ntorch==0.0.1\ntorchvision==0.0.1\npyyaml==6.0.3\nnot-a-real-dist-xyz==1.0\n")
+    wanted, constraints = colab.install_files(requirements, tmp_path, ("torch", "torchvision", "not-a-real-dist-xyz"))
+    assert wanted.read_text().splitlines() == ["# pins", "pyyaml==6.0.3", "not-a-real-dist-xyz==1.0"]
+    assert constraints.read_text().splitlines() == [f"torch=={colab.installed_version('torch')}",
+                                                   f"torchvision=={colab.installed_version('torchvision')}"]
+    requirements.write_text("-r other.txt\n")
+    with pytest.raises(ValueError, match="nested requirement files"):
+        colab.install_files(requirements, tmp_path)
+
+
+def test_install_requirements_keeps_the_runtime_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real pip run, offline: torch pinned at another version is left as installed."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    torch_version = colab.installed_version("torch")
+    requirements = tmp_path / "prod.txt"
+    requirements.write_text(f"torch==0.0.1\npyyaml=={colab.installed_version('pyyaml')}\n")
+    colab.install_requirements(requirements)
+    assert colab.installed_version("torch") == torch_version
+
+
+def test_pin_report_names_the_kept_builds_and_checks_the_other_pins() -> None:
+    report = colab.pin_report(Path(__file__).resolve().parents[1] / "prod_requirements.txt")
+    torch_version = colab.installed_version("torch")
+    assert report[0] == f"torch {torch_version}: the runtime's own build, kept (prod_requirements.txt pins 2.14.1)"
+    assert report[1].startswith("torchvision ") and len(report) == 2
+
+
+@pytest.fixture
+def no_cuda(monkeypatch: pytest.MonkeyPatch) -> str:
+    """torch.cuda.is_available() as with a driver older than torch's CUDA; returns torch's warning text."""
+    import torch
+
+    text = "CUDA initialization: The NVIDIA driver on your system is too old (found version 11040)."
+
+    def is_available() -> bool:
+        warnings.warn(text, UserWarning)
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", is_available)
+    return text
+
+
+@pytest.mark.filterwarnings("ignore:CUDA initialization:UserWarning")
+def test_gpu_check_warns_with_accelerator_auto_and_stops_when_a_gpu_is_asked_for(tmp_path: Path, no_cuda: str) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("accelerator: auto\n")
+    report = colab.gpu_check(config)
+    assert report.startswith("warning: torch can use no CUDA GPU here, so train.py will train on the CPU")
+    assert f"Reason: {no_cuda}" in report and "Runtime > Change runtime type > GPU" in report
+    with pytest.raises(RuntimeError, match=r"accelerator: gpu asks for a CUDA GPU(.|\n)*found version 11040"):
+        colab.gpu_check(config, ["--set", "accelerator=gpu"])
 
 
 @pytest.mark.parametrize("prefix", ["", "stanford/"])

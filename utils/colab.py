@@ -1,4 +1,4 @@
-"""Helpers of train_colab.ipynb: requirement pins, data unpacking, train.py arguments, run discovery.
+"""Helpers of train_colab.ipynb: requirement pins, GPU check, data unpacking, train.py arguments, run discovery.
 
 Everything here works off Colab too, so the notebook runs unchanged on a local machine and the tests
 can reach every step.
@@ -16,10 +16,14 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from utils.configuration import apply_overrides, default_config, read_yaml
+
+# Never replaced by the install: Colab's builds match its NVIDIA driver; the pinned ones may need a newer driver.
+KEPT_PREINSTALLED = ("torch", "torchvision")
 
 PREPARED_DATA_FILES = ("train", "test", "train_labels.csv", "test_labels.csv")
 UNPACKED_MARKER = ".unpacked_from"
@@ -97,10 +101,74 @@ def restart_needed(modules: dict[str, str] | None = None) -> list[str]:
     return problems
 
 
-def install_requirements(requirements_file: str | os.PathLike) -> None:
-    """pip-install a requirements file into the kernel's interpreter, streaming pip's output."""
-    run_streaming([sys.executable, "-m", "pip", "install", "-r", str(requirements_file)])
+def requirement_name(line: str) -> str | None:
+    """The normalised distribution name a requirements-file line installs, or None (comment, blank, option)."""
+    line = line.split("#", 1)[0].strip()
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
+    return _normalise_name(match.group(0)) if match and not line.startswith("-") else None
+
+
+def kept_installed(keep: Sequence[str] = KEPT_PREINSTALLED) -> dict[str, str]:
+    """{distribution: installed version} of the `keep` distributions that are installed (these stay as they are)."""
+    versions = {name: installed_version(name) for name in keep}
+    return {name: version for name, version in versions.items() if version is not None}
+
+
+def install_files(requirements_file: str | os.PathLike, work_dir: str | os.PathLike,
+                  keep: Sequence[str] = KEPT_PREINSTALLED) -> tuple[Path, Path]:
+    """Write work_dir/requirements.txt (the file minus the installed `keep` distributions) and
+    work_dir/constraints.txt (those pinned at their installed versions, so that no dependency replaces them)."""
+    kept = kept_installed(keep)
+    lines = Path(requirements_file).read_text().splitlines()
+    nested = [line for line in lines if line.strip().startswith(("-r", "-c", "--requirement", "--constraint"))]
+    if nested:
+        raise ValueError(f"{requirements_file}: nested requirement files are not supported here ({nested[0]!r})")
+    kept_names = {_normalise_name(name) for name in kept}
+    wanted = [line for line in lines if requirement_name(line) not in kept_names]
+    requirements, constraints = Path(work_dir) / "requirements.txt", Path(work_dir) / "constraints.txt"
+    requirements.write_text("\n".join(wanted) + "\n")
+    constraints.write_text("".join(f"{name}=={version}\n" for name, version in kept.items()))
+    return requirements, constraints
+
+
+def install_requirements(requirements_file: str | os.PathLike, keep: Sequence[str] = KEPT_PREINSTALLED) -> None:
+    """pip-install a requirements file into the kernel's interpreter, streaming pip's output; installed `keep`
+    distributions (Colab's torch and torchvision) are left as they are."""
+    with tempfile.TemporaryDirectory() as work_dir:
+        requirements, constraints = install_files(requirements_file, work_dir, keep)
+        run_streaming([sys.executable, "-m", "pip", "install", "-r", str(requirements), "-c", str(constraints)])
     importlib.invalidate_caches()
+
+
+def pin_report(requirements_file: str | os.PathLike, keep: Sequence[str] = KEPT_PREINSTALLED) -> list[str]:
+    """Lines for the notebook: the kept runtime builds, then a warning per other pin that the install does not match."""
+    pins = read_pins(requirements_file)
+    kept = kept_installed(keep)
+    kept_names = {_normalise_name(name) for name in kept}
+    lines = [f"{name} {version}: the runtime's own build, kept (prod_requirements.txt pins "
+             f"{pins.get(_normalise_name(name), 'no version')})" for name, version in kept.items()]
+    checked = [name for name in pins if name not in kept_names]
+    return lines + [f"warning: {problem}" for problem in pin_problems(pins, checked)]
+
+
+def gpu_check(config_file: str | os.PathLike, train_args: Sequence[str] = ()) -> str:
+    """A line on the CUDA GPU torch sees; without one, a warning saying why and what to do, or RuntimeError
+    with train.py's explanation when the configuration (with the --set options of train_args) asks for a GPU."""
+    # imported here: this module is imported before the install cell, which torch must not precede
+    from utils.training import COLAB_ADVICE, cuda_requests, cuda_status, cuda_unavailable_message, torch_build
+
+    available, reason = cuda_status()
+    if available:
+        import torch
+
+        return f"GPU: {torch.cuda.get_device_name(0)} ({torch_build()})"
+    cfg = {**default_config(), **apply_overrides(read_yaml(config_file), set_overrides(train_args))}
+    requests = cuda_requests(cfg)
+    if requests:
+        raise RuntimeError(cuda_unavailable_message(requests, reason))
+    return (f"warning: torch can use no CUDA GPU here, so train.py will train on the CPU (accelerator: "
+            f"{cfg['accelerator']}), which is slow for full-size runs.\n  Reason: {reason}\n  Installed: "
+            f"{torch_build()}.\n  {COLAB_ADVICE}")
 
 
 def copy_and_unpack(archive: str | os.PathLike, data_dir: str | os.PathLike) -> Path:
