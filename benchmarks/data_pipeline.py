@@ -32,13 +32,14 @@ IMAGE_SIZE = (227, 227)
 REFERENCE_PER_CORE = 120.0  # the original project at full dataset size (FACTS.md)
 
 
-def make_data(work: Path, images: int) -> Path:
-    """Generate and prepare a Stanford-sized synthetic set (reused when present)."""
+def make_data(work: Path, images: int, workers: int = 1) -> Path:
+    """Generate (with ``workers`` processes) and prepare a Stanford-sized synthetic set (reused when present)."""
     prepared = work / "stanford"
     if not prepared.exists():
         per_class = max(2, images // 4)  # 8 classes, half of each class is train
         generate_synthetic_stanford(work / "raw", num_classes=8, images_per_class=per_class,
-                                    min_width=480, max_width=900, seed=1, overwrite=True)
+                                    min_width=480, max_width=900, seed=1, overwrite=True, archives=False,
+                                    workers=workers)
         prepare_stanford_dataset(work / "raw", prepared, progress=False)
     return prepared
 

@@ -1,14 +1,25 @@
-"""Whole training epochs (train + validation) of the thesis's configuration in four speed settings.
+"""Whole training epochs (train + validation) of the thesis's best run, C-50, through train.py in several settings.
 
-GhostNet (output_channels 320, 196 outputs), AdamW (lr 0.001, weight decay 0.6), MultiStepLR, label-smoothing
-cross-entropy, thesis transforms, 227x227, batch 64, on a generated Stanford-sized set (JPEGs 480-900 px wide).
-Settings: reference-like (no cache, CPU augmentation, fp32), cache, cache + batch augmentation on the training
-device (kornia; "GPU augmentation" when the device is a GPU), and that + bf16-mixed + channels_last.
-Each setting runs ``--epochs`` epochs; the last one is reported (the first pays for worker start-up).
+C-50 (config_template.yml with crop_to_bboxes, erase_background and augment_tensors off, as its run record says):
+GhostNet (output_channels 320), AdamW (lr 0.001, weight decay 0.6), MultiStepLR, label-smoothing cross-entropy,
+flip + affine + colour jitter, 227x227, batch 64, on a generated Stanford-sized set (JPEGs 480-900 px wide).
+Every setting is a real ``train.main`` run (checkpoints and records written every epoch, as users run it):
+
+- reference-like: no cache, CPU augmentation, fp32;
+- cache; cache + batch augmentation on the training device (kornia; "GPU augmentation" on a GPU);
+  that + bf16-mixed + channels_last;
+- data on device: the cached images held in GPU memory, batches drawn and augmented there, bf16,
+  channels_last, validation batches of 512, fused AdamW; and that + CUDA graphs (``compile_mode:
+  reduce-overhead``).
+
+Each setting runs ``--epochs`` epochs; the last one is reported (earlier ones pay for worker start-up and
+compilation, reported as the first epoch's extra seconds). ``--profile N`` profiles some training steps of
+setting N with torch.profiler: the top operators, and the share of the time that GPU kernels run.
 Also times the training loader alone (no model) for the reference-like pipeline and the cache.
 
     python benchmarks/epoch_time.py [--train 400] [--test 400] [--epochs 2] [--loader-train 400] [--work DIR]
-                                    [--workers N] [--skip-training]
+                                    [--workers N] [--generate-workers N] [--settings 1,2,...] [--skip-loader]
+                                    [--profile N] [--out DIR]
 
 Figures are scaled to the full set (8,144 train + 8,041 test images) and to 200 epochs by the measured
 per-image times.
@@ -17,13 +28,15 @@ per-image times.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -34,23 +47,27 @@ from pytorch_lightning.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import train  # noqa: E402
 from benchmarks.data_pipeline import make_data  # noqa: E402
 from datasets import StanfordCarsDataModule  # noqa: E402
 from datasets.stanford_data_module import default_num_workers  # noqa: E402
-from models import build_network  # noqa: E402
-from models.net_module import NetModule  # noqa: E402
-from utils.configuration import default_config  # noqa: E402
+from utils.configuration import data_module_kwargs, default_config, load_config  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 FULL_TRAIN, FULL_TEST, FULL_EPOCHS = 8144, 8041, 200
 REFERENCE_MS_PER_IMAGE = 8.0  # the original project's data pipeline at full size, one process (FACTS.md)
+C50 = ("crop_to_bboxes=false", "erase_background=false", "augment_tensors=false")
+DEVICE_DATA = ("cache_images=true", "augmentation_device=gpu", "data_on_device=true", "precision=bf16-mixed",
+               "channels_last=true", "validation_batch_size=512", "optimizer_params.fused=true")
 SETTINGS = {
-    "reference-like (no cache, CPU aug, fp32)": dict(cache_images=False, augmentation_device="cpu", precision="32-true",
-                                                     channels_last=False),
-    "cache": dict(cache_images=True, augmentation_device="cpu", precision="32-true", channels_last=False),
-    "cache + batch aug on device": dict(cache_images=True, augmentation_device="gpu", precision="32-true",
-                                        channels_last=False),
-    "cache + batch aug + bf16 + channels_last": dict(cache_images=True, augmentation_device="gpu",
-                                                     precision="bf16-mixed", channels_last=True),
+    "reference-like (no cache, CPU aug, fp32)": ("cache_images=false", "augmentation_device=cpu"),
+    "cache": ("cache_images=true", "augmentation_device=cpu"),
+    "cache + batch aug on device": ("cache_images=true", "augmentation_device=gpu"),
+    "cache + batch aug + bf16 + channels_last": ("cache_images=true", "augmentation_device=gpu",
+                                                 "precision=bf16-mixed", "channels_last=true"),
+    "data on device + bf16 + channels_last + valid batch 512 + fused AdamW": DEVICE_DATA,
+    "that + CUDA graphs (compile reduce-overhead)": DEVICE_DATA + ("compile_model=true",
+                                                                   "compile_mode=reduce-overhead"),
 }
 
 
@@ -60,7 +77,7 @@ def sync() -> None:
 
 
 class GpuSampler:
-    """GPU utilisation samples (torch.cuda.utilization, else nvidia-smi) every 0.2 s while running."""
+    """GPU utilisation samples (torch.cuda.utilization, else nvidia-smi) every 0.1 s while running."""
 
     def __init__(self) -> None:
         self.samples: list[float] = []
@@ -83,7 +100,7 @@ class GpuSampler:
             value = self._read()
             if value is not None:
                 self.samples.append(value)
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     def start(self) -> None:
         if torch.cuda.is_available():
@@ -98,18 +115,21 @@ class GpuSampler:
 
 @dataclass
 class EpochTimes:
-    """Per-epoch timings of the training and validation loops."""
+    """Per-epoch timings of the training and validation loops (no synchronisation inside the loops)."""
 
     train_s: float = 0.0
     valid_s: float = 0.0
-    train_wait_s: float = 0.0
+    fetch_s: float = 0.0
     train_images: int = 0
     valid_images: int = 0
     gpu: str = "n/a"
 
 
 class EpochTimer(Callback):
-    """Epoch wall times and the time training steps wait for their batch (loader + transfer + batch augmentation)."""
+    """Epoch wall times, and the host time spent between training steps getting the next batch.
+
+    The GPU is synchronised at the start and end of each loop only, so asynchronous work stays asynchronous.
+    """
 
     def __init__(self) -> None:
         self.epochs: list[EpochTimes] = []
@@ -126,73 +146,161 @@ class EpochTimer(Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        sync()
-        self.epochs[-1].train_wait_s += time.perf_counter() - self._mark
+        self.epochs[-1].fetch_s += time.perf_counter() - self._mark
         self.epochs[-1].train_images += len(batch[1])
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        sync()
         self._mark = time.perf_counter()
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self.epochs:
+            return
         sync()
-        if self.epochs:
-            self.epochs[-1].train_s = time.perf_counter() - self._start
+        self.epochs[-1].train_s = time.perf_counter() - self._start
         self._start = time.perf_counter()
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self.epochs:
+        if self.epochs and not trainer.sanity_checking:
             self.epochs[-1].valid_images += len(batch[1])
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self.epochs:
+            return
         sync()
-        if self.epochs:
-            self.epochs[-1].valid_s = time.perf_counter() - self._start
-            self.epochs[-1].gpu = self._sampler.stop()
+        self.epochs[-1].valid_s = time.perf_counter() - self._start
+        self.epochs[-1].gpu = self._sampler.stop()
+
+
+class StepProfiler(Callback):
+    """torch.profiler over training steps [first, first + count) of the last epoch; tables written after the run.
+
+    ``overhead_s``: the time its own hooks took (starting and stopping the profiler), which the epoch timings
+    subtract; the tables are made after training (``report``).
+    """
+
+    def __init__(self, out: Path, epochs: int, first: int = 20, count: int = 30) -> None:
+        self.out, self.epoch, self.first, self.count = out, epochs - 1, first, count
+        self.profiler: torch.profiler.profile | None = None
+        self.finished: torch.profiler.profile | None = None
+        self.wall_s = 0.0
+        self.overhead_s = 0.0
+        self.busy = "n/a"
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.first:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            sync()
+            start = time.perf_counter()
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+            self.wall_s = time.perf_counter()
+            self.overhead_s += self.wall_s - start
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.profiler is not None and batch_idx == self.first + self.count - 1:
+            sync()
+            stop = time.perf_counter()
+            self.wall_s = stop - self.wall_s
+            self.profiler.__exit__(None, None, None)
+            self.finished, self.profiler = self.profiler, None
+            self.overhead_s += time.perf_counter() - stop
+
+    def report(self) -> None:
+        """Write the operator tables and measure the share of the profiled time that GPU kernels ran."""
+        if self.finished is None:
+            return
+        profiler = self.finished
+        averages = profiler.key_averages()
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "profile_ops.txt", "w", encoding="utf-8") as handle:
+            handle.write(f"{self.count} training steps, {self.wall_s * 1000:.1f} ms wall\n\n")
+            for key in ("self_device_time_total", "cpu_time_total", "self_cpu_time_total"):
+                try:
+                    handle.write(averages.table(sort_by=key, row_limit=30, max_name_column_width=70) + "\n\n")
+                except Exception as error:  # a key the build does not record (no CUDA)
+                    handle.write(f"({key}: {error})\n")
+        kernels = sorted((event.time_range.start, event.time_range.end) for event in profiler.events()
+                         if event.device_type == torch.autograd.DeviceType.CUDA)
+        busy_us, end = 0.0, float("-inf")
+        for start, stop in kernels:
+            busy_us += max(0.0, stop - max(start, end))
+            end = max(end, stop)
+        if kernels:
+            self.busy = f"{busy_us / 1e6 / self.wall_s:.0%} of {self.wall_s * 1000 / self.count:.2f} ms/step"
 
 
 @dataclass
 class Result:
     name: str
     epoch: EpochTimes
+    first_epoch_s: float
     cache_build_s: float
-    extra: dict[str, float] = field(default_factory=dict)
+    best_valid_acc: float
 
     def projected_epoch_s(self) -> float:
         e = self.epoch
         return e.train_s / e.train_images * FULL_TRAIN + e.valid_s / e.valid_images * FULL_TEST
 
+    def one_off_s(self) -> float:
+        """What the first epoch took beyond a steady one (worker start, compilation), scaled like an epoch."""
+        e = self.epoch
+        return max(0.0, self.first_epoch_s - (e.train_s + e.valid_s))
+
+
+def train_args(data: Path, work: Path, workers: int, epochs: int, settings: tuple[str, ...]) -> list[str]:
+    """train.py arguments of run C-50 for this benchmark."""
+    base = ("image_size=[227, 227]", "batch_size=64", f"num_epochs={epochs}", f"num_workers={workers}", "seed=0",
+            f"output_path={work / 'output'}", f"logging_dir={work / 'logs'}", f"cache_path={work / 'cache'}",
+            "log_to_tensorboard=false", "early_stopping_patience=null", *C50, *settings)
+    return ["-c", str(ROOT / "config_template.yml"), "-d", str(data)] + [part for s in base
+                                                                         for part in ("--set", s)]
+
+
+def cache_build_s(args: list[str]) -> float:
+    """Seconds to build the setting's image caches (0 when present or not used)."""
+    overrides = [args[i + 1] for i in range(len(args)) if args[i] == "--set"]
+    cfg = load_config(args[1], overrides + [f"stanford_data_path={args[3]}"])
+    if not cfg["cache_images"]:
+        return 0.0
+    start = time.perf_counter()
+    StanfordCarsDataModule(**{**data_module_kwargs(cfg), "show_progress": False}).prepare_data()
+    return time.perf_counter() - start
+
+
+def run_setting(name: str, settings: tuple[str, ...], data: Path, work: Path, workers: int, epochs: int,
+                profiler: StepProfiler | None = None) -> Result:
+    """Train C-50 through train.main for some epochs in one setting; the last epoch's times."""
+    args = train_args(data, work, workers, epochs, settings)
+    build_s = cache_build_s(args)
+    timer = EpochTimer()
+    callbacks = [timer] + ([profiler] if profiler else [])
+    start = time.perf_counter()
+    if train.main(args, extra_callbacks=callbacks) != 0:
+        raise RuntimeError(f"{name}: train.py failed")
+    if profiler is not None:  # its own start and stop are no part of training
+        timer.epochs[-1].train_s -= profiler.overhead_s
+        timer.epochs[-1].fetch_s -= profiler.overhead_s
+        profiler.report()
+    print(f"  {name}: {timer.epochs[-1]} ({time.perf_counter() - start:.1f} s in all)", file=sys.stderr)
+    first = timer.epochs[0].train_s + timer.epochs[0].valid_s
+    run_dir = max((work / "output").iterdir(), key=os.path.getmtime)
+    best = json.loads((run_dir / "summary.json").read_text())["best_valid_acc"]["value"]
+    return Result(name, timer.epochs[-1], first, build_s, best)
+
 
 def data_module(data: Path, workers: int, cache_dir: Path, **settings: Any) -> StanfordCarsDataModule:
+    """The training data of the loader-alone table: the schema's default transforms (crop, erase, erasing)."""
     config = default_config()
     return StanfordCarsDataModule(data, image_size=(227, 227), batch_size=64, num_workers=workers, seed=0,
                                   image_augmentations=config["image_augmentations"],
                                   tensor_augmentations=config["tensor_augmentations"], cache_path=str(cache_dir),
                                   show_progress=False, **settings)
-
-
-def run_setting(name: str, settings: dict[str, Any], data: Path, workers: int, epochs: int,
-                cache_dir: Path) -> Result:
-    """Train the thesis configuration for some epochs in one setting; the last epoch's times."""
-    pl.seed_everything(0, workers=True)
-    datamodule = data_module(data, workers, cache_dir, cache_images=settings["cache_images"],
-                             augmentation_device=settings["augmentation_device"])
-    start = time.perf_counter()
-    datamodule.prepare_data()
-    cache_build_s = time.perf_counter() - start
-    network = build_network("ghost", num_classes=196, img_channels=3, dropout=0.2, output_channels=320)
-    module = NetModule(network, 196, optimizer="AdamW", optimizer_params={"lr": 0.001, "weight_decay": 0.6},
-                       lr_scheduler="MultiStepLR", lr_scheduler_params={"gamma": 0.1, "milestones": [67, 82, 95, 107]},
-                       loss_function="LabelSmoothingCrossEntropy", channels_last=settings["channels_last"])
-    timer = EpochTimer()
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="auto", devices=1, precision=settings["precision"],
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
-    trainer.fit(module, datamodule=datamodule)
-    print(f"  {name}: {timer.epochs[-1]}", file=sys.stderr)
-    return Result(name, timer.epochs[-1], cache_build_s)
 
 
 def loader_ms_per_image(datamodule: StanfordCarsDataModule, augment_batches: bool,
@@ -251,32 +359,55 @@ def cpu_pressure() -> str:
 
 def machine() -> str:
     cores = default_num_workers()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {cores} cores, {gpu}; torch {torch.__version__}, Python {platform.python_version()}"
+    gpu = "no GPU"
+    if torch.cuda.is_available():
+        driver = "n/a"
+        try:
+            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+        gpu = f"{torch.cuda.get_device_name(0)}, driver {driver}, CUDA {torch.version.cuda}"
+    return (f"{platform.machine()}, {os.cpu_count()} cores ({cores} loader workers by default), {gpu}; "
+            f"torch {torch.__version__}, Lightning {pl.__version__}, Python {platform.python_version()}")
 
 
 def print_tables(results: list[Result], loader_rows: list[tuple[str, int, float, float]], args: argparse.Namespace,
-                 pressure: str) -> None:
+                 pressure: str, busy: str) -> None:
     print(f"Machine: {machine()}; date {date.today().isoformat()}; CPU pressure from other load (60 s avg "
           f"at the end): {pressure}")
-    print(f"Epochs: {args.train} train + {args.test} test generated Stanford-sized JPEGs (480-900 px wide), "
-          f"scaled to {FULL_TRAIN} + {FULL_TEST} by the measured per-image times; loader workers: {args.workers}; "
-          f"last of {args.epochs} epoch(s).\n")
-    print("| setting | train images/s | epoch s (train + valid) | data wait ms/image | GPU busy | "
-          "epoch s at full size | 200 epochs at full size | cache build s (one-off, this set) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"Run C-50 through train.py on {args.train} train + {args.test} test generated Stanford-sized JPEGs "
+          f"(480-900 px wide), per-image times scaled to {FULL_TRAIN} + {FULL_TEST}; loader workers: "
+          f"{args.workers}; last of {args.epochs} epoch(s).\n")
+    print("| setting | train images/s | epoch s (train + valid) | batch fetch ms/image (host) | GPU busy (sampled) | "
+          "epoch s at full size | 200 epochs at full size | first epoch extra s | cache build s (one-off) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for result in results:
         e = result.epoch
         full = result.projected_epoch_s()
-        print(f"| {result.name} | {e.train_images / e.train_s:.1f} | {e.train_s + e.valid_s:.1f} "
-              f"({e.train_s:.1f} + {e.valid_s:.1f}) | {e.train_wait_s / e.train_images * 1000:.1f} | {e.gpu} | "
-              f"{full:.0f} | {full * FULL_EPOCHS / 3600:.1f} h | {result.cache_build_s:.1f} |")
+        total = full * FULL_EPOCHS
+        shown = f"{total / 3600:.1f} h" if total >= 3600 else f"{total / 60:.1f} min"
+        print(f"| {result.name} | {e.train_images / e.train_s:.0f} | {e.train_s + e.valid_s:.2f} "
+              f"({e.train_s:.2f} + {e.valid_s:.2f}) | {e.fetch_s / e.train_images * 1000:.2f} | {e.gpu} | "
+              f"{full:.2f} | {shown} | {result.one_off_s():.0f} | {result.cache_build_s:.1f} |")
+    if busy:
+        print(f"\nProfiled training steps of setting {args.profile} (torch.profiler): GPU kernels running {busy}")
+    if not loader_rows:
+        return
     print(f"\nTraining loader alone (no model), {args.loader_train} training images, best of 2 passes; "
           "the reference: ~8 ms an image in one process (FACTS.md):\n")
     print("| pipeline | loader workers | wall ms/image | CPU ms/image (this process) | reference's 8 ms / wall |")
     print("|---|---:|---:|---:|---:|")
     for name, count, wall, cpu in loader_rows:
         print(f"| {name} | {count} | {wall:.2f} | {cpu:.2f} | {REFERENCE_MS_PER_IMAGE / wall:.1f}x |")
+
+
+def selected(spec: str | None) -> dict[str, tuple[str, ...]]:
+    """The settings chosen by --settings (1-based numbers), all by default."""
+    names = list(SETTINGS)
+    if not spec:
+        return dict(SETTINGS)
+    return {names[int(part) - 1]: SETTINGS[names[int(part) - 1]] for part in spec.split(",")}
 
 
 def main() -> None:
@@ -287,24 +418,37 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=None, help="test (validation) images")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per setting; the last one is reported")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: the machine's cores)")
+    parser.add_argument("--generate-workers", type=int, default=None,
+                        help="processes generating the JPEGs (default: the machine's cores)")
     parser.add_argument("--work", type=Path, help="folder for the generated data and caches (default: temporary)")
+    parser.add_argument("--settings", help="comma-separated numbers of the settings to run (default: all): "
+                        + "; ".join(f"{i} {name}" for i, name in enumerate(SETTINGS, 1)))
     parser.add_argument("--skip-training", action="store_true", help="only the loader-alone table")
+    parser.add_argument("--skip-loader", action="store_true", help="no loader-alone table")
+    parser.add_argument("--profile", type=int, metavar="N", help="profile training steps of setting number N")
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder of the profile tables")
     args = parser.parse_args()
     args.test = args.test or args.train
     args.loader_train = args.loader_train or args.train
     if args.workers is None:
         args.workers = default_num_workers()
+    generate_workers = args.generate_workers or os.cpu_count() or 1
+    chosen = {} if args.skip_training else selected(args.settings)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         # make_data takes images per split: the set's train and test halves are equal
-        data = make_data(work / f"set_{args.train}_{args.test}", (args.train + args.test) // 2)
-        cache_dir = work / "cache"
-        results = [] if args.skip_training else [
-            run_setting(name, settings, data, args.workers, args.epochs, cache_dir)
-            for name, settings in SETTINGS.items()]
-        loader_data = make_data(work / f"set_{args.loader_train}_{args.loader_train}", args.loader_train)
-        loader_rows = data_only(loader_data, args.workers, cache_dir)
-    print_tables(results, loader_rows, args, cpu_pressure())
+        data = make_data(work / f"set_{args.train}_{args.test}", (args.train + args.test) // 2, generate_workers)
+        profiler = StepProfiler(args.out, args.epochs) if args.profile else None
+        profiled = list(SETTINGS)[args.profile - 1] if args.profile else None
+        results = [run_setting(name, settings, data, work, args.workers, args.epochs,
+                               profiler if name == profiled else None)
+                   for name, settings in chosen.items()]
+        loader_rows = []
+        if not args.skip_loader:
+            loader_data = make_data(work / f"set_{args.loader_train}_{args.loader_train}", args.loader_train,
+                                    generate_workers)
+            loader_rows = data_only(loader_data, args.workers, work / "cache")
+    print_tables(results, loader_rows, args, cpu_pressure(), profiler.busy if profiler else "")
 
 
 if __name__ == "__main__":
