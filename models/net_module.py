@@ -23,7 +23,8 @@ _NOT_CONFIGURABLE = ("LRScheduler", "_LRScheduler", "ChainedScheduler", "Sequent
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
-_FUNCTIONS = {"min": min, "max": max}
+_FUNCTIONS = {"min": min, "max": max, "pow": pow}
+_ARGUMENTS = {"pow": 2}  # functions called with an exact number of arguments
 
 
 def optimizer_names() -> list[str]:
@@ -48,27 +49,43 @@ def loss_names() -> list[str]:
 
 
 class LrLambda:
-    """A learning-rate factor from an arithmetic expression in `epoch` (numbers, + - * / // % **, min, max)."""
+    """A learning-rate factor from an arithmetic expression in `epoch` (numbers, + - * / // % **, min, max, pow).
+
+    The thesis's Python source form ``lambda epoch: <expression>`` is accepted too; it is parsed, never run.
+    """
 
     def __init__(self, expression: str):
         self.expression = expression  # the only state, so scheduler state_dicts stay plain
         self._parse()
 
-    def _parse(self) -> ast.Expression:
+    def _parse(self) -> ast.expr:
+        """The checked expression: the whole text, or the body of ``lambda epoch: ...``."""
         try:
-            tree = ast.parse(self.expression.strip(), mode="eval")
+            body = ast.parse(self.expression.strip(), mode="eval").body
         except SyntaxError as error:
             raise ValueError(f"not an arithmetic expression: {error.msg}") from None
-        for node in ast.walk(tree):
+        if isinstance(body, ast.Lambda):
+            body = self._lambda_body(body)
+        for node in ast.walk(body):
             self._check_node(node)
-        return tree
+        return body
+
+    @staticmethod
+    def _lambda_body(node: ast.Lambda) -> ast.expr:
+        arguments = node.args
+        names = [argument.arg for argument in arguments.posonlyargs + arguments.args]
+        if (names != ["epoch"] or arguments.vararg or arguments.kwarg or arguments.kwonlyargs
+                or arguments.defaults):
+            raise ValueError("a lambda must take exactly one argument, epoch: 'lambda epoch: 0.955 ** epoch'")
+        return node.body
 
     @staticmethod
     def _check_node(node: ast.AST) -> None:
         allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Call, ast.Load,
                    *_BINARY, *_UNARY)
         if not isinstance(node, allowed):
-            raise ValueError(f"{type(node).__name__} is not allowed (use numbers, epoch, + - * / // % **, min, max)")
+            raise ValueError(f"{type(node).__name__} is not allowed (use numbers, epoch, + - * / // % **, min, max, "
+                             "pow)")
         if isinstance(node, ast.Constant) and (isinstance(node.value, bool) or
                                                not isinstance(node.value, (int, float))):
             raise ValueError(f"constant {node.value!r} is not a number")
@@ -76,10 +93,12 @@ class LrLambda:
             raise ValueError(f"unknown name {node.id!r}; the only variable is epoch")
         if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS
                                            or node.keywords or not node.args):
-            raise ValueError("only min(...) and max(...) with positional arguments can be called")
+            raise ValueError("only min(...), max(...) and pow(x, y) with positional arguments can be called")
+        if isinstance(node, ast.Call) and len(node.args) != _ARGUMENTS.get(node.func.id, len(node.args)):
+            raise ValueError(f"{node.func.id}(...) takes {_ARGUMENTS[node.func.id]} arguments")
 
     def __call__(self, epoch: int) -> float:
-        value = self._evaluate(self._parse().body, float(epoch))
+        value = self._evaluate(self._parse(), float(epoch))
         if not isinstance(value, float) or not math.isfinite(value):
             raise ValueError(f"lr_lambda {self.expression!r} gives {value!r} at epoch {epoch}")
         return value

@@ -169,7 +169,11 @@ def test_bad_parameters_of_optimizer_scheduler_and_loss(tmp_path):
 
 
 @pytest.mark.parametrize("expression, fragment", [
-    ("__import__('os').system('true')", "only min(...) and max(...)"),
+    ("__import__('os').system('true')", "only min(...), max(...) and pow(x, y)"),
+    ("lambda x: 0.9 ** x", "exactly one argument, epoch"),
+    ("lambda epoch, step=1: 0.9 ** epoch", "exactly one argument, epoch"),
+    ("lambda epoch: __import__('os')", "only min(...), max(...) and pow(x, y)"),
+    ("pow(2, epoch, 5)", "pow(...) takes 2 arguments"),
     ("epoch.real", "Attribute is not allowed"),
     ("1 / epoch", "division by zero"),
     ("lr * 2", "unknown name 'lr'"),

@@ -72,6 +72,13 @@ def test_lr_lambda_evaluates_arithmetic_and_keeps_plain_state(tmp_path):
         LrLambda("(lambda: 1)()")
 
 
+def test_the_theses_lambda_sources_are_parsed_not_run():
+    """Runs C-63 .. C-66 wrote lr_lambda as Python lambda source."""
+    assert LrLambda("lambda epoch: 0.955 ** epoch")(3) == pytest.approx(0.955**3)
+    annealed = LrLambda("lambda epoch: pow(0.0001/0.001, 1/67) ** epoch")
+    assert annealed(0) == 1.0 and annealed(67) == pytest.approx(0.1)
+
+
 def test_module_logs_every_metric_per_epoch(tmp_path):
     summary, rows = fit(tmp_path, num_epochs=2)
     assert [row["epoch"] for row in rows] == [1, 2]
