@@ -326,7 +326,8 @@ def test_predict_preprocessing_is_the_validation_one(runs):
         dataset_kwargs = StanfordCarsDataModule(**evaluation_data_kwargs(cfg)).dataset_kwargs
         validation = StanfordCarsDataset(runs.data, "test", train=False, **dataset_kwargs)
         boxed = StanfordCarsDataset(runs.data, "test", train=True, **{**dataset_kwargs, "augment_images": False,
-                                                                      "augment_tensors": False})
+                                                                      "augment_tensors": False,
+                                                                      "crop_to_bboxes": True})  # --bbox crops
         for index in (0, 5):
             path = validation.paths[index]
             assert torch.equal(predict.photo_tensor(path, cfg), validation[index][0])

@@ -54,6 +54,8 @@ def test_template_carries_the_best_thesis_run():
     assert cfg["normalization_params_rgb"] == {"mean": [0.4707, 0.4602, 0.4550], "std": [0.2594, 0.2585, 0.2635]}
     assert list(cfg["image_augmentations"]) == ["RandomHorizontalFlip", "RandomAffine", "ColorJitter"]
     assert cfg["tensor_augmentations"] == {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}
+    # C-50's run record: no crop, no erasing, no tensor augmentations (the thesis text's template shows them on)
+    assert (cfg["crop_to_bboxes"], cfg["erase_background"], cfg["augment_tensors"]) == (False, False, False)
 
 
 def test_schema_rows_cover_every_key_with_default_and_comment():

@@ -86,8 +86,8 @@ SCHEMA: tuple[Setting, ...] = (
             children=_norm([0.4707, 0.4602, 0.4550], [0.2594, 0.2585, 0.2635], "RGB")),
     Setting("normalization_params_grayscale", (dict,), None, "used when convert_to_grayscale is true", True,
             children=_norm([0.4627], [0.2545], "grayscale")),
-    Setting("crop_to_bboxes", (bool,), True, "crop training images to their bounding boxes", True),
-    Setting("erase_background", (bool,), True,
+    Setting("crop_to_bboxes", (bool,), False, "crop training images to their bounding boxes", True),
+    Setting("erase_background", (bool,), False,
             "erase the background outside the box instead of cropping, keeping ratios (with crop_to_bboxes)", True),
     Setting("augment_images", (bool,), True, "apply image_augmentations to training images", True),
     Setting("image_augmentations", (dict, NoneType), {
@@ -95,7 +95,7 @@ SCHEMA: tuple[Setting, ...] = (
         "RandomAffine": {"degrees": 25, "translate": [0.1, 0.1], "scale": [0.9, 1.1], "shear": 8},
         "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}},
         "torchvision.transforms on PIL images, applied in order: {ClassName: {kwarg: value}}", True),
-    Setting("augment_tensors", (bool,), True, "apply tensor_augmentations to training tensors", True),
+    Setting("augment_tensors", (bool,), False, "apply tensor_augmentations to training tensors", True),
     Setting("tensor_augmentations", (dict, NoneType), {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}},
             "torchvision.transforms on tensors, applied in order: {ClassName: {kwarg: value}}", True),
     # network and training
