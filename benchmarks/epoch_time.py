@@ -1,6 +1,6 @@
 """Whole training epochs (train + validation) of the thesis's best run, C-50, through train.py in several settings.
 
-C-50 (config_template.yml with crop_to_bboxes, erase_background and augment_tensors off, as its run record says):
+C-50 (config_template.yml, which is that run as its record lists it):
 GhostNet (output_channels 320), AdamW (lr 0.001, weight decay 0.6), MultiStepLR, label-smoothing cross-entropy,
 flip + affine + colour jitter, 227x227, batch 64, on a generated Stanford-sized set (JPEGs 480-900 px wide).
 Every setting is a real ``train.main`` run (checkpoints and records written every epoch, as users run it):
@@ -56,7 +56,6 @@ from utils.configuration import data_module_kwargs, default_config, load_config 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_TRAIN, FULL_TEST, FULL_EPOCHS = 8144, 8041, 200
 REFERENCE_MS_PER_IMAGE = 8.0  # the original project's data pipeline at full size, one process (FACTS.md)
-C50 = ("crop_to_bboxes=false", "erase_background=false", "augment_tensors=false")
 DEVICE_DATA = ("cache_images=true", "augmentation_device=gpu", "data_on_device=true", "precision=bf16-mixed",
                "channels_last=true", "validation_batch_size=512", "optimizer_params.fused=true")
 SETTINGS = {
@@ -257,7 +256,7 @@ def train_args(data: Path, work: Path, workers: int, epochs: int, settings: tupl
     """train.py arguments of run C-50 for this benchmark."""
     base = ("image_size=[227, 227]", "batch_size=64", f"num_epochs={epochs}", f"num_workers={workers}", "seed=0",
             f"output_path={work / 'output'}", f"logging_dir={work / 'logs'}", f"cache_path={work / 'cache'}",
-            "log_to_tensorboard=false", "early_stopping_patience=null", *C50, *settings)
+            "log_to_tensorboard=false", "early_stopping_patience=null", *settings)
     return ["-c", str(ROOT / "config_template.yml"), "-d", str(data)] + [part for s in base
                                                                          for part in ("--set", s)]
 
@@ -295,7 +294,7 @@ def run_setting(name: str, settings: tuple[str, ...], data: Path, work: Path, wo
 
 
 def data_module(data: Path, workers: int, cache_dir: Path, **settings: Any) -> StanfordCarsDataModule:
-    """The training data of the loader-alone table: the schema's default transforms (crop, erase, erasing)."""
+    """The training data of the loader-alone table: box crop, background erasing, the schema's transforms."""
     config = default_config()
     return StanfordCarsDataModule(data, image_size=(227, 227), batch_size=64, num_workers=workers, seed=0,
                                   image_augmentations=config["image_augmentations"],

@@ -160,8 +160,6 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         """Batches gathered from the split's cached images, copied once to the training device."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         rank, processes = self._processes()
-        if dataset.cached is None:
-            raise RuntimeError("data_on_device needs the image cache (cache_images: true)")
         images = load_to_device(dataset.cached.path, device)
         targets = torch.tensor(dataset.targets, dtype=torch.long, device=device)
         transform = self.batch_augmentation if shuffle else self.batch_normalization

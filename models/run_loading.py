@@ -10,7 +10,7 @@ import torch
 
 from models.arch_dict import build_network
 from models.net_module import NetModule
-from utils.training import cuda_status
+from utils.training import cuda_status, torch_build
 
 DETAIL_LIMIT = 600  # characters of torch's state_dict mismatch report kept in the error (it lists every key)
 
@@ -41,8 +41,8 @@ def device_problem(text: str) -> str | None:
         return None if device.type == "cpu" else f"--device {text}: expected cpu, cuda, cuda:N or mps"
     available, reason = cuda_status()
     if not available:
-        return (f"--device {text}: torch can use no CUDA GPU on this machine ({reason}; torch {torch.__version__}, "
-                f"built for CUDA {torch.version.cuda or 'none'}); use --device cpu")
+        return (f"--device {text}: torch can use no CUDA GPU on this machine ({reason}; {torch_build()}); "
+                "use --device cpu")
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
         return f"--device {text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"

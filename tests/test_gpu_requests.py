@@ -2,7 +2,6 @@
 evaluate.py, predict.py and export_model.py refuse --device cuda the same way."""
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,25 +10,16 @@ import evaluate
 import export_model
 import predict
 import train
-from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from utils.training import cuda_problems, cuda_requests, resolve_accelerator
 
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE = ROOT / "config_template.yml"
+from tests.test_speed_precision import args_for, speed_prepared  # noqa: F401 (a fixture)
+
 DRIVER_TOO_OLD = ("CUDA initialization: The NVIDIA driver on your system is too old (found version 11040). Please "
                   "update your GPU driver by downloading and installing a new version from the URL: "
                   "http://www.nvidia.com/Download/index.aspx Alternatively, go to: https://pytorch.org to install a "
                   "PyTorch version that has been compiled with your version of the CUDA driver.")
 pytestmark = pytest.mark.filterwarnings("ignore:CUDA initialization:UserWarning")  # the patched check's warning
 no_cuda_here = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a usable CUDA GPU")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpu_requests")
-    generate_synthetic_stanford(root / "raw", num_classes=4, images_per_class=4, min_width=40, max_width=64)
-    prepare_stanford_dataset(root / "raw", root / "stanford", progress=False)
-    return root / "stanford"
 
 
 @pytest.fixture
@@ -43,16 +33,9 @@ def old_driver(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", is_available)
 
 
-def args_for(prepared, tmp_path, *settings):
-    base = ["image_size=[32, 32]", "num_epochs=1", "batch_size=4", "num_workers=0", "output_channels=64",
-            f"output_path={tmp_path / 'output'}", f"logging_dir={tmp_path / 'logs'}", "log_to_tensorboard=false",
-            *settings]
-    return ["-c", str(TEMPLATE), "-d", str(prepared)] + [part for s in base for part in ("--set", s)]
-
-
-def refused(prepared, tmp_path, capsys, *settings):
+def refused(speed_prepared, tmp_path, capsys, *settings):
     """train.py's exit status and stderr for settings; nothing may have been written."""
-    code = train.main(args_for(prepared, tmp_path, *settings))
+    code = train.main(args_for(speed_prepared, tmp_path, *settings))
     err = capsys.readouterr().err
     assert not (tmp_path / "output").exists() or not any((tmp_path / "output").iterdir())
     return code, err
@@ -69,22 +52,23 @@ def assert_explains(err, request):
 
 @no_cuda_here
 @pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
-def test_a_gpu_accelerator_without_cuda_stops_with_the_reason(prepared, tmp_path, capsys, accelerator):
-    code, err = refused(prepared, tmp_path, capsys, f"accelerator={accelerator}")
+def test_a_gpu_accelerator_without_cuda_stops_with_the_reason(speed_prepared, tmp_path, capsys, accelerator):
+    code, err = refused(speed_prepared, tmp_path, capsys, f"accelerator={accelerator}")
     assert code == 2
     assert_explains(err, f"accelerator: {accelerator} asks")
     assert "Reason: " in err and "set accelerator: cpu to train on the CPU" in err
 
 
-def test_an_old_driver_is_named_with_torch_and_its_cuda_version(prepared, tmp_path, capsys, old_driver):
-    code, err = refused(prepared, tmp_path, capsys, "accelerator=gpu")
+def test_an_old_driver_is_named_with_torch_and_its_cuda_version(speed_prepared, tmp_path, capsys, old_driver):
+    code, err = refused(speed_prepared, tmp_path, capsys, "accelerator=gpu")
     assert code == 2
     assert_explains(err, "accelerator: gpu asks")
     assert f"Reason: {DRIVER_TOO_OLD}" in err and "found version 11040" in err
 
 
-def test_gpu_indices_and_fp16_with_accelerator_auto_ask_for_cuda(prepared, tmp_path, capsys, old_driver):
-    code, err = refused(prepared, tmp_path, capsys, "devices=[0, 1]", "precision=16-mixed")
+def test_gpu_indices_and_fp16_with_accelerator_auto_ask_for_cuda(speed_prepared, tmp_path, capsys, old_driver):
+    code, err = refused(speed_prepared, tmp_path, capsys, "accelerator=auto", "devices=[0, 1]",
+                        "precision=16-mixed")
     assert code == 2
     assert_explains(err, "devices: [0, 1] (GPU indices) and precision: 16-mixed (float16 mixed precision runs on "
                          "CUDA GPUs) ask")
