@@ -7,16 +7,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from utils.configuration import ConfigError, configured_output_path
 from utils.output_files import new_file_problems
 from utils.run_comparison import (COLUMNS, column_problems, filter_runs, format_table, group_rows_by_seed,
                                   load_runs, plot_path_problem, plot_runs, run_files, run_row, sort_rows, write_csv)
+from utils.thesis_records import load_thesis_runs, reference_record, unknown_run_problems
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      epilog=f"columns: {', '.join(COLUMNS)} (with --seeds also: runs)")
-    parser.add_argument("folders", nargs="*", default=["output"],
-                        help="output folders holding run folders, or run folders (default: output)")
+    parser.add_argument("folders", nargs="*",
+                        help="output folders holding run folders, or run folders "
+                             "(default: output_path of the config file, else output)")
+    parser.add_argument("-c", "--config",
+                        help="config file whose output_path is the default folder (default: config.yml, if present)")
+    parser.add_argument("--reference", nargs="+", action="extend", default=[], metavar="RUN_ID",
+                        help="add recorded thesis runs (e.g. C-50) to the table and, dashed, to the plot")
     parser.add_argument("--tag", action="append", default=[],
                         help="keep runs having this tag (repeatable: all of them)")
     parser.add_argument("--architecture", "-a", action="append", default=[],
@@ -45,12 +52,21 @@ def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        default_folder = configured_output_path(args.config)
+    except ConfigError as error:
+        print(f"compare_runs.py: error: {error}", file=sys.stderr)
+        return 2
+    if not args.folders:  # the thesis runs alone can be shown before any training
+        args.folders = [default_folder] if Path(default_folder).is_dir() or not args.reference else []
     available = [*COLUMNS, "runs"] if args.seeds else list(COLUMNS)
     columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else list(COLUMNS)
     if args.seeds and not args.columns:
         columns.insert(1, "runs")
     problems = column_problems([*columns, args.sort], available) if columns else ["--columns: no column names given"]
     problems += [f"{folder}: no such folder" for folder in args.folders if not Path(folder).is_dir()]
+    thesis_runs = load_thesis_runs() if args.reference else {}
+    problems += unknown_run_problems(args.reference, thesis_runs)
     if problems:
         print("compare_runs.py: error: " + "; ".join(dict.fromkeys(problems)), file=sys.stderr)
         return 2
@@ -64,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = filter_runs(runs, tags=args.tag, architectures=args.architecture)
     rows = group_rows_by_seed(runs) if args.seeds else [run_row(run) for run in runs]
     rows = sort_rows(rows, args.sort, args.descending)
+    references = [reference_record(thesis_runs[run_id]) for run_id in dict.fromkeys(args.reference)]
+    rows += group_rows_by_seed(references) if args.seeds else [run_row(run) for run in references]
     if not rows:
         print("no runs found" + (" matching the filters" if args.tag or args.architecture else ""))
         if args.csv or args.plot:
@@ -75,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_csv(rows, columns, args.csv)
         print(f"table written to {args.csv}")
     if args.plot:
-        drawn = plot_runs(runs, args.plot)
+        drawn = plot_runs(runs, args.plot, references)
         print(f"curves of {drawn} run(s) drawn to {args.plot}")
     return 0
 

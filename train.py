@@ -1,7 +1,7 @@
 """Train a network on prepared Stanford Cars data as config.yml says.
 
 python train.py [-c CONFIG] [-d DATA_PATH] [--set key.path=value ...] [--resume RUN_DIR_OR_CKPT]
-                [--seeds N | --seeds S1 S2 ...]
+                [--seeds N | --seeds S1 S2 ...] [--check]
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from utils.training import (TIMESTAMP, aggregate_seeds, format_seed_table, git_c
 
 logger = logging.getLogger("train")
 REPO_DIR = Path(__file__).resolve().parent
+# Every check a configuration passes before any data or model work; all problems are reported together.
+PRE_RUN_CHECKS = (datasets.config_problems, datasets.prepared_data_problems, models.config_problems,
+                  trainer_problems, folder_problems)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -42,6 +45,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="continue a run from its folder (last.ckpt) or a checkpoint, with its config.yml")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="N",
                         help="one number N: N runs with seeds seed, seed+1, ...; several numbers: those seeds")
+    parser.add_argument("--check", action="store_true",
+                        help="run every pre-run check of the configuration and the data, then stop")
     args = parser.parse_args(argv)
     if args.resume and (args.seeds or args.config):
         parser.error("--resume uses the run's own config.yml and seed: leave out -c and --seeds")
@@ -79,17 +84,18 @@ def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = N
 def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] = ()) -> int:
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"stanford_data_path={args.data_path}"] if args.data_path else [])
-    checks = (datasets.config_problems, datasets.prepared_data_problems, models.config_problems, trainer_problems,
-              folder_problems)
     try:
         if args.resume:
             run_dir, ckpt_path = resume_target(args.resume)
-            cfg = load_config(run_dir / "config.yml", overrides, checks)
+            cfg = load_config(run_dir / "config.yml", overrides, PRE_RUN_CHECKS)
         else:
-            cfg = load_config(args.config or "config.yml", overrides, checks)
+            cfg = load_config(args.config or "config.yml", overrides, PRE_RUN_CHECKS)
     except (ConfigError, FileNotFoundError) as error:
         print(error, file=sys.stderr)
         return 2
+    if args.check:
+        print(f"{args.resume or args.config or 'config.yml'}: every pre-run check passed")
+        return 0
     log_file = setup_logging(cfg["loglevel"], cfg["logging_dir"])
     logger.info("logging to %s", log_file)
     if args.resume:

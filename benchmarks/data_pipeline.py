@@ -30,6 +30,7 @@ from utils.configuration import default_config  # noqa: E402
 
 IMAGE_SIZE = (227, 227)
 REFERENCE_PER_CORE = 120.0  # the original project at full dataset size (FACTS.md)
+THESIS_TEXT_ERASING = {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}  # the thesis text's template (not C-50)
 
 
 def make_data(work: Path, images: int, workers: int = 1) -> Path:
@@ -70,7 +71,7 @@ def main() -> None:
         config = default_config()
         train = StanfordCarsDataset(data, "train", train=True, image_size=IMAGE_SIZE,
                                     image_augmentations=config["image_augmentations"],
-                                    tensor_augmentations=config["tensor_augmentations"])
+                                    tensor_augmentations=THESIS_TEXT_ERASING)
         valid = StanfordCarsDataset(data, "train", train=False, image_size=IMAGE_SIZE)
         count = len(train)
         torch.manual_seed(0)

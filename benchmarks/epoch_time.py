@@ -48,7 +48,7 @@ from pytorch_lightning.callbacks import Callback
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
-from benchmarks.data_pipeline import make_data  # noqa: E402
+from benchmarks.data_pipeline import THESIS_TEXT_ERASING, make_data  # noqa: E402
 from datasets import StanfordCarsDataModule  # noqa: E402
 from datasets.stanford_data_module import default_num_workers  # noqa: E402
 from utils.configuration import data_module_kwargs, default_config, load_config  # noqa: E402
@@ -298,7 +298,7 @@ def data_module(data: Path, workers: int, cache_dir: Path, **settings: Any) -> S
     config = default_config()
     return StanfordCarsDataModule(data, image_size=(227, 227), batch_size=64, num_workers=workers, seed=0,
                                   image_augmentations=config["image_augmentations"],
-                                  tensor_augmentations=config["tensor_augmentations"], cache_path=str(cache_dir),
+                                  tensor_augmentations=THESIS_TEXT_ERASING, cache_path=str(cache_dir),
                                   show_progress=False, **settings)
 
 

@@ -28,7 +28,8 @@ from datasets import StanfordCarsDataModule, StanfordCarsDataset, generate_synth
 from models.evaluation import predict_top_k
 from models.run_loading import load_trained_model
 from utils.configuration import load_config
-from utils.run_comparison import evaluation_data_kwargs, load_runs, plot_runs, read_metrics
+from utils.run_comparison import draw_runs, evaluation_data_kwargs, load_runs, plot_runs, read_metrics
+from utils.thesis_records import load_thesis_runs, reference_record
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -250,6 +251,39 @@ def test_plot_draws_validation_curves_of_selected_runs(runs, capsys, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     loaded, _ = load_runs([runs.output])
     assert plot_runs([r for r in loaded if r.run_id == runs.gray.name], tmp_path / "one.png") == 1
+
+
+def test_thesis_runs_join_the_table_and_the_plot_as_references(runs, capsys, tmp_path):
+    path = tmp_path / "curves.png"
+    code, out, _ = run(compare_runs, [runs.output, "--tag", "gray", "--reference", "C-50", "C-1", "--plot", path,
+                                      "--columns", "run_id,epochs,valid_acc_max,parameters"], capsys)
+    assert code == 0 and "curves of 3 run(s)" in out
+    lines = out.splitlines()
+    assert lines[2].split()[0] == runs.gray.name
+    assert lines[3].split() == ["C-50", "130", "0.8379", "3.04M"] and lines[4].split()[0] == "C-1"
+    loaded, _ = load_runs([runs.gray])
+    figure, drawn = draw_runs(loaded, [reference_record(load_thesis_runs()["C-50"])])
+    acc_axis = figure.axes[0]
+    ours, thesis = acc_axis.get_lines()
+    assert drawn == 2 and ours.get_linestyle() == "-" and thesis.get_linestyle() == "--"
+    assert list(ours.get_xdata()) == [1, 2] and list(thesis.get_xdata())[:2] == [1, 2]
+    assert thesis.get_label() == "thesis C-50" and max(thesis.get_ydata()) == pytest.approx(0.837946)
+    code, _, err = run(compare_runs, [runs.output, "--reference", "C-5O"], capsys)
+    assert code == 2 and "--reference C-5O: not a thesis run" in err and "did you mean C-5" in err
+
+
+def test_default_folder_is_the_configs_output_path(runs, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(compare_runs, ["--columns", "run_id"], capsys)
+    assert code == 2 and "output: no such folder" in err
+    code, out, _ = run(compare_runs, ["--reference", "C-50", "--columns", "run_id"], capsys)
+    assert code == 0 and out.splitlines()[2:] == ["C-50"]
+    (tmp_path / "config.yml").write_text(f"output_path: {runs.output}\n")
+    code, out, _ = run(compare_runs, ["--tag", "gray", "--columns", "run_id"], capsys)
+    assert code == 0 and out.splitlines()[2:] == [runs.gray.name]
+    (tmp_path / "other.yml").write_text("output_path: 3\n")
+    code, _, err = run(compare_runs, ["-c", "other.yml"], capsys)
+    assert code == 2 and "other.yml" in err and "output_path" in err
 
 
 # ---- evaluate.py ---------------------------------------------------------------------------------------

@@ -44,20 +44,6 @@ def test_template_is_the_schema_defaults_and_every_key_has_a_comment():
     assert "image_size: &img_size [227, 227]" in TEMPLATE.read_text()
 
 
-def test_template_carries_the_best_thesis_run():
-    cfg = load_config(TEMPLATE)
-    assert cfg["lr_scheduler"] == "MultiStepLR"
-    assert cfg["lr_scheduler_params"] == {"gamma": 0.1, "milestones": [67, 82, 95, 107]}
-    assert cfg["optimizer"] == "AdamW" and cfg["optimizer_params"] == {"lr": 0.001, "weight_decay": 0.6}
-    assert (cfg["loss_function"], cfg["dropout"], cfg["output_channels"]) == ("LabelSmoothingCrossEntropy", 0.2, 320)
-    assert (cfg["batch_size"], cfg["num_epochs"], cfg["image_size"]) == (64, 200, [227, 227])
-    assert cfg["normalization_params_rgb"] == {"mean": [0.4707, 0.4602, 0.4550], "std": [0.2594, 0.2585, 0.2635]}
-    assert list(cfg["image_augmentations"]) == ["RandomHorizontalFlip", "RandomAffine", "ColorJitter"]
-    assert cfg["tensor_augmentations"] == {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}
-    # C-50's run record: no crop, no erasing, no tensor augmentations (the thesis text's template shows them on)
-    assert (cfg["crop_to_bboxes"], cfg["erase_background"], cfg["augment_tensors"]) == (False, False, False)
-
-
 def test_schema_rows_cover_every_key_with_default_and_comment():
     rows = schema_rows()
     keys = [key for key, _, _ in rows]

@@ -9,7 +9,9 @@ from torch import nn
 import models
 from models import arch_dict, build_network
 from models.arch_dict import MIN_INPUT_SIZE, TORCHVISION_MODELS, architecture_problems
-from models.architectures.ghostnet import GhostBottleneck, SqueezeExcite
+from torchvision.ops import SqueezeExcitation
+
+from models.architectures.ghostnet import GhostBottleneck, thesis_squeeze_excitation
 
 EXPECTED_KEYS = (
     ["ghost", "sq_10", "sq_11", "sqnxt_1", "sqnxt_1v5", "sqnxt_2", "sqnxt_2v5", "mob_v2"]
@@ -123,7 +125,9 @@ def test_ghostnet_follows_table_1() -> None:
         assert in_shape[2:] == (size, size)
         assert out_shape[1:] == (out, size // stride, size // stride)
         assert block.ghost1.out_channels == expansion
-        assert isinstance(block.se, SqueezeExcite) == se
+        assert isinstance(block.se, SqueezeExcitation) == se
+        if se:
+            assert block.se.fc1.out_channels == expansion // 4
         if stride == 2:
             assert block.conv_dw[0].stride == (2, 2) and block.conv_dw[0].groups == expansion
         cheap = block.ghost1.cheap_operation[0]
@@ -131,6 +135,20 @@ def test_ghostnet_follows_table_1() -> None:
     assert network.last_conv[0].out_channels == 960
     assert network.head[0].in_features == 960 and network.head[0].bias is None
     assert isinstance(network.head[1], nn.BatchNorm1d)
+
+
+def test_thesis_se_unit_gates_with_clamp_to_0_1() -> None:
+    se = thesis_squeeze_excitation(8)
+    with torch.no_grad():
+        se.fc1.weight.copy_(torch.eye(2, 8).view(2, 8, 1, 1))
+        se.fc1.bias.zero_()
+        se.fc2.weight.copy_(torch.tensor([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4).view(8, 2, 1, 1))
+        se.fc2.bias.zero_()
+    x = torch.ones(1, 8, 2, 2)
+    x[:, 0] = 3.0
+    x[:, 1] = 0.25
+    gate = torch.tensor([1.0] * 4 + [0.25] * 4).view(1, 8, 1, 1)
+    torch.testing.assert_close(se(x), x * gate)
 
 
 def test_ghostnet_shortcut_changes_shape_with_depthwise_and_pointwise_conv() -> None:

@@ -96,8 +96,9 @@ SCHEMA: tuple[Setting, ...] = (
         "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}},
         "torchvision.transforms on PIL images, applied in order: {ClassName: {kwarg: value}}", True),
     Setting("augment_tensors", (bool,), False, "apply tensor_augmentations to training tensors", True),
-    Setting("tensor_augmentations", (dict, NoneType), {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}},
-            "torchvision.transforms on tensors, applied in order: {ClassName: {kwarg: value}}", True),
+    Setting("tensor_augmentations", (dict, NoneType), None,
+            "torchvision.transforms on tensors, applied in order: {ClassName: {kwarg: value}}, "
+            "e.g. {RandomErasing: {p: 0.5, scale: [0.02, 0.25]}}", True),
     # network and training
     Setting("architecture", (str,), "ghost", "network name from models.arch_dict", True),
     Setting("pretrained_weights", (str, NoneType), None,
@@ -400,6 +401,15 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),
     if problems:
         raise ConfigError(str(path), problems)
     return cfg
+
+
+def configured_output_path(path: str | os.PathLike | None = None) -> str:
+    """output_path of the configuration file given, else of config.yml when there is one, else the default."""
+    if path is None:
+        if not Path("config.yml").is_file():
+            return default_config()["output_path"]
+        path = "config.yml"
+    return load_config(path)["output_path"]
 
 
 def config_for_records(cfg: Mapping[str, Any]) -> dict[str, Any]:

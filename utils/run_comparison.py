@@ -396,8 +396,15 @@ def plot_path_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def plot_runs(runs: Sequence[RunRecord], path: str | os.PathLike) -> int:
-    """Draw valid_acc and valid_loss per epoch of every run on shared axes into an image; return runs drawn."""
+def _validation_curves(run: RunRecord) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    points = [row for row in run.metrics if row.get("epoch") is not None]
+    acc = [(row["epoch"], row["valid_acc"]) for row in points if row.get("valid_acc") is not None]
+    loss = [(row["epoch"], row["valid_loss"]) for row in points if row.get("valid_loss") is not None]
+    return acc, loss
+
+
+def draw_runs(runs: Sequence[RunRecord], references: Sequence[RunRecord] = ()) -> tuple[Any, int]:
+    """A figure of valid_acc and valid_loss per epoch (1-based) of every run, references dashed; (figure, drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -406,17 +413,14 @@ def plot_runs(runs: Sequence[RunRecord], path: str | os.PathLike) -> int:
 
     figure, (acc_axis, loss_axis) = plt.subplots(1, 2, figsize=(13, 5), sharex=True)
     drawn = 0
-    for run in runs:
-        points = [row for row in run.metrics if row.get("epoch") is not None]
-        acc = [(row["epoch"], row["valid_acc"]) for row in points if row.get("valid_acc") is not None]
-        loss = [(row["epoch"], row["valid_loss"]) for row in points if row.get("valid_loss") is not None]
+    for run, style in [(run, {"marker": "."}) for run in runs] + [(run, {"linestyle": "--"}) for run in references]:
+        acc, loss = _validation_curves(run)
         if not acc and not loss:
             continue
-        label = f"{run.run_id} ({run_state(run)})"
-        if acc:
-            acc_axis.plot(*zip(*acc), marker=".", label=label)
-        if loss:
-            loss_axis.plot(*zip(*loss), marker=".", label=label)
+        label = f"{run.run_id} ({run_state(run)})" if "marker" in style else f"thesis {run.run_id}"
+        for axis, curve in ((acc_axis, acc), (loss_axis, loss)):
+            if curve:
+                axis.plot(*zip(*curve), label=label, **style)
         drawn += 1
     for axis, title in ((acc_axis, "valid_acc"), (loss_axis, "valid_loss")):
         axis.set_title(title)
@@ -426,6 +430,14 @@ def plot_runs(runs: Sequence[RunRecord], path: str | os.PathLike) -> int:
     if drawn:
         acc_axis.legend(fontsize="small")
     figure.tight_layout()
+    return figure, drawn
+
+
+def plot_runs(runs: Sequence[RunRecord], path: str | os.PathLike, references: Sequence[RunRecord] = ()) -> int:
+    """Draw the runs' validation curves (references dashed) into an image file; return how many were drawn."""
+    import matplotlib.pyplot as plt
+
+    figure, drawn = draw_runs(runs, references)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)

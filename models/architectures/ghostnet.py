@@ -3,7 +3,10 @@
 Han, Wang, Tian, Guo, Xu, Xu: "GhostNet: More Features from Cheap Operations", CVPR 2020
 (arXiv:1911.11907), Table 1. The paper's table gives expansion size, output channels, SE and stride
 of every Ghost bottleneck; the depthwise kernel sizes (3 or 5) are those of the authors' release,
-which the paper's 5.2 M parameters and 141 M multiply-adds imply. The head follows the GhostNet
+which the paper's 5.2 M parameters and 141 M multiply-adds imply. The squeeze-and-excitation unit is the
+one of the authors' early release that the thesis trained: `channels // 4` reduced channels, ReLU, and
+the gate clamp(x, 0, 1) (later releases round the reduction to a multiple of 4 and gate with a hard
+sigmoid; with 196 classes that network has 772 more parameters than the thesis's 3,041,412). The head follows the GhostNet
 thesis (Warsaw University of Technology, 2020), section 2.2 and its config: 1x1 conv to 960,
 global average pooling, Linear(960 -> output_channels, no bias), BatchNorm, ReLU, Dropout, Linear.
 """
@@ -11,11 +14,12 @@ global average pooling, Linear(960 -> output_channels, no bias), BatchNorm, ReLU
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+from torchvision.ops import SqueezeExcitation
 
 from models.architectures.layers import conv_bn, init_conv_weights
 
@@ -82,19 +86,9 @@ class GhostModule(nn.Module):
         return out[:, : self.out_channels] if self.needs_slice else out
 
 
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018) with reduction 4 and a hard-sigmoid gate, ReLU6(x + 3) / 6."""
-
-    def __init__(self, channels: int, se_ratio: float = 0.25):
-        super().__init__()
-        reduced = make_divisible(channels * se_ratio, 4)
-        self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
-        self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
-        scale = self.conv_expand(F.relu(self.conv_reduce(scale), inplace=True))
-        return x * F.hardsigmoid(scale, inplace=True)
+def thesis_squeeze_excitation(channels: int) -> SqueezeExcitation:
+    """The early release's SE unit: channels -> channels // 4 -> channels, ReLU, gate clamp(x, 0, 1)."""
+    return SqueezeExcitation(channels, channels // 4, scale_activation=partial(nn.Hardtanh, 0.0, 1.0))
 
 
 class GhostBottleneck(nn.Module):
@@ -108,7 +102,7 @@ class GhostBottleneck(nn.Module):
             if stride > 1
             else nn.Identity()
         )
-        self.se = SqueezeExcite(mid_channels) if se else nn.Identity()
+        self.se = thesis_squeeze_excitation(mid_channels) if se else nn.Identity()
         self.ghost2 = GhostModule(mid_channels, out_channels, relu=False)
         if in_channels == out_channels and stride == 1:
             self.shortcut: nn.Module = nn.Identity()
