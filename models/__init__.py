@@ -9,7 +9,7 @@ from models.sizes import count_multiply_adds, count_parameters
 
 def config_problems(cfg: Mapping[str, Any]) -> list[str]:
     """Problems with the architecture keys and the optimizer / lr_scheduler / loss keys."""
-    from models.net_module import optimization_problems
+    from models.optimization import optimization_problems
 
     return architecture_problems(cfg) + optimization_problems(cfg)
 

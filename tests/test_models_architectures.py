@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torchvision.ops import SqueezeExcitation
 
 import models
 from models import arch_dict, build_network
-from models.arch_dict import MIN_INPUT_SIZE, TORCHVISION_MODELS, architecture_problems
-from torchvision.ops import SqueezeExcitation
-
+from models.arch_dict import MIN_INPUT_SIZE, architecture_problems
 from models.architectures.ghostnet import GhostBottleneck, thesis_squeeze_excitation
+from models.torchvision_networks import TORCHVISION_MODELS
 
 EXPECTED_KEYS = (
     ["ghost", "sq_10", "sq_11", "sqnxt_1", "sqnxt_1v5", "sqnxt_2", "sqnxt_2v5", "mob_v2"]
@@ -135,6 +135,23 @@ def test_ghostnet_follows_table_1() -> None:
     assert network.last_conv[0].out_channels == 960
     assert network.head[0].in_features == 960 and network.head[0].bias is None
     assert isinstance(network.head[1], nn.BatchNorm1d)
+
+
+@pytest.mark.parametrize("key", ["ghost", "sqnxt_1", "hard_39dw"])
+def test_hand_written_networks_share_timms_classifier_interface(key):
+    network = build_network(key, num_classes=7).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = network.forward_features(images)
+        assert features.dim() == 4
+        torch.testing.assert_close(network.forward_head(features), network(images))
+        assert network.forward_head(features, pre_logits=True).shape == (2, network.classifier.in_features)
+        before = {name: tensor.clone() for name, tensor in network.state_dict().items()
+                  if not name.startswith("classifier")}
+        network.reset_classifier(4)
+        assert network(images).shape == (2, 4)
+        torch.testing.assert_close(network.forward_features(images), features)
+    assert all(torch.equal(tensor, network.state_dict()[name]) for name, tensor in before.items())
 
 
 def test_thesis_se_unit_gates_with_clamp_to_0_1() -> None:

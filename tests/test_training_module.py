@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from models.label_smoothing_ce import LabelSmoothingCrossEntropy
-from models.net_module import LrLambda, NetModule, build_scheduler
+from models.net_module import NetModule
+from models.optimization import LabelSmoothingCrossEntropy, LrLambda, build_scheduler
 from utils.configuration import default_config, module_kwargs
 from utils.training import (aggregate_seeds, early_stopping_patience, format_seed_table, plan_runs, read_metrics,
                             resume_target, run_training, unused_path)
@@ -51,11 +51,13 @@ def fit(tmp_path, callbacks=(), **settings):
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.35])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_label_smoothing_ce_equals_torch(epsilon, reduction):
+def test_label_smoothing_ce_is_the_thesis_formula(epsilon, reduction):
     logits = torch.randn(16, 7, generator=torch.Generator().manual_seed(3))
     targets = torch.randint(0, 7, (16,), generator=torch.Generator().manual_seed(4))
     ours = LabelSmoothingCrossEntropy(epsilon=epsilon, reduction=reduction)(logits, targets)
-    reference = nn.CrossEntropyLoss(label_smoothing=epsilon, reduction=reduction)(logits, targets)
+    log_probs = logits.log_softmax(dim=-1)
+    per_image = -(1 - epsilon) * log_probs[torch.arange(16), targets] - epsilon * log_probs.mean(dim=-1)
+    reference = {"mean": per_image.mean(), "sum": per_image.sum(), "none": per_image}[reduction]
     torch.testing.assert_close(ours, reference)
     assert LabelSmoothingCrossEntropy().epsilon == 0.1
 

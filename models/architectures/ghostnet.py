@@ -6,8 +6,8 @@ of every Ghost bottleneck; the depthwise kernel sizes (3 or 5) are those of the 
 which the paper's 5.2 M parameters and 141 M multiply-adds imply. The squeeze-and-excitation unit is the
 one of the authors' early release that the thesis trained: `channels // 4` reduced channels, ReLU, and
 the gate clamp(x, 0, 1) (later releases round the reduction to a multiple of 4 and gate with a hard
-sigmoid; with 196 classes that network has 772 more parameters than the thesis's 3,041,412). The head follows the GhostNet
-thesis (Warsaw University of Technology, 2020), section 2.2 and its config: 1x1 conv to 960,
+sigmoid; with 196 classes that network has 772 more parameters than the thesis's 3,041,412). The head
+follows the GhostNet thesis (Warsaw University of Technology, 2020), section 2.2 and its config: 1x1 conv to 960,
 global average pooling, Linear(960 -> output_channels, no bias), BatchNorm, ReLU, Dropout, Linear.
 """
 
@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torchvision.ops import SqueezeExcitation
+from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
-from models.architectures.layers import conv_bn, init_conv_weights
+from models.architectures.layers import ClassifierNetwork, init_conv_weights
 
 
 class BottleneckSpec(NamedTuple):
@@ -77,8 +77,9 @@ class GhostModule(nn.Module):
         cheap = primary * (ratio - 1)
         self.needs_slice = primary + cheap != out_channels
         activation = nn.ReLU if relu else None
-        self.primary_conv = conv_bn(in_channels, primary, 1, activation=activation)
-        self.cheap_operation = conv_bn(primary, cheap, dw_kernel, groups=primary, activation=activation)
+        self.primary_conv = Conv2dNormActivation(in_channels, primary, 1, activation_layer=activation)
+        self.cheap_operation = Conv2dNormActivation(primary, cheap, dw_kernel, groups=primary,
+                                                    activation_layer=activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.primary_conv(x)
@@ -98,7 +99,8 @@ class GhostBottleneck(nn.Module):
         super().__init__()
         self.ghost1 = GhostModule(in_channels, mid_channels, relu=True)
         self.conv_dw = (
-            conv_bn(mid_channels, mid_channels, kernel, stride, groups=mid_channels, activation=None)
+            Conv2dNormActivation(mid_channels, mid_channels, kernel, stride, groups=mid_channels,
+                                 activation_layer=None)
             if stride > 1
             else nn.Identity()
         )
@@ -108,8 +110,9 @@ class GhostBottleneck(nn.Module):
             self.shortcut: nn.Module = nn.Identity()
         else:
             self.shortcut = nn.Sequential(
-                conv_bn(in_channels, in_channels, kernel, stride, groups=in_channels, activation=None),
-                conv_bn(in_channels, out_channels, 1, activation=None),
+                Conv2dNormActivation(in_channels, in_channels, kernel, stride, groups=in_channels,
+                                     activation_layer=None),
+                Conv2dNormActivation(in_channels, out_channels, 1, activation_layer=None),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +121,7 @@ class GhostBottleneck(nn.Module):
         return out
 
 
-class GhostNet(nn.Module):
+class GhostNet(ClassifierNetwork):
     """GhostNet (Table 1) with the thesis head; `width` scales every channel count except the head."""
 
     def __init__(
@@ -131,7 +134,7 @@ class GhostNet(nn.Module):
     ):
         super().__init__()
         channels = make_divisible(STEM_CHANNELS * width)
-        self.stem = conv_bn(img_channels, channels, 3, stride=2)
+        self.stem = Conv2dNormActivation(img_channels, channels, 3, stride=2)
         stages = []
         for stage in GHOSTNET_STAGES:
             blocks = []
@@ -143,7 +146,7 @@ class GhostNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         last_channels = make_divisible(LAST_CONV_CHANNELS * width)
-        self.last_conv = conv_bn(channels, last_channels, 1)
+        self.last_conv = Conv2dNormActivation(channels, last_channels, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(
             nn.Linear(last_channels, output_channels, bias=False),
@@ -154,10 +157,12 @@ class GhostNet(nn.Module):
         self.classifier = nn.Linear(output_channels, num_classes)
         init_conv_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.last_conv(self.stages(self.stem(x)))
-        x = torch.flatten(self.pool(x), 1)
-        return self.classifier(self.head(x))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_conv(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head(torch.flatten(self.pool(x), 1))
+        return x if pre_logits else self.classifier(x)
 
 
 def ghostnet(

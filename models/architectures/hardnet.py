@@ -16,8 +16,9 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torchvision.ops import Conv2dNormActivation
 
-from models.architectures.layers import conv_bn, init_conv_weights
+from models.architectures.layers import ClassifierNetwork, init_conv_weights
 
 
 class HarDNetSpec(NamedTuple):
@@ -44,7 +45,7 @@ HARDNET_SPECS: dict[int, HarDNetSpec] = {
 
 def dw_conv_bn(channels: int, stride: int = 1) -> nn.Sequential:
     """3x3 depthwise convolution and BatchNorm (no activation), the DS variants' spatial convolution."""
-    return conv_bn(channels, channels, 3, stride, groups=channels, activation=None)
+    return Conv2dNormActivation(channels, channels, 3, stride, groups=channels, activation_layer=None)
 
 
 def harmonic_links(layer: int, growth: int, multiplier: float) -> tuple[list[int], int]:
@@ -73,10 +74,11 @@ class HarDBlock(nn.Module):
             links, out_channels = harmonic_links(layer, growth, multiplier)
             layer_in = sum(widths[i] for i in links)
             if depthwise:
-                layers.append(nn.Sequential(conv_bn(layer_in, out_channels, 1, activation=nn.ReLU6),
+                layers.append(nn.Sequential(Conv2dNormActivation(layer_in, out_channels, 1,
+                                                                 activation_layer=nn.ReLU6),
                                             dw_conv_bn(out_channels)))
             else:
-                layers.append(conv_bn(layer_in, out_channels, 3, activation=nn.ReLU6))
+                layers.append(Conv2dNormActivation(layer_in, out_channels, 3, activation_layer=nn.ReLU6))
             self.links.append(links)
             widths.append(out_channels)
         self.layers = nn.ModuleList(layers)
@@ -91,7 +93,7 @@ class HarDBlock(nn.Module):
         return torch.cat([outputs[i] for i in self.kept], 1)
 
 
-class HarDNet(nn.Module):
+class HarDNet(ClassifierNetwork):
     """HarDNet of the given depth (39, 68, 85); `depthwise` selects the DS variant."""
 
     def __init__(
@@ -103,8 +105,8 @@ class HarDNet(nn.Module):
         spec = HARDNET_SPECS[depth]
         first, second = spec.stem
         layers: list[nn.Module] = [
-            conv_bn(img_channels, first, 3, stride=2, activation=nn.ReLU6),
-            conv_bn(first, second, 1 if depthwise else 3, activation=nn.ReLU6),
+            Conv2dNormActivation(img_channels, first, 3, stride=2, activation_layer=nn.ReLU6),
+            Conv2dNormActivation(first, second, 1 if depthwise else 3, activation_layer=nn.ReLU6),
             dw_conv_bn(second, stride=2) if depthwise else nn.MaxPool2d(3, stride=2, padding=1),
         ]
         channels = second
@@ -116,7 +118,7 @@ class HarDNet(nn.Module):
             layers.append(block)
             if index == last and spec.dropout_before_last_transition:
                 layers.append(nn.Dropout(0.1))
-            layers.append(conv_bn(block.out_channels, width, 1, activation=nn.ReLU6))
+            layers.append(Conv2dNormActivation(block.out_channels, width, 1, activation_layer=nn.ReLU6))
             channels = width
             if down:
                 layers.append(dw_conv_bn(channels, stride=2) if depthwise else nn.MaxPool2d(2, stride=2))
@@ -126,9 +128,8 @@ class HarDNet(nn.Module):
         self.classifier = nn.Linear(channels, num_classes)
         init_conv_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.pool(self.features(x)), 1)
-        return self.classifier(self.dropout(x))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
 
 
 def hardnet(

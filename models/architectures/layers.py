@@ -1,24 +1,37 @@
-"""The convolution-BatchNorm unit and the weight initialisation the hand-written architectures share."""
+"""What the hand-written architectures share: the classifier interface (timm's shape) and weight initialisation."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
-def conv_bn(
-    in_channels: int, out_channels: int, kernel: int | tuple[int, int], stride: int = 1, groups: int = 1,
-    activation: type[nn.Module] | None = nn.ReLU, bias: bool = False, padding: int | tuple[int, int] | None = None,
-) -> nn.Sequential:
-    """Convolution, BatchNorm and an in-place `activation` (None: none); padding defaults to kernel // 2."""
-    if padding is None:
-        padding = tuple(size // 2 for size in kernel) if isinstance(kernel, tuple) else kernel // 2
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel, stride, padding, groups=groups, bias=bias),
-        nn.BatchNorm2d(out_channels),
-    ]
-    if activation is not None:
-        layers.append(activation(inplace=True))
-    return nn.Sequential(*layers)
+class ClassifierNetwork(nn.Module):
+    """forward_features (feature maps), forward_head (pool, dropout, classifier) and reset_classifier.
+
+    Subclasses define forward_features and set `pool`, `dropout` and `classifier` (an nn.Linear), or override
+    forward_head as well.
+    """
+
+    pool: nn.Module
+    dropout: nn.Module
+    classifier: nn.Linear
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature maps -> class logits (or, with pre_logits, the vector the classifier reads)."""
+        x = self.dropout(torch.flatten(self.pool(x), 1))
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised classifier for `num_classes` classes; the rest keeps its weights."""
+        old = self.classifier
+        self.classifier = nn.Linear(old.in_features, num_classes, device=old.weight.device)
 
 
 def init_conv_weights(network: nn.Module) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import Conv2dNormActivation
 
-from models.architectures.layers import conv_bn, init_conv_weights
+from models.architectures.layers import ClassifierNetwork, init_conv_weights
 
 STAGE_CHANNELS = (32, 64, 128, 256)
 BLOCKS_23 = (6, 6, 8, 1)
@@ -36,23 +37,23 @@ class SqueezeNextBlock(nn.Module):
         else:
             reduced = in_channels // 2
         self.body = nn.Sequential(
-            conv_bn(in_channels, reduced, 1, stride, bias=True),
-            conv_bn(reduced, reduced // 2, 1, bias=True),
-            conv_bn(reduced // 2, reduced, (1, 3), bias=True),
-            conv_bn(reduced, reduced, (3, 1), bias=True),
-            conv_bn(reduced, out_channels, 1, bias=True),
+            Conv2dNormActivation(in_channels, reduced, 1, stride, bias=True),
+            Conv2dNormActivation(reduced, reduced // 2, 1, bias=True),
+            Conv2dNormActivation(reduced // 2, reduced, (1, 3), bias=True),
+            Conv2dNormActivation(reduced, reduced, (3, 1), bias=True),
+            Conv2dNormActivation(reduced, out_channels, 1, bias=True),
         )
         if stride == 1 and in_channels == out_channels:
             self.shortcut: nn.Module = nn.Identity()
         else:
-            self.shortcut = conv_bn(in_channels, out_channels, 1, stride, bias=True)
+            self.shortcut = Conv2dNormActivation(in_channels, out_channels, 1, stride, bias=True)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-class SqueezeNext(nn.Module):
+class SqueezeNext(ClassifierNetwork):
     """SqueezeNext with the given blocks per stage and width multiplier."""
 
     def __init__(
@@ -66,7 +67,7 @@ class SqueezeNext(nn.Module):
         super().__init__()
         channels = int(STEM_CHANNELS * width)
         self.stem = nn.Sequential(
-            conv_bn(img_channels, channels, 7, stride=2, bias=True, padding=1),
+            Conv2dNormActivation(img_channels, channels, 7, stride=2, bias=True, padding=1),
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
         )
         stages = []
@@ -80,15 +81,14 @@ class SqueezeNext(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         final_channels = int(FINAL_CHANNELS * width)
-        self.final_conv = conv_bn(channels, final_channels, 1, bias=True)
+        self.final_conv = Conv2dNormActivation(channels, final_channels, 1, bias=True)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(final_channels, num_classes)
         init_conv_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.final_conv(self.stages(self.stem(x)))
-        return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_conv(self.stages(self.stem(x)))
 
 
 def squeezenext23(

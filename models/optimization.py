@@ -1,0 +1,286 @@
+"""Optimizer, learning-rate scheduler and loss chosen by name: the valid names, the factories and their checks."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import inspect
+import math
+import operator
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler as schedulers
+
+LAMBDA_SCHEDULERS = ("LambdaLR", "MultiplicativeLR")
+LABEL_SMOOTHING = "LabelSmoothingCrossEntropy"
+_NOT_CONFIGURABLE = ("LRScheduler", "_LRScheduler", "ChainedScheduler", "SequentialLR")
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_FUNCTIONS = {"min": min, "max": max, "pow": pow}
+_ARGUMENTS = {"pow": 2}  # functions called with an exact number of arguments
+
+
+class LabelSmoothingCrossEntropy(nn.CrossEntropyLoss):
+    """The thesis's loss (Szegedy et al. 2016) under its name: torch's cross-entropy with label_smoothing=epsilon."""
+
+    def __init__(self, epsilon: float = 0.1, reduction: str = "mean"):
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+        super().__init__(reduction=reduction, label_smoothing=epsilon)
+        self.epsilon = epsilon
+
+
+def optimizer_names() -> list[str]:
+    """Class names of torch.optim optimizers."""
+    base = torch.optim.Optimizer
+    return sorted(name for name, obj in vars(torch.optim).items()
+                  if inspect.isclass(obj) and issubclass(obj, base) and obj is not base)
+
+
+def scheduler_names() -> list[str]:
+    """Class names of torch.optim.lr_scheduler schedulers configurable by name and keyword arguments."""
+    bases = (schedulers.LRScheduler, schedulers.ReduceLROnPlateau)
+    return sorted(name for name, obj in vars(schedulers).items()
+                  if inspect.isclass(obj) and issubclass(obj, bases) and name not in _NOT_CONFIGURABLE)
+
+
+def loss_names() -> list[str]:
+    """LabelSmoothingCrossEntropy and the torch.nn loss class names."""
+    names = [name for name, obj in vars(nn).items()
+             if inspect.isclass(obj) and issubclass(obj, nn.modules.loss._Loss) and not name.startswith("_")]
+    return sorted(names + [LABEL_SMOOTHING])
+
+
+class LrLambda:
+    """A learning-rate factor from an arithmetic expression in `epoch` (numbers, + - * / // % **, min, max, pow).
+
+    The thesis's Python source form ``lambda epoch: <expression>`` is accepted too; it is parsed, never run.
+    """
+
+    def __init__(self, expression: str):
+        self.expression = expression  # the only state, so scheduler state_dicts stay plain
+        self._parse()
+
+    def _parse(self) -> ast.expr:
+        """The checked expression: the whole text, or the body of ``lambda epoch: ...``."""
+        try:
+            body = ast.parse(self.expression.strip(), mode="eval").body
+        except SyntaxError as error:
+            raise ValueError(f"not an arithmetic expression: {error.msg}") from None
+        if isinstance(body, ast.Lambda):
+            body = self._lambda_body(body)
+        for node in ast.walk(body):
+            self._check_node(node)
+        return body
+
+    @staticmethod
+    def _lambda_body(node: ast.Lambda) -> ast.expr:
+        arguments = node.args
+        names = [argument.arg for argument in arguments.posonlyargs + arguments.args]
+        if (names != ["epoch"] or arguments.vararg or arguments.kwarg or arguments.kwonlyargs
+                or arguments.defaults):
+            raise ValueError("a lambda must take exactly one argument, epoch: 'lambda epoch: 0.955 ** epoch'")
+        return node.body
+
+    @staticmethod
+    def _check_node(node: ast.AST) -> None:
+        allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Call, ast.Load,
+                   *_BINARY, *_UNARY)
+        if not isinstance(node, allowed):
+            raise ValueError(f"{type(node).__name__} is not allowed (use numbers, epoch, + - * / // % **, min, max, "
+                             "pow)")
+        if isinstance(node, ast.Constant) and (isinstance(node.value, bool) or
+                                               not isinstance(node.value, (int, float))):
+            raise ValueError(f"constant {node.value!r} is not a number")
+        if isinstance(node, ast.Name) and node.id not in ("epoch", *_FUNCTIONS):
+            raise ValueError(f"unknown name {node.id!r}; the only variable is epoch")
+        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS
+                                           or node.keywords or not node.args):
+            raise ValueError("only min(...), max(...) and pow(x, y) with positional arguments can be called")
+        if isinstance(node, ast.Call) and len(node.args) != _ARGUMENTS.get(node.func.id, len(node.args)):
+            raise ValueError(f"{node.func.id}(...) takes {_ARGUMENTS[node.func.id]} arguments")
+
+    def __call__(self, epoch: int) -> float:
+        value = self._evaluate(self._parse(), float(epoch))
+        if not isinstance(value, float) or not math.isfinite(value):
+            raise ValueError(f"lr_lambda {self.expression!r} gives {value!r} at epoch {epoch}")
+        return value
+
+    def _evaluate(self, node: ast.AST, epoch: float) -> Any:
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return epoch
+        if isinstance(node, ast.UnaryOp):
+            return _UNARY[type(node.op)](self._evaluate(node.operand, epoch))
+        if isinstance(node, ast.BinOp):
+            return _BINARY[type(node.op)](self._evaluate(node.left, epoch), self._evaluate(node.right, epoch))
+        if isinstance(node, ast.Call):
+            return _FUNCTIONS[node.func.id](*(self._evaluate(arg, epoch) for arg in node.args))
+        raise ValueError(f"{type(node).__name__} is not allowed")
+
+
+def _scheduler_kwargs(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    kwargs = dict(params or {})
+    if name in LAMBDA_SCHEDULERS and isinstance(kwargs.get("lr_lambda"), str):
+        kwargs["lr_lambda"] = LrLambda(kwargs["lr_lambda"])
+    return kwargs
+
+
+def build_optimizer(name: str, parameters: Iterable[Any], params: Mapping[str, Any] | None) -> torch.optim.Optimizer:
+    """A torch.optim optimizer by class name."""
+    if name not in optimizer_names():
+        raise ValueError(f"unknown optimizer {name!r}")
+    return getattr(torch.optim, name)(parameters, **dict(params or {}))
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, params: Mapping[str, Any] | None) -> Any:
+    """A torch.optim.lr_scheduler scheduler by class name (lr_lambda expressions parsed safely)."""
+    if name not in scheduler_names():
+        raise ValueError(f"unknown lr_scheduler {name!r}")
+    return getattr(schedulers, name)(optimizer, **_scheduler_kwargs(name, params))
+
+
+def build_loss(name: str, params: Mapping[str, Any] | None) -> nn.Module:
+    """LabelSmoothingCrossEntropy or a torch.nn loss by class name."""
+    if name == LABEL_SMOOTHING:
+        return LabelSmoothingCrossEntropy(**dict(params or {}))
+    if name not in loss_names():
+        raise ValueError(f"unknown loss_function {name!r}")
+    return getattr(nn, name)(**dict(params or {}))
+
+
+def _name_problem(key: str, name: Any, valid: list[str]) -> str | None:
+    if not isinstance(name, str):
+        return None  # a wrong type is reported by the schema check
+    if name in valid:
+        return None
+    lowered = {item.lower(): item for item in valid}
+    close = [lowered[item] for item in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return f"{key}: unknown name {name!r}; {hint}valid: {', '.join(valid)}"
+
+
+def _binding_problem(key: str, name: str, target: Callable[..., Any], params: Any, positional: int) -> str | None:
+    if params is not None and not isinstance(params, Mapping):
+        return None  # a wrong type is reported by the schema check
+    signature = inspect.signature(target)
+    try:
+        signature.bind(*([None] * positional), **dict(params or {}))
+    except TypeError as error:
+        message = str(error)
+        accepted = [p for p in signature.parameters if p not in ("self", "params", "optimizer")]
+        unknown = [k for k in (params or {}) if k not in signature.parameters]
+        hints = [f"{k} -> did you mean {', '.join(close)}?"
+                 for k in unknown if (close := difflib.get_close_matches(k, accepted, n=2, cutoff=0.6))]
+        extra = f" ({'; '.join(hints)})" if hints else ""
+        return f"{key}: {name} {message}{extra}; accepted: {', '.join(accepted)}"
+    return None
+
+
+def _dummy_parameters() -> list[torch.nn.Parameter]:
+    return [torch.nn.Parameter(torch.zeros(1))]
+
+
+def _optimizer_problems(cfg: Mapping[str, Any]) -> tuple[list[str], torch.optim.Optimizer | None]:
+    name, params = cfg.get("optimizer"), cfg.get("optimizer_params")
+    problem = _name_problem("optimizer", name, optimizer_names())
+    if problem or not isinstance(name, str):
+        return [problem] if problem else [], None
+    problem = _binding_problem("optimizer_params", name, getattr(torch.optim, name), params, 1)
+    if problem:
+        return [problem], None
+    try:
+        return [], build_optimizer(name, _dummy_parameters(), params)
+    except Exception as error:
+        return [f"optimizer_params: {name} rejects them: {error}"], None
+
+
+def _scheduler_problems(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer | None) -> list[str]:
+    name, params, epochs = cfg.get("lr_scheduler"), cfg.get("lr_scheduler_params"), _run_epochs(cfg)
+    if name is None:
+        return []
+    problem = _name_problem("lr_scheduler", name, scheduler_names())
+    if problem or not isinstance(name, str):
+        return [problem] if problem else []
+    problem = _binding_problem("lr_scheduler_params", name, getattr(schedulers, name), params, 1)
+    if problem:
+        return [problem]
+    if name in LAMBDA_SCHEDULERS:
+        expression = (params or {}).get("lr_lambda")
+        if not isinstance(expression, str):
+            return [f"lr_scheduler_params.lr_lambda: {name} needs an expression in epoch, e.g. '0.975 ** epoch'"]
+        try:
+            function = LrLambda(expression)
+            for epoch in range(epochs):
+                function(epoch)
+        except (ValueError, ArithmeticError) as error:
+            return [f"lr_scheduler_params.lr_lambda: {expression!r}: {error}"]
+    milestones = (params or {}).get("milestones")
+    if milestones is not None and not all(isinstance(m, int) and not isinstance(m, bool) for m in milestones):
+        return [f"lr_scheduler_params.milestones: {milestones!r} must be epoch numbers (integers)"]
+    optimizer = optimizer or torch.optim.SGD(_dummy_parameters(), lr=0.1, momentum=0.9)
+    try:
+        scheduler = build_scheduler(name, optimizer, params)
+    except Exception as error:
+        return [f"lr_scheduler_params: {name} rejects them: {error}"]
+    problem = _stepping_problem(name, scheduler, optimizer, epochs)
+    return [problem] if problem else []
+
+
+def _run_epochs(cfg: Mapping[str, Any]) -> int:
+    epochs = cfg.get("num_epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 1
+
+
+def _stepping_problem(name: str, scheduler: Any, optimizer: torch.optim.Optimizer, epochs: int) -> str | None:
+    """Step the scheduler once per epoch of the run, as training does, on a parameter without gradients."""
+    epoch = 0
+    try:
+        for epoch in range(1, epochs + 1):
+            optimizer.step()
+            if isinstance(scheduler, schedulers.ReduceLROnPlateau):
+                scheduler.step(1.0)
+            else:
+                scheduler.step()
+            lr = optimizer.param_groups[0]["lr"]
+            if not (math.isfinite(lr) and lr >= 0):
+                return f"lr_scheduler_params: {name} sets the learning rate to {lr} at epoch {epoch}"
+    except Exception as error:
+        return f"lr_scheduler_params: {name} fails at epoch {epoch} of num_epochs {epochs}: {error}"
+    return None
+
+
+def _loss_problems(cfg: Mapping[str, Any]) -> list[str]:
+    name, params = cfg.get("loss_function"), cfg.get("loss_params")
+    problem = _name_problem("loss_function", name, loss_names())
+    if problem or not isinstance(name, str):
+        return [problem] if problem else []
+    target = LabelSmoothingCrossEntropy if name == LABEL_SMOOTHING else getattr(nn, name)
+    problem = _binding_problem("loss_params", name, target, params, 0)
+    if problem:
+        return [problem]
+    try:
+        loss = build_loss(name, params)
+    except Exception as error:
+        return [f"loss_params: {name} rejects them: {error}"]
+    try:
+        value = loss(torch.zeros(2, 3), torch.tensor([0, 2]))
+        single = isinstance(value, torch.Tensor) and value.numel() == 1
+        detail = "" if single else f"it gives {tuple(value.shape) if isinstance(value, torch.Tensor) else value!r}"
+    except Exception as error:
+        single, detail = False, str(error)
+    if not single:
+        return [f"loss_function: {name} with these loss_params does not turn logits [batch, classes] and class "
+                f"indices [batch] into one number ({detail})"]
+    return []
+
+
+def optimization_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Every problem of the optimizer, lr_scheduler and loss_function keys and their parameters."""
+    problems, optimizer = _optimizer_problems(cfg)
+    return problems + _scheduler_problems(cfg, optimizer) + _loss_problems(cfg)
