@@ -29,6 +29,8 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
+from datasets.photos import clear_orientation, decode_whole, orientation, size_limit_as_error, unreadable_reason
+
 LABEL_COLUMNS = ("image_fname", "class", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class_name")
 SPLITS = ("train", "test")
 BOX_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")
@@ -81,6 +83,7 @@ class PrepareSummary:
     num_classes: int
     clipped_boxes: int
     grayscale_images: int
+    oriented_images: int  # JPEGs whose EXIF orientation tag was set to 1 in the copy (boxes refer to stored pixels)
     clipped_examples: list[str] = field(default_factory=list)
 
 
@@ -384,16 +387,33 @@ def _iter_folder(folder: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
             yield entry.name, lambda p=entry.path: Path(p).read_bytes()
 
 
-def _image_info(data: bytes, where: str) -> tuple[int, int, str]:
-    """(width, height, mode) of a JPEG, decoding it (at reduced scale) to make sure it is whole."""
+MIN_IMAGE_SIDE = 8  # a smaller raw image cannot show a car: a damaged or placeholder file
+
+
+@dataclass
+class _ImageInfo:
+    width: int
+    height: int
+    mode: str
+    orientation: int
+
+
+def _image_info(data: bytes) -> _ImageInfo:
+    """Size, mode and EXIF orientation of a raw Stanford JPEG, decoding it (at reduced scale) to make sure it is
+    whole; raises ValueError saying why it cannot be used."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            size, mode = image.size, image.mode
-            image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
-            image.load()
+        with size_limit_as_error(), Image.open(io.BytesIO(data)) as image:
+            info = _ImageInfo(*image.size, image.mode, orientation(image))
+            kind = image.format
+            decode_whole(image)
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
-        raise DataPreparationError(f"image {where} does not decode: {error}") from error
-    return size[0], size[1], mode
+        raise ValueError(unreadable_reason(error)) from error
+    if kind != "JPEG":
+        raise ValueError(f"is a {kind} image, not a JPEG as every Stanford Cars image is")
+    if min(info.width, info.height) < MIN_IMAGE_SIDE:
+        raise ValueError(f"is only {info.width}x{info.height} pixels, too small to show a car "
+                         f"(under {MIN_IMAGE_SIDE} pixels a side)")
+    return info
 
 
 def _clip_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[tuple[int, int, int, int], bool]:
@@ -434,11 +454,19 @@ def _copy_images(
             raise DataPreparationError(f"{source.path} holds two images named {name} (e.g. {member})")
         found.add(name)
         data = read()
-        width, height, mode = _image_info(data, f"{source.path}:{member}")
-        box, clipped = _clip_box(annotation.box, width, height)
+        try:
+            info = _image_info(data)
+            if info.orientation != 1:
+                data = clear_orientation(data)
+        except ValueError as error:
+            stats["unusable"].append(f"{source.path}:{member} {error}")
+            continue
+        stats["oriented"] += info.orientation != 1
+        box, clipped = _clip_box(annotation.box, info.width, info.height)
         if clipped:
-            stats["clipped"].append(f"{annotation.split}/{name} {annotation.box} -> {box} in {width}x{height}")
-        stats["grayscale"] += mode == "L"
+            stats["clipped"].append(
+                f"{annotation.split}/{name} {annotation.box} -> {box} in {info.width}x{info.height}")
+        stats["grayscale"] += info.mode == "L"
         (tmp / annotation.split / name).write_bytes(data)
         written.append(_Written(annotation, name, box))
         bar.update(1)
@@ -553,10 +581,16 @@ def _prepare_into(dataset: RawDataset, tmp: Path, out: Path, progress: bool) -> 
     for split in SPLITS:
         (tmp / split).mkdir()
     written: list[_Written] = []
-    stats: dict[str, Any] = {"clipped": [], "grayscale": 0}
+    stats: dict[str, Any] = {"clipped": [], "grayscale": 0, "oriented": 0, "unusable": []}
     with tqdm(total=len(dataset.annotations), unit="img", desc="preparing", disable=not progress) as bar:
         for source, annotations in dataset.sources:
             _copy_images(source, annotations, tmp, written, bar, stats)
+    if stats["unusable"]:
+        raise DataPreparationError(
+            f"{len(stats['unusable'])} raw image(s) cannot be used (the others were read and are fine):\n  "
+            + "\n  ".join(stats["unusable"][:20]) + ("\n  ..." if len(stats["unusable"]) > 20 else "")
+            + "\nDownload them again; refusing to prepare a partial dataset."
+        )
     counts: dict[str, int] = {}
     for split in SPLITS:
         rows = [w for w in written if w.annotation.split == split]
@@ -570,6 +604,7 @@ def _prepare_into(dataset: RawDataset, tmp: Path, out: Path, progress: bool) -> 
         num_classes=len(dataset.class_names),
         clipped_boxes=len(stats["clipped"]),
         grayscale_images=stats["grayscale"],
+        oriented_images=stats["oriented"],
         clipped_examples=stats["clipped"][:10],
     )
 

@@ -176,13 +176,56 @@ def test_truncated_archive(data_make_raw, tmp_path):
     assert list(tmp_path.glob(".out.*")) == []
 
 
-def test_undecodable_image_is_named(data_make_raw, tmp_path):
+def exif_mm(tag: int) -> bytes:
+    """An APP1 Exif payload in big-endian (Motorola) byte order, as many cameras write it: orientation only."""
+    entry = (0x0112).to_bytes(2, "big") + (3).to_bytes(2, "big") + (1).to_bytes(4, "big") + tag.to_bytes(2, "big")
+    return b"Exif\0\0MM\0*" + (8).to_bytes(4, "big") + (1).to_bytes(2, "big") + entry + bytes(2) + bytes(4)
+
+
+def test_exif_orientation_of_raw_jpegs_is_set_to_1_and_boxes_stay_on_the_stored_pixels(data_make_raw, tmp_path):
     raw, generated = data_make_raw(layout="original", archives=False)
-    victim = raw / "cars_train" / "00003.jpg"
-    victim.write_bytes(victim.read_bytes()[:200])
-    with pytest.raises(DataPreparationError, match=r"image .*cars_train:00003.jpg does not decode"):
+    tagged = {"00001.jpg": 6, "00002.jpg": 8}
+    for (name, tag), byte_order in zip(tagged.items(), ("II", "MM")):
+        with Image.open(raw / "cars_train" / name) as image:
+            exif = Image.Exif()
+            exif[0x0112] = tag
+            payload = exif.tobytes() if byte_order == "II" else exif_mm(tag)
+            image.save(raw / "cars_train" / name, quality=95, exif=payload)
+        with Image.open(raw / "cars_train" / name) as image:
+            assert image.getexif()[0x0112] == tag
+    summary = prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+    assert summary.oriented_images == 2
+    truth = {im.name: im for im in generated.images if im.split == "train"}
+    rows = {r["image_fname"]: r for r in read_csv(tmp_path / "out" / "train_labels.csv")}
+    for name in tagged:
+        before, after = (raw / "cars_train" / name).read_bytes(), (tmp_path / "out" / "train" / name).read_bytes()
+        assert len(before) == len(after) and sum(a != b for a, b in zip(before, after)) == 1
+        box = tuple(int(rows[name][k]) for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"))
+        with Image.open(tmp_path / "out" / "train" / name) as image:
+            assert image.getexif()[0x0112] == 1 and image.size == truth[name].size and box == truth[name].box
+            assert_box_colour(image.convert(image.mode), box, truth[name].class_id)
+
+
+def test_every_unusable_image_is_named_with_its_reason(data_make_raw, tmp_path, capsys):
+    raw, _ = data_make_raw(layout="original", archives=False)
+    train = raw / "cars_train"
+    (train / "00003.jpg").write_bytes((train / "00003.jpg").read_bytes()[:-300])
+    Image.new("RGB", (60, 40), "red").save(train / "00004.jpg", format="GIF")
+    Image.new("RGB", (60, 40), "red").save(train / "00005.jpg", format="WEBP")
+    Image.new("RGB", (1, 1), "red").save(train / "00006.jpg")
+    Image.new("1", (14000, 14000)).save(raw / "cars_test" / "00001.jpg", format="PNG")
+    with pytest.raises(DataPreparationError) as error:
         prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+    message = str(error.value)
+    assert "5 raw image(s) cannot be used" in message and "partial" in message
+    for line in (f"{train}:00003.jpg truncated or damaged image file", f"{train}:00004.jpg is a GIF image, not a JPEG",
+                 f"{train}:00005.jpg is a WEBP image, not a JPEG", f"{train}:00006.jpg is only 1x1 pixels",
+                 f"{raw / 'cars_test'}:00001.jpg over Pillow's decompression-bomb limit"):
+        assert line in message
     assert not (tmp_path / "out").exists()
+    assert script.main(["--raw", str(raw), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "\nerror: 5 raw image(s) cannot be used" in err and "Traceback" not in err
 
 
 def write_tar(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> None:
