@@ -1,4 +1,4 @@
-"""Raw Stanford Cars files (either layout, archives or folders) -> prepared data.
+"""Raw Stanford Cars files (any of three layouts, archives or folders) -> prepared data.
 
 Prepared data: ``train/*.jpg``, ``test/*.jpg``, ``train_labels.csv``, ``test_labels.csv`` with columns
 ``image_fname,class,bbox_x1,bbox_y1,bbox_x2,bbox_y2,class_name`` (class ids 1..N as in the raw files,
@@ -13,12 +13,14 @@ copied unchanged (no re-encoding).
 from __future__ import annotations
 
 import csv
+import filecmp
 import io
 import os
 import shutil
 import tarfile
 import uuid
 import warnings
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -37,6 +39,10 @@ BOX_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")
 
 UPDATED_FILES = ("car_ims.tgz", "cars_annos.mat", "car_devkit.tgz")
 ORIGINAL_FILES = ("cars_train.tgz", "cars_test.tgz", "car_devkit.tgz", "cars_test_annos_withlabels.mat")
+CLASS_FOLDER_CSVS = ("anno_train.csv", "anno_test.csv", "names.csv")
+CLASS_FOLDER_FILES = ("car_data/car_data/train/<class name>/", "car_data/car_data/test/<class name>/",
+                      *CLASS_FOLDER_CSVS)
+LAYOUT_FILES = {"updated": UPDATED_FILES, "original": ORIGINAL_FILES, "class_folders": CLASS_FOLDER_FILES}
 
 
 class DataPreparationError(Exception):
@@ -55,10 +61,11 @@ class Annotation:
 
 @dataclass
 class ImageSource:
-    """Where a split's images come from: a .tgz archive or a folder of JPEGs."""
+    """Where images come from: a .tgz or .zip archive or a folder of JPEGs (or of class folders of JPEGs)."""
 
     path: Path
     is_archive: bool
+    split: str | None = None  # class-folder layout: the split whose class folders hold the images
 
 
 @dataclass
@@ -70,6 +77,7 @@ class RawDataset:
     annotations: list[Annotation]
     # image source -> annotations whose image lies in it
     sources: list[tuple[ImageSource, list[Annotation]]]
+    notes: list[str] = field(default_factory=list)  # which raw files were used, where that needs saying
 
 
 @dataclass
@@ -85,6 +93,7 @@ class PrepareSummary:
     grayscale_images: int
     oriented_images: int  # JPEGs whose EXIF orientation tag was set to 1 in the copy (boxes refer to stored pixels)
     clipped_examples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # which raw files were used, where that needs saying
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,7 +137,8 @@ def _find_file(raw: Path, name: str) -> Path | None:
 
 
 def detect_layout(raw_path: str | os.PathLike) -> str:
-    """'updated' or 'original', from the files present; raises DataPreparationError naming what is missing."""
+    """'updated', 'original' or 'class_folders', from the files present; raises DataPreparationError naming what
+    is missing."""
     raw = Path(raw_path)
     if not raw.is_dir():
         state = "is a file, not a folder" if raw.exists() else "does not exist"
@@ -142,17 +152,19 @@ def detect_layout(raw_path: str | os.PathLike) -> str:
     if has_updated and has_original:
         complete_updated = _find_entry(raw, "car_ims.tgz") and (raw / "cars_annos.mat").is_file()
         return "updated" if complete_updated else "original"
+    if _class_folder_root(raw) or _class_folder_zips(raw) or any((raw / n).is_file() for n in CLASS_FOLDER_CSVS):
+        return "class_folders"
     raise DataPreparationError(
-        f"no Stanford Cars raw files found in {raw}. Expected either the updated layout "
-        f"({', '.join(UPDATED_FILES)}) or the original layout ({', '.join(ORIGINAL_FILES)}); "
-        "archives may also be extracted into folders car_ims/, cars_train/, cars_test/, devkit/"
+        f"no Stanford Cars raw files found in {raw}. Expected the updated layout ({', '.join(UPDATED_FILES)}), "
+        f"the original layout ({', '.join(ORIGINAL_FILES)}) or Kaggle's class-folder layout "
+        f"({', '.join(CLASS_FOLDER_FILES)}, or a .zip of them); archives may also be extracted into folders "
+        "car_ims/, cars_train/, cars_test/, devkit/"
     )
 
 
 def _missing_error(raw: Path, layout: str, missing: list[str]) -> DataPreparationError:
-    expected = UPDATED_FILES if layout == "updated" else ORIGINAL_FILES
     return DataPreparationError(
-        f"{raw} looks like the {layout} Stanford Cars layout ({', '.join(expected)}) but lacks: "
+        f"{raw} looks like the {layout} Stanford Cars layout ({', '.join(LAYOUT_FILES[layout])}) but lacks: "
         + ", ".join(missing)
     )
 
@@ -301,11 +313,132 @@ def _read_original(raw: Path) -> RawDataset:
     return RawDataset("original", class_names, train + test, [(train_images, train), (test_images, test)])
 
 
+# ----------------------------------------------------------------------------------------------
+# Kaggle's class-folder layout
+
+
+def _class_folder_root(raw: Path) -> Path | None:
+    """The folder holding the split folders of class folders: Kaggle's ``car_data/car_data/``, or ``car_data/``."""
+    for root in (raw / "car_data" / "car_data", raw / "car_data"):
+        if (root / "train").is_dir() or (root / "test").is_dir():
+            return root
+    return None
+
+
+def _holds_class_folders(path: Path) -> bool:
+    """Whether a .zip looks like Kaggle's class-folder download (an unreadable one counts: reading it says why)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return True
+    return any(PurePosixPath(n).name in CLASS_FOLDER_CSVS or n.startswith("car_data/") for n in names)
+
+
+def _class_folder_zips(raw: Path) -> list[Path]:
+    return sorted(p for p in raw.glob("*.zip") if p.is_file() and _holds_class_folders(p))
+
+
+def _one_copy(raw: Path, copies: list[Path], what: str, notes: list[str]) -> Path:
+    """The one file among copies of the same download; DataPreparationError naming them when they differ."""
+    different = [p for p in copies[1:] if not filecmp.cmp(copies[0], p, shallow=False)]
+    if different:
+        raise DataPreparationError(
+            f"{raw} holds different files that could each be {what}: {copies[0].name}, "
+            f"{', '.join(p.name for p in different)}; keep the right one and move the other(s) away"
+        )
+    if len(copies) > 1:
+        notes.append(f"{', '.join(p.name for p in copies[1:])}: the same bytes as {copies[0].name}, which was used")
+    return copies[0]
+
+
+_Text = tuple[bytes, str]  # a CSV file's bytes and where it was read (for messages)
+
+
+def _class_folder_parts(raw: Path, notes: list[str]) -> tuple[dict[str, _Text], dict[str, ImageSource], str]:
+    """The CSVs and split image sources found (extracted, or in one .zip), and how missing parts are named."""
+    zips = _class_folder_zips(raw)
+    if not zips:
+        root = _class_folder_root(raw) or raw / "car_data" / "car_data"
+        texts = {name: ((raw / name).read_bytes(), str(raw / name)) for name in CLASS_FOLDER_CSVS
+                 if (raw / name).is_file()}
+        sources = {split: ImageSource(root / split, False, split) for split in SPLITS if (root / split).is_dir()}
+        return texts, sources, ""
+    archive = _one_copy(raw, zips, "Kaggle's class-folder archive", notes)
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            names = opened.namelist()
+            members = {PurePosixPath(n).name: n for n in reversed(names) if PurePosixPath(n).name in CLASS_FOLDER_CSVS}
+            texts = {base: (opened.read(n), f"{archive}:{n}") for base, n in members.items()}
+    except _ARCHIVE_ERRORS + (zipfile.BadZipFile,) as error:
+        raise _corrupt(archive, error) from error
+    splits = {PurePosixPath(n).parts[-3] for n in names if len(PurePosixPath(n).parts) >= 3 and not n.endswith("/")}
+    sources = {split: ImageSource(archive, True, split) for split in SPLITS if split in splits}
+    return texts, sources, f" (in {archive.name})"
+
+
+def _csv_rows(text: _Text) -> Iterator[tuple[int, list[str]]]:
+    """(line number, values) of the non-empty rows of a CSV file (UTF-8, with or without a byte-order mark)."""
+    data, where = text
+    try:
+        decoded = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataPreparationError(f"{where} is not UTF-8 text ({error})") from error
+    for line, row in enumerate(csv.reader(io.StringIO(decoded)), start=1):
+        if any(value.strip() for value in row):
+            yield line, row
+
+
+def _class_names_csv(text: _Text) -> list[str]:
+    """Kaggle's names.csv: one class name a line, in class-id order (a name holding commas is kept whole)."""
+    names = [",".join(row).strip() for _, row in _csv_rows(text)]
+    if not names:
+        raise DataPreparationError(f"{text[1]} holds no class names")
+    return names
+
+
+def _annotations_csv(text: _Text, split: str) -> list[Annotation]:
+    """Kaggle's anno_train.csv / anno_test.csv: file name, x1, y1, x2, y2, class id; no header."""
+    annotations = []
+    for line, row in _csv_rows(text):
+        try:
+            if len(row) != 6:
+                raise ValueError(f"{len(row)} value(s)")
+            x1, y1, x2, y2, class_id = (int(value) for value in row[1:])
+        except ValueError as error:
+            raise DataPreparationError(
+                f"{text[1]}, line {line}: expected file name, x1, y1, x2, y2, class id (whole numbers), "
+                f"found {','.join(row)!r} ({error})"
+            ) from error
+        annotations.append(Annotation(PurePosixPath(row[0].strip()).name, split, class_id, (x1, y1, x2, y2)))
+    if not annotations:
+        raise DataPreparationError(f"{text[1]} lists no images")
+    return annotations
+
+
+def _read_class_folders(raw: Path, notes: list[str]) -> RawDataset:
+    texts, sources, inside = _class_folder_parts(raw, notes)
+    missing = [f"car_data/car_data/{split}/ (a folder per class){inside}" for split in SPLITS if split not in sources]
+    missing += [f"{name}{inside}" for name in CLASS_FOLDER_CSVS if name not in texts]
+    if missing:
+        raise _missing_error(raw, "class_folders", missing)
+    class_names = _class_names_csv(texts["names.csv"])
+    train = _annotations_csv(texts["anno_train.csv"], "train")
+    test = _annotations_csv(texts["anno_test.csv"], "test")
+    return RawDataset("class_folders", class_names, train + test,
+                      [(sources["train"], train), (sources["test"], test)])
+
+
 def read_raw_dataset(raw_path: str | os.PathLike) -> RawDataset:
     """Detect the layout and read annotations and class names (not the images); validates class ids."""
     raw = Path(raw_path)
     layout = detect_layout(raw)
-    dataset = _read_updated(raw) if layout == "updated" else _read_original(raw)
+    notes: list[str] = []
+    if layout == "class_folders":
+        dataset = _read_class_folders(raw, notes)
+    else:
+        dataset = _read_updated(raw) if layout == "updated" else _read_original(raw)
+    dataset.notes = notes
     _check_annotations(dataset)
     return dataset
 
@@ -380,6 +513,41 @@ def _iter_archive(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
         raise _corrupt(path, error) from error
 
 
+def _iter_zip(path: Path, split: str) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """Yield (member name, reader) for each file of a .zip that lies in a class folder of ``split``."""
+
+    def reader(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> Callable[[], bytes]:
+        def read() -> bytes:
+            try:
+                return archive.read(member)
+            except _ARCHIVE_ERRORS + (zipfile.BadZipFile,) as error:
+                raise _corrupt(path, error) from error
+
+        return read
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                parts = PurePosixPath(member.filename).parts
+                if not member.is_dir() and len(parts) >= 3 and parts[-3] == split:
+                    yield member.filename, reader(archive, member)
+    except _ARCHIVE_ERRORS + (zipfile.BadZipFile,) as error:
+        raise _corrupt(path, error) from error
+
+
+def _iter_class_folders(split_folder: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """Yield ('<class folder>/<file>', reader) for each file in the class folders of a split folder."""
+    for class_folder in sorted(p for p in split_folder.iterdir() if p.is_dir()):
+        for name, read in _iter_folder(class_folder):
+            yield f"{class_folder.name}/{name}", read
+
+
+def _iter_source(source: ImageSource) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    if source.split is not None:
+        return _iter_zip(source.path, source.split) if source.is_archive else _iter_class_folders(source.path)
+    return _iter_archive(source.path) if source.is_archive else _iter_folder(source.path)
+
+
 def _iter_folder(folder: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
     images = _image_folder(folder)
     for entry in sorted(os.scandir(images), key=lambda e: e.name):
@@ -442,7 +610,7 @@ def _copy_images(
     wanted = {a.source_name: a for a in annotations}
     found: set[str] = set()
     unmatched: list[str] = []
-    members = _iter_archive(source.path) if source.is_archive else _iter_folder(source.path)
+    members = _iter_source(source)
     for member, read in members:
         name = PurePosixPath(member).name
         annotation = wanted.get(name)
@@ -472,7 +640,7 @@ def _copy_images(
         bar.update(1)
     missing = [a.source_name for a in annotations if a.source_name not in found]
     if missing:
-        where = source.path if source.is_archive else _image_folder(source.path)
+        where = source.path if source.is_archive or source.split else _image_folder(source.path)
         raise DataPreparationError(
             f"{len(missing)} of {len(annotations)} annotated image(s) were not found in {where}, e.g. "
             f"{_examples(missing)}; it holds {len(unmatched)} JPEG(s) with names the annotations do not "
@@ -554,7 +722,7 @@ def check_archive_target(archive_path: str | os.PathLike, force: bool = False) -
 def prepare_stanford_dataset(
     raw_path: str | os.PathLike, out_path: str | os.PathLike, force: bool = False, progress: bool = True
 ) -> PrepareSummary:
-    """Turn raw Stanford Cars files (either layout, archives or folders) into prepared data at out_path."""
+    """Turn raw Stanford Cars files (any layout, archives or folders) into prepared data at out_path."""
     out = Path(out_path)
     _check_target(out, force, Path(raw_path))
     dataset = read_raw_dataset(raw_path)
@@ -563,6 +731,7 @@ def prepare_stanford_dataset(
     tmp.mkdir()
     try:
         summary = _prepare_into(dataset, tmp, out, progress)
+        summary.notes = dataset.notes
         _check_target(out, force)
         _move_into_place(tmp, out)
     except BaseException:

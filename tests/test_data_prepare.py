@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +44,12 @@ def assert_box_colour(image: Image.Image, box, class_id: int) -> None:
             assert max(abs(a - b) for a, b in zip(pixel, expected)) < 40, (pixel, expected)
 
 
-@pytest.mark.parametrize("layout", ["updated", "original"])
+@pytest.mark.parametrize("layout", ["updated", "original", "class_folders"])
 @pytest.mark.parametrize("form", ["archives", "folders", "kaggle"])
-def test_prepare_both_layouts_labels_and_boxes_land_on_right_images(data_make_raw, tmp_path, layout, form):
+def test_prepare_every_layout_labels_and_boxes_land_on_right_images(data_make_raw, tmp_path, layout, form):
     raw, generated = data_make_raw(layout=layout, archives=form == "archives", doubled=form == "kaggle")
-    if form == "kaggle":
-        assert next(raw.glob("*/*/00001.jpg"), None) or next(raw.glob("*/*/000001.jpg"))
+    if form == "kaggle":  # cars_train/cars_train/, car_data/car_data/
+        assert any(len(set(p.relative_to(raw).parts[:2])) == 1 for p in raw.rglob("0*.jpg"))
     summary = prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
     assert (summary.layout, summary.num_classes) == (layout, 4)
     assert summary.num_train == summary.num_test == 12
@@ -143,6 +145,41 @@ def test_missing_raw_files_are_named_with_layout(data_make_raw, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataPreparationError, match=r"no Stanford Cars raw files found.*car_ims.tgz.*cars_train.tgz"):
         prepare_stanford_dataset(tmp_path / "empty", tmp_path / "out", progress=False)
+
+
+def test_class_folder_layout_missing_parts_and_bad_rows_are_named(data_make_raw, tmp_path):
+    raw, _ = data_make_raw(layout="class_folders", archives=False, doubled=True)
+    (raw / "anno_test.csv").unlink()
+    shutil.rmtree(raw / "car_data" / "car_data" / "test")
+    with pytest.raises(DataPreparationError) as error:
+        prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+    message = str(error.value)
+    assert "looks like the class_folders Stanford Cars layout (car_data/car_data/train/<class name>/" in message
+    assert message.endswith("lacks: car_data/car_data/test/ (a folder per class), anno_test.csv")
+    lines = (raw / "anno_train.csv").read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0]
+    (raw / "anno_train.csv").write_text("\n".join(lines))
+    (raw / "anno_test.csv").write_text("\n".join(lines[:2]))
+    (raw / "car_data" / "car_data" / "test").mkdir()
+    with pytest.raises(DataPreparationError, match=r"anno_train.csv, line 3: expected file name, x1, y1, x2, y2, "
+                                                   r"class id \(whole numbers\), found '00003.jpg,\d+,\d+,\d+,\d+'"):
+        prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+
+
+def test_class_folder_zip_missing_parts_or_truncated(data_make_raw, tmp_path):
+    raw, _ = data_make_raw(layout="class_folders")
+    with zipfile.ZipFile(raw / "archive.zip") as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist() if info.filename != "names.csv"]
+    with zipfile.ZipFile(raw / "archive.zip", "w") as archive:
+        for info, data in members:
+            archive.writestr(info, data)
+    with pytest.raises(DataPreparationError, match=r"class_folders Stanford .* lacks: names.csv \(in archive.zip\)"):
+        prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+    data = (raw / "archive.zip").read_bytes()
+    (raw / "archive.zip").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataPreparationError, match="archive.zip is truncated or corrupt"):
+        prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_kaggle_mirror_without_test_labels_explains(data_make_raw, tmp_path):
