@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import csv
 import filecmp
+import glob
 import io
 import os
+import re
 import shutil
 import tarfile
 import uuid
@@ -100,10 +102,46 @@ class PrepareSummary:
 # Locating raw files
 
 
-def _find_entry(raw: Path, archive_name: str) -> ImageSource | None:
-    """The archive ``<name>.tgz`` or its extracted folder (also the doubled Kaggle folder ``x/x/``)."""
-    archive = raw / archive_name
-    if archive.is_file():
+def _copies(raw: Path, name: str) -> list[Path]:
+    """``raw/name`` and the names a browser gives repeated downloads of it (``name (1).ext``, ...), in that order."""
+    stem, dot, suffix = name.partition(".")
+    pattern = re.compile(rf"{re.escape(stem)} \((\d+)\){re.escape(dot + suffix)}")
+    numbered = {int(m.group(1)): p for p in raw.glob(f"{glob.escape(stem)} (*){glob.escape(dot + suffix)}")
+                if (m := pattern.fullmatch(p.name)) and p.is_file()}
+    exact = [raw / name] if (raw / name).is_file() else []
+    return exact + [numbered[number] for number in sorted(numbered)]
+
+
+def _one_copy(raw: Path, copies: list[Path], what: str, notes: list[str]) -> Path:
+    """The one file among copies of the same download; DataPreparationError naming them when they differ."""
+    different = [p for p in copies[1:] if not filecmp.cmp(copies[0], p, shallow=False)]
+    if different:
+        raise DataPreparationError(
+            f"{raw} holds different files that could each be {what}: {copies[0].name}, "
+            f"{', '.join(p.name for p in different)}; keep the right one and move the other(s) away"
+        )
+    if len(copies) > 1:
+        notes.append(f"{', '.join(p.name for p in copies[1:])}: the same bytes as {copies[0].name}, which was used")
+    return copies[0]
+
+
+def _raw_file(raw: Path, name: str, notes: list[str]) -> Path | None:
+    """The raw file ``name``, or the only browser-renamed copy of it (``name (1).ext``, said in notes); identical
+    copies are one file; different ones raise DataPreparationError naming them."""
+    copies = _copies(raw, name)
+    if not copies:
+        return None
+    chosen = _one_copy(raw, copies, name, notes)
+    if chosen.name != name:
+        notes.append(f"used {chosen.name} as {name} (a browser's name for a repeated download)")
+    return chosen
+
+
+def _find_entry(raw: Path, archive_name: str, notes: list[str]) -> ImageSource | None:
+    """The archive ``<name>.tgz`` (or a browser-renamed copy) or its extracted folder (also the doubled Kaggle
+    folder ``x/x/``)."""
+    archive = _raw_file(raw, archive_name, notes)
+    if archive is not None:
         return ImageSource(archive, True)
     folder = raw / archive_name.removesuffix(".tgz")
     if folder.is_dir():
@@ -111,9 +149,9 @@ def _find_entry(raw: Path, archive_name: str) -> ImageSource | None:
     return None
 
 
-def _find_devkit(raw: Path) -> ImageSource | None:
-    archive = raw / "car_devkit.tgz"
-    if archive.is_file():
+def _find_devkit(raw: Path, notes: list[str]) -> ImageSource | None:
+    archive = _raw_file(raw, "car_devkit.tgz", notes)
+    if archive is not None:
         return ImageSource(archive, True)
     for folder in (raw / "devkit", raw / "car_devkit" / "devkit", raw / "car_devkit"):
         if (folder / "cars_meta.mat").is_file() or (folder / "cars_train_annos.mat").is_file():
@@ -129,10 +167,12 @@ def _image_folder(folder: Path) -> Path:
     return folder
 
 
-def _find_file(raw: Path, name: str) -> Path | None:
-    for candidate in (raw / name, raw / name.removesuffix(".mat") / name):
-        if candidate.is_file():
-            return candidate
+def _find_file(raw: Path, name: str, notes: list[str]) -> Path | None:
+    """``raw/name`` (or a browser-renamed copy), or ``raw/<stem>/name`` as some mirrors have it."""
+    for folder in (raw, raw / name.removesuffix(".mat")):
+        found = _raw_file(folder, name, notes) if folder.is_dir() else None
+        if found is not None:
+            return found
     return None
 
 
@@ -143,16 +183,17 @@ def detect_layout(raw_path: str | os.PathLike) -> str:
     if not raw.is_dir():
         state = "is a file, not a folder" if raw.exists() else "does not exist"
         raise DataPreparationError(f"raw data folder {raw} {state}")
-    has_updated = _find_entry(raw, "car_ims.tgz") is not None or (raw / "cars_annos.mat").is_file()
-    has_original = any(_find_entry(raw, n) is not None for n in ("cars_train.tgz", "cars_test.tgz"))
+    unused: list[str] = []
+    has_updated = _find_entry(raw, "car_ims.tgz", unused) is not None or bool(_copies(raw, "cars_annos.mat"))
+    has_original = any(_find_entry(raw, n, unused) is not None for n in ("cars_train.tgz", "cars_test.tgz"))
     if has_updated and not has_original:
         return "updated"
     if has_original and not has_updated:
         return "original"
     if has_updated and has_original:
-        complete_updated = _find_entry(raw, "car_ims.tgz") and (raw / "cars_annos.mat").is_file()
+        complete_updated = _find_entry(raw, "car_ims.tgz", unused) and _copies(raw, "cars_annos.mat")
         return "updated" if complete_updated else "original"
-    if _class_folder_root(raw) or _class_folder_zips(raw) or any((raw / n).is_file() for n in CLASS_FOLDER_CSVS):
+    if _class_folder_root(raw) or _class_folder_zips(raw) or any(_copies(raw, n) for n in CLASS_FOLDER_CSVS):
         return "class_folders"
     raise DataPreparationError(
         f"no Stanford Cars raw files found in {raw}. Expected the updated layout ({', '.join(UPDATED_FILES)}), "
@@ -251,11 +292,12 @@ def _annotations_from_columns(
     ]
 
 
-def _read_updated(raw: Path) -> RawDataset:
-    images = _find_entry(raw, "car_ims.tgz")
-    annos_path = raw / "cars_annos.mat"
-    devkit = _find_devkit(raw)
-    missing = [n for n, f in (("car_ims.tgz (or folder car_ims/)", images), ("cars_annos.mat", annos_path.is_file() or None)) if f is None]
+def _read_updated(raw: Path, notes: list[str]) -> RawDataset:
+    images = _find_entry(raw, "car_ims.tgz", notes)
+    annos_path = _raw_file(raw, "cars_annos.mat", notes)
+    devkit = _find_devkit(raw, notes)
+    parts = (("car_ims.tgz (or folder car_ims/)", images), ("cars_annos.mat", annos_path))
+    missing = [name for name, found in parts if found is None]
     if missing:
         raise _missing_error(raw, "updated", missing)
     mat = _load_mat(annos_path, str(annos_path))
@@ -275,11 +317,11 @@ def _read_updated(raw: Path) -> RawDataset:
     return RawDataset("updated", class_names, annotations, [(images, annotations)])
 
 
-def _read_original(raw: Path) -> RawDataset:
-    train_images = _find_entry(raw, "cars_train.tgz")
-    test_images = _find_entry(raw, "cars_test.tgz")
-    devkit = _find_devkit(raw)
-    labels_path = _find_file(raw, "cars_test_annos_withlabels.mat")
+def _read_original(raw: Path, notes: list[str]) -> RawDataset:
+    train_images = _find_entry(raw, "cars_train.tgz", notes)
+    test_images = _find_entry(raw, "cars_test.tgz", notes)
+    devkit = _find_devkit(raw, notes)
+    labels_path = _find_file(raw, "cars_test_annos_withlabels.mat", notes)
     missing = [
         name
         for name, found in (
@@ -336,20 +378,9 @@ def _holds_class_folders(path: Path) -> bool:
 
 
 def _class_folder_zips(raw: Path) -> list[Path]:
-    return sorted(p for p in raw.glob("*.zip") if p.is_file() and _holds_class_folders(p))
-
-
-def _one_copy(raw: Path, copies: list[Path], what: str, notes: list[str]) -> Path:
-    """The one file among copies of the same download; DataPreparationError naming them when they differ."""
-    different = [p for p in copies[1:] if not filecmp.cmp(copies[0], p, shallow=False)]
-    if different:
-        raise DataPreparationError(
-            f"{raw} holds different files that could each be {what}: {copies[0].name}, "
-            f"{', '.join(p.name for p in different)}; keep the right one and move the other(s) away"
-        )
-    if len(copies) > 1:
-        notes.append(f"{', '.join(p.name for p in copies[1:])}: the same bytes as {copies[0].name}, which was used")
-    return copies[0]
+    """The .zip files of the class-folder layout, those without a browser's copy number (`` (1)``) first."""
+    zips = [p for p in raw.glob("*.zip") if p.is_file() and _holds_class_folders(p)]
+    return sorted(zips, key=lambda p: (re.search(r" \(\d+\)$", p.stem) is not None, p.name))
 
 
 _Text = tuple[bytes, str]  # a CSV file's bytes and where it was read (for messages)
@@ -360,8 +391,8 @@ def _class_folder_parts(raw: Path, notes: list[str]) -> tuple[dict[str, _Text], 
     zips = _class_folder_zips(raw)
     if not zips:
         root = _class_folder_root(raw) or raw / "car_data" / "car_data"
-        texts = {name: ((raw / name).read_bytes(), str(raw / name)) for name in CLASS_FOLDER_CSVS
-                 if (raw / name).is_file()}
+        paths = {name: _raw_file(raw, name, notes) for name in CLASS_FOLDER_CSVS}
+        texts = {name: (path.read_bytes(), str(path)) for name, path in paths.items() if path is not None}
         sources = {split: ImageSource(root / split, False, split) for split in SPLITS if (root / split).is_dir()}
         return texts, sources, ""
     archive = _one_copy(raw, zips, "Kaggle's class-folder archive", notes)
@@ -434,10 +465,8 @@ def read_raw_dataset(raw_path: str | os.PathLike) -> RawDataset:
     raw = Path(raw_path)
     layout = detect_layout(raw)
     notes: list[str] = []
-    if layout == "class_folders":
-        dataset = _read_class_folders(raw, notes)
-    else:
-        dataset = _read_updated(raw) if layout == "updated" else _read_original(raw)
+    reader = {"updated": _read_updated, "original": _read_original, "class_folders": _read_class_folders}[layout]
+    dataset = reader(raw, notes)
     dataset.notes = notes
     _check_annotations(dataset)
     return dataset

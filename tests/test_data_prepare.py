@@ -191,6 +191,38 @@ def test_kaggle_mirror_without_test_labels_explains(data_make_raw, tmp_path):
     assert "cars_test_annos.mat has boxes but no 'class' field" in str(error.value)
 
 
+def test_browser_renamed_downloads_are_used_when_alone_and_said(data_make_raw, tmp_path, capsys):
+    raw, _ = data_make_raw(layout="original")
+    for name in ("cars_test_annos_withlabels.mat", "car_devkit.tgz"):
+        stem, suffix = name.split(".")
+        (raw / name).rename(raw / f"{stem} (1).{suffix}")
+    assert script.main(["--raw", str(raw), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "note: used cars_test_annos_withlabels (1).mat as cars_test_annos_withlabels.mat" in out
+    assert "note: used car_devkit (1).tgz as car_devkit.tgz" in out
+    (raw / "cars_test_annos_withlabels (2).mat").write_bytes((raw / "cars_test_annos_withlabels (1).mat").read_bytes())
+    summary = prepare_stanford_dataset(raw, tmp_path / "out2", progress=False)
+    assert summary.notes[1].startswith("cars_test_annos_withlabels (2).mat: the same bytes as cars_test_annos_withlabels (1)")
+    (raw / "cars_test_annos_withlabels.mat").write_bytes(mat_bytes(annotations=struct_array([{"fname": "x.jpg"}])))
+    with pytest.raises(DataPreparationError, match=r"different files that could each be cars_test_annos_withlabels"
+                                                   r".mat: cars_test_annos_withlabels.mat, "
+                                                   r"cars_test_annos_withlabels \(1\).mat, cars_test_annos_withlabels "
+                                                   r"\(2\).mat"):
+        prepare_stanford_dataset(raw, tmp_path / "out3", progress=False)
+
+
+def test_two_different_class_folder_zips_are_refused_by_name(data_make_raw, tmp_path):
+    raw, _ = data_make_raw(layout="class_folders")
+    shutil.copy(raw / "archive.zip", raw / "archive (1).zip")
+    assert prepare_stanford_dataset(raw, tmp_path / "out", progress=False).notes == [
+        "archive (1).zip: the same bytes as archive.zip, which was used"]
+    other, _ = data_make_raw(layout="class_folders", name="other", seed=5)
+    shutil.copy(other / "archive.zip", raw / "archive (1).zip")
+    with pytest.raises(DataPreparationError, match=r"could each be Kaggle's class-folder archive: archive.zip, "
+                                                   r"archive \(1\).zip"):
+        prepare_stanford_dataset(raw, tmp_path / "out2", progress=False)
+
+
 def test_image_names_not_matching_annotations_are_counted(data_make_raw, tmp_path):
     raw, _ = data_make_raw(layout="original", archives=False)
     for name in ("00001.jpg", "00002.jpg"):
