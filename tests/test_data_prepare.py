@@ -202,7 +202,8 @@ def test_browser_renamed_downloads_are_used_when_alone_and_said(data_make_raw, t
     assert "note: used car_devkit (1).tgz as car_devkit.tgz" in out
     (raw / "cars_test_annos_withlabels (2).mat").write_bytes((raw / "cars_test_annos_withlabels (1).mat").read_bytes())
     summary = prepare_stanford_dataset(raw, tmp_path / "out2", progress=False)
-    assert summary.notes[1].startswith("cars_test_annos_withlabels (2).mat: the same bytes as cars_test_annos_withlabels (1)")
+    assert summary.notes[1].startswith("cars_test_annos_withlabels (2).mat: the same bytes as "
+                                       "cars_test_annos_withlabels (1).mat")
     (raw / "cars_test_annos_withlabels.mat").write_bytes(mat_bytes(annotations=struct_array([{"fname": "x.jpg"}])))
     with pytest.raises(DataPreparationError, match=r"different files that could each be cars_test_annos_withlabels"
                                                    r".mat: cars_test_annos_withlabels.mat, "
