@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from PIL import UnidentifiedImageError
 
 from datasets import StanfordCarsDataModule
-from datasets.stanford_data import preprocess_image
+from datasets.photos import unreadable_reason
+from datasets.stanford_data import PhotoInfo, photo_info, preprocess_image
 from models.evaluation import class_label, predict_top_k
 from models.run_loading import CheckpointError, device_problem, load_trained_model
 from utils.configuration import ConfigError, image_channels, normalization_params
@@ -36,7 +36,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="photo files")
     parser.add_argument("--top", type=int, default=5, metavar="K", help="classes shown per photo (default 5)")
     parser.add_argument("--bbox", type=parse_box, metavar="x1,y1,x2,y2",
-                        help="box around the car (inclusive pixels), used as in training (crop or erased background)")
+                        help="box around the car (inclusive pixels of the photo as viewers show it), "
+                             "used as in training (crop or erased background)")
     parser.add_argument("-d", "--data", metavar="DATA_PATH",
                         help="prepared data folder whose class names to show (default: the run's records)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
@@ -55,6 +56,18 @@ def photo_tensor(path: str | os.PathLike, cfg: Mapping[str, Any],
     mean, std = normalization_params(cfg)
     return preprocess_image(path, cfg["image_size"], cfg["convert_to_grayscale"], cfg["normalize"], mean, std, box,
                             bool(cfg["crop_to_bboxes"] and cfg["erase_background"]))
+
+
+def photo_notes(info: PhotoInfo, cfg: Mapping[str, Any]) -> list[str]:
+    """What the user should know about how a readable photo was used: enlarged, or only its first frame."""
+    notes = []
+    height, width = (int(side) for side in cfg["image_size"])
+    if info.size[0] < width or info.size[1] < height:
+        notes.append(f"only {info.size[0]}x{info.size[1]} pixels, enlarged to the network's {width}x{height} "
+                     "input: the answer can be no better than the photo")
+    if info.frames > 1:
+        notes.append(f"animated ({info.frames} frames); the first frame is used")
+    return notes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,14 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = []
     for path in args.images:
         try:
+            info = photo_info(path)
             tensor = photo_tensor(path, cfg, args.bbox)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-            reason = ("not an image file" if isinstance(error, UnidentifiedImageError) else
-                      "no such file" if isinstance(error, FileNotFoundError) else
-                      "is a folder; pass the image files in it" if isinstance(error, IsADirectoryError) else str(error))
+        except Exception as error:  # PIL raises many types for broken files; each is worded, never a traceback
+            reason = str(error) if type(error) is ValueError else unreadable_reason(error)
             print(f"predict.py: error: {path}: {reason}", file=sys.stderr)
             failed.append(path)
             continue
+        for note in photo_notes(info, cfg):
+            print(f"predict.py: warning: {path}: {note}", file=sys.stderr)
         probabilities, indices = predict_top_k(network, tensor.unsqueeze(0).to(device), args.top)
         print(path)
         for rank, (probability, index) in enumerate(zip(probabilities[0].tolist(), indices[0].tolist()), start=1):

@@ -57,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = prepare_stanford_dataset(raw, out, force=args.force)
         print(f"prepared {summary.num_train} train and {summary.num_test} test images of {summary.num_classes} "
               f"classes ({summary.layout} layout) in {summary.out_path}")
+        for note in summary.notes:
+            print(f"note: {note}")
+        if summary.oriented_images:
+            print(f"{summary.oriented_images} image(s) carried an EXIF orientation tag; it is set to 1 in the copies "
+                  "(pixels untouched), as Stanford's boxes refer to the stored pixels")
         if args.archive:
             archive = make_data_archive(out, default_archive_path(out), force=args.force)
             print(f"wrote {archive}")

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-CACHE_FORMAT = 1  # bump when the prefix function (stanford_data.load_image) changes its pixels
+CACHE_FORMAT = 2  # bump when the prefix function (stanford_data.load_image) changes its pixels
 CACHE_DIR_NAME = ".cache"
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datasets.image_cache import CachedImages, array_image, file_fingerprint
+from datasets.photos import SIDES_SWAPPED, decode_whole, orientation, size_limit_as_error, upright, upright_size
 from datasets.stanford_utils import BOX_FIELDS, LABEL_COLUMNS
 from datasets.transforms import build_transforms
 
@@ -91,20 +92,24 @@ def load_image(
     box: tuple[int, int, int, int] | None = None,
     erase_background: bool = False,
 ) -> Image.Image:
-    """Decode (at reduced scale where the target allows), crop to the inclusive box, resize to target_wh.
+    """Decode (at reduced scale where the target allows), turn upright, crop to the inclusive box, resize.
 
-    With ``erase_background`` the crop lands centred on a white canvas the size of the original image
-    (then resized); the canvas is made directly at the target size, which gives the same picture.
+    The image is turned as its EXIF orientation says (as viewers show it), and the box refers to that upright
+    image; prepared Stanford images carry no orientation (the prepare step clears it). With
+    ``erase_background`` the crop lands centred on a white canvas the size of the original image (then
+    resized); the canvas is made directly at the target size, which gives the same picture.
     """
     with Image.open(path) as image:
-        full = image.size
+        swapped = orientation(image) in SIDES_SWAPPED
+        full = upright_size(image)
         crop_size = None
         if box is not None and not erase_background:
             crop_size = (box[2] - box[0] + 1, box[3] - box[1] + 1)
-        image.draft(mode, _draft_size(full, crop_size, target_wh))
-        sx, sy = image.size[0] / full[0], image.size[1] / full[1]
+        wanted = _draft_size(full, crop_size, target_wh)
+        image.draft(mode, wanted[::-1] if swapped else wanted)
         image.load()
-        image = _eight_bit(image)
+        image = _eight_bit(upright(image))
+        sx, sy = image.size[0] / full[0], image.size[1] / full[1]
         if image.mode != mode:
             image = image.convert(mode)
     if box is None:
@@ -123,6 +128,23 @@ def load_image(
     return canvas
 
 
+@dataclass(frozen=True)
+class PhotoInfo:
+    """What predict tells the user about a photo: its size as viewers show it, and its frames (GIF, WebP)."""
+
+    size: tuple[int, int]
+    frames: int
+
+
+def photo_info(path: str | os.PathLike) -> PhotoInfo:
+    """Size (as viewers show it) and frame count of a user's photo, checked to decode whole and to be within
+    Pillow's size limit; raises PIL's or Python's errors otherwise (``datasets.photos.unreadable_reason``)."""
+    with size_limit_as_error(), Image.open(path) as image:
+        info = PhotoInfo(upright_size(image), getattr(image, "n_frames", 1))
+        decode_whole(image)
+    return info
+
+
 def preprocess_image(
     path: str | os.PathLike,
     image_size: Sequence[int],
@@ -135,11 +157,10 @@ def preprocess_image(
 ) -> torch.Tensor:
     """One photo as the validation pipeline gives it to the network, [C, H, W] (with a box: the training crop).
 
-    Raises ValueError for a box outside the image, and PIL's errors for a file that is not an image.
+    The photo is turned upright by its EXIF orientation, and the box refers to the upright photo. Raises
+    ValueError for a box outside the image, and the errors of ``photo_info`` for a file that cannot be read.
     """
-    with Image.open(path) as image:
-        image.verify()
-        width, height = image.size
+    width, height = photo_info(path).size
     if box is not None and (box[2] >= width or box[3] >= height):
         raise ValueError(f"box {box} lies outside the {width}x{height} image")
     target_wh = (int(image_size[1]), int(image_size[0]))

@@ -1,4 +1,4 @@
-"""Raw Stanford Cars files (either layout, archives or folders) -> prepared data.
+"""Raw Stanford Cars files (any of three layouts, archives or folders) -> prepared data.
 
 Prepared data: ``train/*.jpg``, ``test/*.jpg``, ``train_labels.csv``, ``test_labels.csv`` with columns
 ``image_fname,class,bbox_x1,bbox_y1,bbox_x2,bbox_y2,class_name`` (class ids 1..N as in the raw files,
@@ -13,12 +13,16 @@ copied unchanged (no re-encoding).
 from __future__ import annotations
 
 import csv
+import filecmp
+import glob
 import io
 import os
+import re
 import shutil
 import tarfile
 import uuid
 import warnings
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,12 +33,18 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
+from datasets.photos import clear_orientation, decode_whole, orientation, size_limit_as_error, unreadable_reason
+
 LABEL_COLUMNS = ("image_fname", "class", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class_name")
 SPLITS = ("train", "test")
 BOX_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")
 
 UPDATED_FILES = ("car_ims.tgz", "cars_annos.mat", "car_devkit.tgz")
 ORIGINAL_FILES = ("cars_train.tgz", "cars_test.tgz", "car_devkit.tgz", "cars_test_annos_withlabels.mat")
+CLASS_FOLDER_CSVS = ("anno_train.csv", "anno_test.csv", "names.csv")
+CLASS_FOLDER_FILES = ("car_data/car_data/train/<class name>/", "car_data/car_data/test/<class name>/",
+                      *CLASS_FOLDER_CSVS)
+LAYOUT_FILES = {"updated": UPDATED_FILES, "original": ORIGINAL_FILES, "class_folders": CLASS_FOLDER_FILES}
 
 
 class DataPreparationError(Exception):
@@ -53,10 +63,11 @@ class Annotation:
 
 @dataclass
 class ImageSource:
-    """Where a split's images come from: a .tgz archive or a folder of JPEGs."""
+    """Where images come from: a .tgz or .zip archive or a folder of JPEGs (or of class folders of JPEGs)."""
 
     path: Path
     is_archive: bool
+    split: str | None = None  # class-folder layout: the split whose class folders hold the images
 
 
 @dataclass
@@ -68,6 +79,7 @@ class RawDataset:
     annotations: list[Annotation]
     # image source -> annotations whose image lies in it
     sources: list[tuple[ImageSource, list[Annotation]]]
+    notes: list[str] = field(default_factory=list)  # which raw files were used, where that needs saying
 
 
 @dataclass
@@ -81,17 +93,55 @@ class PrepareSummary:
     num_classes: int
     clipped_boxes: int
     grayscale_images: int
+    oriented_images: int  # JPEGs whose EXIF orientation tag was set to 1 in the copy (boxes refer to stored pixels)
     clipped_examples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # which raw files were used, where that needs saying
 
 
 # ----------------------------------------------------------------------------------------------
 # Locating raw files
 
 
-def _find_entry(raw: Path, archive_name: str) -> ImageSource | None:
-    """The archive ``<name>.tgz`` or its extracted folder (also the doubled Kaggle folder ``x/x/``)."""
-    archive = raw / archive_name
-    if archive.is_file():
+def _copies(raw: Path, name: str) -> list[Path]:
+    """``raw/name`` and the names a browser gives repeated downloads of it (``name (1).ext``, ...), in that order."""
+    stem, dot, suffix = name.partition(".")
+    pattern = re.compile(rf"{re.escape(stem)} \((\d+)\){re.escape(dot + suffix)}")
+    numbered = {int(m.group(1)): p for p in raw.glob(f"{glob.escape(stem)} (*){glob.escape(dot + suffix)}")
+                if (m := pattern.fullmatch(p.name)) and p.is_file()}
+    exact = [raw / name] if (raw / name).is_file() else []
+    return exact + [numbered[number] for number in sorted(numbered)]
+
+
+def _one_copy(raw: Path, copies: list[Path], what: str, notes: list[str]) -> Path:
+    """The one file among copies of the same download; DataPreparationError naming them when they differ."""
+    different = [p for p in copies[1:] if not filecmp.cmp(copies[0], p, shallow=False)]
+    if different:
+        raise DataPreparationError(
+            f"{raw} holds different files that could each be {what}: {copies[0].name}, "
+            f"{', '.join(p.name for p in different)}; keep the right one and move the other(s) away"
+        )
+    if len(copies) > 1:
+        notes.append(f"{', '.join(p.name for p in copies[1:])}: the same bytes as {copies[0].name}, which was used")
+    return copies[0]
+
+
+def _raw_file(raw: Path, name: str, notes: list[str]) -> Path | None:
+    """The raw file ``name``, or the only browser-renamed copy of it (``name (1).ext``, said in notes); identical
+    copies are one file; different ones raise DataPreparationError naming them."""
+    copies = _copies(raw, name)
+    if not copies:
+        return None
+    chosen = _one_copy(raw, copies, name, notes)
+    if chosen.name != name:
+        notes.append(f"used {chosen.name} as {name} (a browser's name for a repeated download)")
+    return chosen
+
+
+def _find_entry(raw: Path, archive_name: str, notes: list[str]) -> ImageSource | None:
+    """The archive ``<name>.tgz`` (or a browser-renamed copy) or its extracted folder (also the doubled Kaggle
+    folder ``x/x/``)."""
+    archive = _raw_file(raw, archive_name, notes)
+    if archive is not None:
         return ImageSource(archive, True)
     folder = raw / archive_name.removesuffix(".tgz")
     if folder.is_dir():
@@ -99,9 +149,9 @@ def _find_entry(raw: Path, archive_name: str) -> ImageSource | None:
     return None
 
 
-def _find_devkit(raw: Path) -> ImageSource | None:
-    archive = raw / "car_devkit.tgz"
-    if archive.is_file():
+def _find_devkit(raw: Path, notes: list[str]) -> ImageSource | None:
+    archive = _raw_file(raw, "car_devkit.tgz", notes)
+    if archive is not None:
         return ImageSource(archive, True)
     for folder in (raw / "devkit", raw / "car_devkit" / "devkit", raw / "car_devkit"):
         if (folder / "cars_meta.mat").is_file() or (folder / "cars_train_annos.mat").is_file():
@@ -117,39 +167,45 @@ def _image_folder(folder: Path) -> Path:
     return folder
 
 
-def _find_file(raw: Path, name: str) -> Path | None:
-    for candidate in (raw / name, raw / name.removesuffix(".mat") / name):
-        if candidate.is_file():
-            return candidate
+def _find_file(raw: Path, name: str, notes: list[str]) -> Path | None:
+    """``raw/name`` (or a browser-renamed copy), or ``raw/<stem>/name`` as some mirrors have it."""
+    for folder in (raw, raw / name.removesuffix(".mat")):
+        found = _raw_file(folder, name, notes) if folder.is_dir() else None
+        if found is not None:
+            return found
     return None
 
 
 def detect_layout(raw_path: str | os.PathLike) -> str:
-    """'updated' or 'original', from the files present; raises DataPreparationError naming what is missing."""
+    """'updated', 'original' or 'class_folders', from the files present; raises DataPreparationError naming what
+    is missing."""
     raw = Path(raw_path)
     if not raw.is_dir():
         state = "is a file, not a folder" if raw.exists() else "does not exist"
         raise DataPreparationError(f"raw data folder {raw} {state}")
-    has_updated = _find_entry(raw, "car_ims.tgz") is not None or (raw / "cars_annos.mat").is_file()
-    has_original = any(_find_entry(raw, n) is not None for n in ("cars_train.tgz", "cars_test.tgz"))
+    unused: list[str] = []
+    has_updated = _find_entry(raw, "car_ims.tgz", unused) is not None or bool(_copies(raw, "cars_annos.mat"))
+    has_original = any(_find_entry(raw, n, unused) is not None for n in ("cars_train.tgz", "cars_test.tgz"))
     if has_updated and not has_original:
         return "updated"
     if has_original and not has_updated:
         return "original"
     if has_updated and has_original:
-        complete_updated = _find_entry(raw, "car_ims.tgz") and (raw / "cars_annos.mat").is_file()
+        complete_updated = _find_entry(raw, "car_ims.tgz", unused) and _copies(raw, "cars_annos.mat")
         return "updated" if complete_updated else "original"
+    if _class_folder_root(raw) or _class_folder_zips(raw) or any(_copies(raw, n) for n in CLASS_FOLDER_CSVS):
+        return "class_folders"
     raise DataPreparationError(
-        f"no Stanford Cars raw files found in {raw}. Expected either the updated layout "
-        f"({', '.join(UPDATED_FILES)}) or the original layout ({', '.join(ORIGINAL_FILES)}); "
-        "archives may also be extracted into folders car_ims/, cars_train/, cars_test/, devkit/"
+        f"no Stanford Cars raw files found in {raw}. Expected the updated layout ({', '.join(UPDATED_FILES)}), "
+        f"the original layout ({', '.join(ORIGINAL_FILES)}) or Kaggle's class-folder layout "
+        f"({', '.join(CLASS_FOLDER_FILES)}, or a .zip of them); archives may also be extracted into folders "
+        "car_ims/, cars_train/, cars_test/, devkit/"
     )
 
 
 def _missing_error(raw: Path, layout: str, missing: list[str]) -> DataPreparationError:
-    expected = UPDATED_FILES if layout == "updated" else ORIGINAL_FILES
     return DataPreparationError(
-        f"{raw} looks like the {layout} Stanford Cars layout ({', '.join(expected)}) but lacks: "
+        f"{raw} looks like the {layout} Stanford Cars layout ({', '.join(LAYOUT_FILES[layout])}) but lacks: "
         + ", ".join(missing)
     )
 
@@ -236,11 +292,12 @@ def _annotations_from_columns(
     ]
 
 
-def _read_updated(raw: Path) -> RawDataset:
-    images = _find_entry(raw, "car_ims.tgz")
-    annos_path = raw / "cars_annos.mat"
-    devkit = _find_devkit(raw)
-    missing = [n for n, f in (("car_ims.tgz (or folder car_ims/)", images), ("cars_annos.mat", annos_path.is_file() or None)) if f is None]
+def _read_updated(raw: Path, notes: list[str]) -> RawDataset:
+    images = _find_entry(raw, "car_ims.tgz", notes)
+    annos_path = _raw_file(raw, "cars_annos.mat", notes)
+    devkit = _find_devkit(raw, notes)
+    parts = (("car_ims.tgz (or folder car_ims/)", images), ("cars_annos.mat", annos_path))
+    missing = [name for name, found in parts if found is None]
     if missing:
         raise _missing_error(raw, "updated", missing)
     mat = _load_mat(annos_path, str(annos_path))
@@ -260,11 +317,11 @@ def _read_updated(raw: Path) -> RawDataset:
     return RawDataset("updated", class_names, annotations, [(images, annotations)])
 
 
-def _read_original(raw: Path) -> RawDataset:
-    train_images = _find_entry(raw, "cars_train.tgz")
-    test_images = _find_entry(raw, "cars_test.tgz")
-    devkit = _find_devkit(raw)
-    labels_path = _find_file(raw, "cars_test_annos_withlabels.mat")
+def _read_original(raw: Path, notes: list[str]) -> RawDataset:
+    train_images = _find_entry(raw, "cars_train.tgz", notes)
+    test_images = _find_entry(raw, "cars_test.tgz", notes)
+    devkit = _find_devkit(raw, notes)
+    labels_path = _find_file(raw, "cars_test_annos_withlabels.mat", notes)
     missing = [
         name
         for name, found in (
@@ -298,11 +355,119 @@ def _read_original(raw: Path) -> RawDataset:
     return RawDataset("original", class_names, train + test, [(train_images, train), (test_images, test)])
 
 
+# ----------------------------------------------------------------------------------------------
+# Kaggle's class-folder layout
+
+
+def _class_folder_root(raw: Path) -> Path | None:
+    """The folder holding the split folders of class folders: Kaggle's ``car_data/car_data/``, or ``car_data/``."""
+    for root in (raw / "car_data" / "car_data", raw / "car_data"):
+        if (root / "train").is_dir() or (root / "test").is_dir():
+            return root
+    return None
+
+
+def _holds_class_folders(path: Path) -> bool:
+    """Whether a .zip looks like Kaggle's class-folder download (an unreadable one counts: reading it says why)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return True
+    return any(PurePosixPath(n).name in CLASS_FOLDER_CSVS or n.startswith("car_data/") for n in names)
+
+
+def _class_folder_zips(raw: Path) -> list[Path]:
+    """The .zip files of the class-folder layout, those without a browser's copy number (`` (1)``) first."""
+    zips = [p for p in raw.glob("*.zip") if p.is_file() and _holds_class_folders(p)]
+    return sorted(zips, key=lambda p: (re.search(r" \(\d+\)$", p.stem) is not None, p.name))
+
+
+_Text = tuple[bytes, str]  # a CSV file's bytes and where it was read (for messages)
+
+
+def _class_folder_parts(raw: Path, notes: list[str]) -> tuple[dict[str, _Text], dict[str, ImageSource], str]:
+    """The CSVs and split image sources found (extracted, or in one .zip), and how missing parts are named."""
+    zips = _class_folder_zips(raw)
+    if not zips:
+        root = _class_folder_root(raw) or raw / "car_data" / "car_data"
+        paths = {name: _raw_file(raw, name, notes) for name in CLASS_FOLDER_CSVS}
+        texts = {name: (path.read_bytes(), str(path)) for name, path in paths.items() if path is not None}
+        sources = {split: ImageSource(root / split, False, split) for split in SPLITS if (root / split).is_dir()}
+        return texts, sources, ""
+    archive = _one_copy(raw, zips, "Kaggle's class-folder archive", notes)
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            names = opened.namelist()
+            members = {PurePosixPath(n).name: n for n in reversed(names) if PurePosixPath(n).name in CLASS_FOLDER_CSVS}
+            texts = {base: (opened.read(n), f"{archive}:{n}") for base, n in members.items()}
+    except _ARCHIVE_ERRORS + (zipfile.BadZipFile,) as error:
+        raise _corrupt(archive, error) from error
+    splits = {PurePosixPath(n).parts[-3] for n in names if len(PurePosixPath(n).parts) >= 3 and not n.endswith("/")}
+    sources = {split: ImageSource(archive, True, split) for split in SPLITS if split in splits}
+    return texts, sources, f" (in {archive.name})"
+
+
+def _csv_rows(text: _Text) -> Iterator[tuple[int, list[str]]]:
+    """(line number, values) of the non-empty rows of a CSV file (UTF-8, with or without a byte-order mark)."""
+    data, where = text
+    try:
+        decoded = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataPreparationError(f"{where} is not UTF-8 text ({error})") from error
+    for line, row in enumerate(csv.reader(io.StringIO(decoded)), start=1):
+        if any(value.strip() for value in row):
+            yield line, row
+
+
+def _class_names_csv(text: _Text) -> list[str]:
+    """Kaggle's names.csv: one class name a line, in class-id order (a name holding commas is kept whole)."""
+    names = [",".join(row).strip() for _, row in _csv_rows(text)]
+    if not names:
+        raise DataPreparationError(f"{text[1]} holds no class names")
+    return names
+
+
+def _annotations_csv(text: _Text, split: str) -> list[Annotation]:
+    """Kaggle's anno_train.csv / anno_test.csv: file name, x1, y1, x2, y2, class id; no header."""
+    annotations = []
+    for line, row in _csv_rows(text):
+        try:
+            if len(row) != 6:
+                raise ValueError(f"{len(row)} value(s)")
+            x1, y1, x2, y2, class_id = (int(value) for value in row[1:])
+        except ValueError as error:
+            raise DataPreparationError(
+                f"{text[1]}, line {line}: expected file name, x1, y1, x2, y2, class id (whole numbers), "
+                f"found {','.join(row)!r} ({error})"
+            ) from error
+        annotations.append(Annotation(PurePosixPath(row[0].strip()).name, split, class_id, (x1, y1, x2, y2)))
+    if not annotations:
+        raise DataPreparationError(f"{text[1]} lists no images")
+    return annotations
+
+
+def _read_class_folders(raw: Path, notes: list[str]) -> RawDataset:
+    texts, sources, inside = _class_folder_parts(raw, notes)
+    missing = [f"car_data/car_data/{split}/ (a folder per class){inside}" for split in SPLITS if split not in sources]
+    missing += [f"{name}{inside}" for name in CLASS_FOLDER_CSVS if name not in texts]
+    if missing:
+        raise _missing_error(raw, "class_folders", missing)
+    class_names = _class_names_csv(texts["names.csv"])
+    train = _annotations_csv(texts["anno_train.csv"], "train")
+    test = _annotations_csv(texts["anno_test.csv"], "test")
+    return RawDataset("class_folders", class_names, train + test,
+                      [(sources["train"], train), (sources["test"], test)])
+
+
 def read_raw_dataset(raw_path: str | os.PathLike) -> RawDataset:
     """Detect the layout and read annotations and class names (not the images); validates class ids."""
     raw = Path(raw_path)
     layout = detect_layout(raw)
-    dataset = _read_updated(raw) if layout == "updated" else _read_original(raw)
+    notes: list[str] = []
+    reader = {"updated": _read_updated, "original": _read_original, "class_folders": _read_class_folders}[layout]
+    dataset = reader(raw, notes)
+    dataset.notes = notes
     _check_annotations(dataset)
     return dataset
 
@@ -377,6 +542,41 @@ def _iter_archive(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
         raise _corrupt(path, error) from error
 
 
+def _iter_zip(path: Path, split: str) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """Yield (member name, reader) for each file of a .zip that lies in a class folder of ``split``."""
+
+    def reader(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> Callable[[], bytes]:
+        def read() -> bytes:
+            try:
+                return archive.read(member)
+            except _ARCHIVE_ERRORS + (zipfile.BadZipFile,) as error:
+                raise _corrupt(path, error) from error
+
+        return read
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                parts = PurePosixPath(member.filename).parts
+                if not member.is_dir() and len(parts) >= 3 and parts[-3] == split:
+                    yield member.filename, reader(archive, member)
+    except _ARCHIVE_ERRORS + (zipfile.BadZipFile,) as error:
+        raise _corrupt(path, error) from error
+
+
+def _iter_class_folders(split_folder: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """Yield ('<class folder>/<file>', reader) for each file in the class folders of a split folder."""
+    for class_folder in sorted(p for p in split_folder.iterdir() if p.is_dir()):
+        for name, read in _iter_folder(class_folder):
+            yield f"{class_folder.name}/{name}", read
+
+
+def _iter_source(source: ImageSource) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    if source.split is not None:
+        return _iter_zip(source.path, source.split) if source.is_archive else _iter_class_folders(source.path)
+    return _iter_archive(source.path) if source.is_archive else _iter_folder(source.path)
+
+
 def _iter_folder(folder: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
     images = _image_folder(folder)
     for entry in sorted(os.scandir(images), key=lambda e: e.name):
@@ -384,16 +584,33 @@ def _iter_folder(folder: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
             yield entry.name, lambda p=entry.path: Path(p).read_bytes()
 
 
-def _image_info(data: bytes, where: str) -> tuple[int, int, str]:
-    """(width, height, mode) of a JPEG, decoding it (at reduced scale) to make sure it is whole."""
+MIN_IMAGE_SIDE = 8  # a smaller raw image cannot show a car: a damaged or placeholder file
+
+
+@dataclass
+class _ImageInfo:
+    width: int
+    height: int
+    mode: str
+    orientation: int
+
+
+def _image_info(data: bytes) -> _ImageInfo:
+    """Size, mode and EXIF orientation of a raw Stanford JPEG, decoding it (at reduced scale) to make sure it is
+    whole; raises ValueError saying why it cannot be used."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            size, mode = image.size, image.mode
-            image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
-            image.load()
+        with size_limit_as_error(), Image.open(io.BytesIO(data)) as image:
+            info = _ImageInfo(*image.size, image.mode, orientation(image))
+            kind = image.format
+            decode_whole(image)
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
-        raise DataPreparationError(f"image {where} does not decode: {error}") from error
-    return size[0], size[1], mode
+        raise ValueError(unreadable_reason(error)) from error
+    if kind != "JPEG":
+        raise ValueError(f"is a {kind} image, not a JPEG as every Stanford Cars image is")
+    if min(info.width, info.height) < MIN_IMAGE_SIDE:
+        raise ValueError(f"is only {info.width}x{info.height} pixels, too small to show a car "
+                         f"(under {MIN_IMAGE_SIDE} pixels a side)")
+    return info
 
 
 def _clip_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[tuple[int, int, int, int], bool]:
@@ -422,7 +639,7 @@ def _copy_images(
     wanted = {a.source_name: a for a in annotations}
     found: set[str] = set()
     unmatched: list[str] = []
-    members = _iter_archive(source.path) if source.is_archive else _iter_folder(source.path)
+    members = _iter_source(source)
     for member, read in members:
         name = PurePosixPath(member).name
         annotation = wanted.get(name)
@@ -434,17 +651,25 @@ def _copy_images(
             raise DataPreparationError(f"{source.path} holds two images named {name} (e.g. {member})")
         found.add(name)
         data = read()
-        width, height, mode = _image_info(data, f"{source.path}:{member}")
-        box, clipped = _clip_box(annotation.box, width, height)
+        try:
+            info = _image_info(data)
+            if info.orientation != 1:
+                data = clear_orientation(data)
+        except ValueError as error:
+            stats["unusable"].append(f"{source.path}:{member} {error}")
+            continue
+        stats["oriented"] += info.orientation != 1
+        box, clipped = _clip_box(annotation.box, info.width, info.height)
         if clipped:
-            stats["clipped"].append(f"{annotation.split}/{name} {annotation.box} -> {box} in {width}x{height}")
-        stats["grayscale"] += mode == "L"
+            stats["clipped"].append(
+                f"{annotation.split}/{name} {annotation.box} -> {box} in {info.width}x{info.height}")
+        stats["grayscale"] += info.mode == "L"
         (tmp / annotation.split / name).write_bytes(data)
         written.append(_Written(annotation, name, box))
         bar.update(1)
     missing = [a.source_name for a in annotations if a.source_name not in found]
     if missing:
-        where = source.path if source.is_archive else _image_folder(source.path)
+        where = source.path if source.is_archive or source.split else _image_folder(source.path)
         raise DataPreparationError(
             f"{len(missing)} of {len(annotations)} annotated image(s) were not found in {where}, e.g. "
             f"{_examples(missing)}; it holds {len(unmatched)} JPEG(s) with names the annotations do not "
@@ -526,7 +751,7 @@ def check_archive_target(archive_path: str | os.PathLike, force: bool = False) -
 def prepare_stanford_dataset(
     raw_path: str | os.PathLike, out_path: str | os.PathLike, force: bool = False, progress: bool = True
 ) -> PrepareSummary:
-    """Turn raw Stanford Cars files (either layout, archives or folders) into prepared data at out_path."""
+    """Turn raw Stanford Cars files (any layout, archives or folders) into prepared data at out_path."""
     out = Path(out_path)
     _check_target(out, force, Path(raw_path))
     dataset = read_raw_dataset(raw_path)
@@ -535,6 +760,7 @@ def prepare_stanford_dataset(
     tmp.mkdir()
     try:
         summary = _prepare_into(dataset, tmp, out, progress)
+        summary.notes = dataset.notes
         _check_target(out, force)
         _move_into_place(tmp, out)
     except BaseException:
@@ -553,10 +779,16 @@ def _prepare_into(dataset: RawDataset, tmp: Path, out: Path, progress: bool) -> 
     for split in SPLITS:
         (tmp / split).mkdir()
     written: list[_Written] = []
-    stats: dict[str, Any] = {"clipped": [], "grayscale": 0}
+    stats: dict[str, Any] = {"clipped": [], "grayscale": 0, "oriented": 0, "unusable": []}
     with tqdm(total=len(dataset.annotations), unit="img", desc="preparing", disable=not progress) as bar:
         for source, annotations in dataset.sources:
             _copy_images(source, annotations, tmp, written, bar, stats)
+    if stats["unusable"]:
+        raise DataPreparationError(
+            f"{len(stats['unusable'])} raw image(s) cannot be used (the others were read and are fine):\n  "
+            + "\n  ".join(stats["unusable"][:20]) + ("\n  ..." if len(stats["unusable"]) > 20 else "")
+            + "\nDownload them again; refusing to prepare a partial dataset."
+        )
     counts: dict[str, int] = {}
     for split in SPLITS:
         rows = [w for w in written if w.annotation.split == split]
@@ -570,6 +802,7 @@ def _prepare_into(dataset: RawDataset, tmp: Path, out: Path, progress: bool) -> 
         num_classes=len(dataset.class_names),
         clipped_boxes=len(stats["clipped"]),
         grayscale_images=stats["grayscale"],
+        oriented_images=stats["oriented"],
         clipped_examples=stats["clipped"][:10],
     )
 

@@ -17,6 +17,7 @@ import onnxruntime
 import pytest
 import torch
 import yaml
+from PIL import Image
 from pytorch_lightning.callbacks import Callback
 
 import compare_runs
@@ -28,6 +29,7 @@ from datasets import StanfordCarsDataModule, StanfordCarsDataset, generate_synth
 from models.evaluation import predict_top_k
 from models.run_loading import load_trained_model
 from utils.configuration import load_config
+from tests.test_data_module import save_with_orientation
 from utils.run_comparison import draw_runs, evaluation_data_kwargs, load_runs, plot_runs, read_metrics
 from utils.thesis_records import load_thesis_runs, reference_record
 
@@ -410,6 +412,54 @@ def test_predict_bbox_uses_the_box(runs, capsys):
     with pytest.raises(SystemExit):
         predict.main([str(runs.rgb[0]), str(image), "--bbox", "1,2,3"])
     assert "four integers" in capsys.readouterr().err
+
+
+def test_predict_turns_photos_by_their_exif_orientation(runs, capsys, tmp_path):
+    cfg = load_config(runs.rgb[0] / "config.yml")
+    name = next(csv.DictReader((runs.data / "test_labels.csv").open()))["image_fname"]
+    with Image.open(runs.data / "test" / name) as image:  # in 8x8 blocks of one colour, which JPEG keeps exactly
+        blocks = image.convert("RGB").resize((image.width // 8, image.height // 8))
+    upright = blocks.resize((blocks.width * 8, blocks.height * 8), Image.Resampling.NEAREST)
+    assert upright.width != upright.height
+    upright.save(tmp_path / "upright.jpg", quality=100, subsampling=0)
+    photos = []
+    for tag in range(1, 9):
+        photos.append(tmp_path / f"orientation{tag}.jpg")
+        save_with_orientation(upright, tag, photos[-1])
+    box = (3, 2, upright.width - 5, upright.height - 4)
+    for photo in photos:
+        assert torch.equal(predict.photo_tensor(photo, cfg), predict.photo_tensor(tmp_path / "upright.jpg", cfg))
+        assert torch.equal(predict.photo_tensor(photo, cfg, box),
+                           predict.photo_tensor(tmp_path / "upright.jpg", cfg, box))
+    code, out, _ = run(predict, [runs.rgb[0], tmp_path / "upright.jpg", *photos, "--top", 3], capsys)
+    answers = [block.split("\n", 1)[1] for block in out.split(str(tmp_path) + "/")[1:]]
+    assert code == 0 and len(answers) == 9 and len(set(answers)) == 1
+
+
+def test_predict_names_large_broken_and_odd_images_and_goes_on(runs, capsys, tmp_path):
+    good = runs.data / "test" / next(csv.DictReader((runs.data / "test_labels.csv").open()))["image_fname"]
+    over_twice, over_once = tmp_path / "bomb.png", tmp_path / "huge.png"
+    Image.new("1", (14000, 14000)).save(over_twice)  # over twice Pillow's limit: an error inside Pillow
+    Image.new("1", (10000, 9000)).save(over_once)    # over the limit: only a warning inside Pillow
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[:-200])
+    frames = [Image.new("RGB", (48, 40), colour) for colour in ("red", "green", "blue")]
+    frames[0].save(tmp_path / "animated.gif", save_all=True, append_images=frames[1:])
+    Image.new("RGB", (48, 40), "red").save(tmp_path / "still.webp")
+    Image.new("RGB", (1, 1), "red").save(tmp_path / "dot.png")
+    photos = [over_twice, over_once, truncated, tmp_path / "animated.gif", tmp_path / "still.webp",
+              tmp_path / "dot.png", good]
+    code, out, err = run(predict, [runs.rgb[0], *photos, "--top", 2], capsys)
+    assert code == 1 and "Traceback" not in err
+    for path in over_twice, over_once:
+        assert f"predict.py: error: {path}: over Pillow's decompression-bomb limit" in err
+    assert f"predict.py: error: {truncated}: truncated or damaged image file" in err
+    assert f"3 of {len(photos)} file(s) could not be predicted" in err
+    assert f"{tmp_path / 'animated.gif'}: animated (3 frames); the first frame is used" in err
+    assert f"{tmp_path / 'dot.png'}: only 1x1 pixels, enlarged to the network's 32x32 input" in err
+    predicted = [line for line in out.splitlines() if not line.startswith(" ")]
+    assert predicted == [str(tmp_path / "animated.gif"), str(tmp_path / "still.webp"), str(tmp_path / "dot.png"),
+                         str(good)]
 
 
 # ---- export_model.py -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as F
 from PIL import Image
 
 from datasets import StanfordCarsDataModule, StanfordCarsDataset, prepare_stanford_dataset
@@ -212,3 +213,39 @@ def test_sixteen_bit_grayscale_photos_are_scaled_to_eight_bits_and_float_ones_re
     Image.fromarray(ramp.astype(np.float32) / 65535).save(tmp_path / "f32.tiff")
     with pytest.raises(ValueError, match="mode F"):
         load_image(tmp_path / "f32.tiff", "L", (32, 32))
+
+
+# Stored pixels that viewers turn by orientation tag t into the upright image (PIL's transposes undo each other).
+UPRIGHT_TO_STORED = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+                     7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+
+
+def save_with_orientation(upright, tag, path):
+    """The photo as a phone stores it: turned pixels plus EXIF orientation ``tag``."""
+    stored = upright.transpose(UPRIGHT_TO_STORED[tag]) if UPRIGHT_TO_STORED[tag] is not None else upright
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    stored.save(path, quality=100, subsampling=0, exif=exif.tobytes())
+
+
+def test_a_users_folder_of_phone_photos_is_read_upright_with_boxes_on_the_upright_photo(tmp_path):
+    """Evaluating on a folder of one's own photos: each is turned by its EXIF orientation tag (1..8)."""
+    rng = np.random.default_rng(1)
+    pixels = np.kron(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), np.ones((16, 16, 1), dtype=np.uint8))
+    upright = Image.fromarray(pixels)  # 640x480, in 16-px blocks of one colour, which JPEG keeps exactly
+    upright.save(tmp_path / "upright.jpg", quality=100, subsampling=0)
+    (tmp_path / "mine" / "test").mkdir(parents=True)
+    box = (96, 64, 543, 415)
+    rows = ["image_fname,class,bbox_x1,bbox_y1,bbox_x2,bbox_y2,class_name"]
+    for tag in range(1, 9):
+        save_with_orientation(upright, tag, tmp_path / "mine" / "test" / f"{tag}.jpg")
+        rows.append(f"{tag}.jpg,1,{','.join(map(str, box))},My car")
+    (tmp_path / "mine" / "test_labels.csv").write_text("\n".join(rows) + "\n")
+    for crop, erase in ((False, False), (True, False), (True, True)):
+        dataset = StanfordCarsDataset(tmp_path / "mine", "test", train=crop, image_size=(48, 64), normalize=False,
+                                      crop_to_bboxes=crop, erase_background=erase, augment_images=False,
+                                      augment_tensors=False)
+        reference = F.to_tensor(load_image(tmp_path / "upright.jpg", "RGB", (64, 48), box if crop else None, erase))
+        for index in range(8):
+            assert torch.equal(dataset[index][0], reference), (dataset.paths[index].name, crop, erase)

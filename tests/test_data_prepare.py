@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +44,12 @@ def assert_box_colour(image: Image.Image, box, class_id: int) -> None:
             assert max(abs(a - b) for a, b in zip(pixel, expected)) < 40, (pixel, expected)
 
 
-@pytest.mark.parametrize("layout", ["updated", "original"])
+@pytest.mark.parametrize("layout", ["updated", "original", "class_folders"])
 @pytest.mark.parametrize("form", ["archives", "folders", "kaggle"])
-def test_prepare_both_layouts_labels_and_boxes_land_on_right_images(data_make_raw, tmp_path, layout, form):
+def test_prepare_every_layout_labels_and_boxes_land_on_right_images(data_make_raw, tmp_path, layout, form):
     raw, generated = data_make_raw(layout=layout, archives=form == "archives", doubled=form == "kaggle")
-    if form == "kaggle":
-        assert next(raw.glob("*/*/00001.jpg"), None) or next(raw.glob("*/*/000001.jpg"))
+    if form == "kaggle":  # cars_train/cars_train/, car_data/car_data/
+        assert any(len(set(p.relative_to(raw).parts[:2])) == 1 for p in raw.rglob("0*.jpg"))
     summary = prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
     assert (summary.layout, summary.num_classes) == (layout, 4)
     assert summary.num_train == summary.num_test == 12
@@ -145,6 +147,41 @@ def test_missing_raw_files_are_named_with_layout(data_make_raw, tmp_path):
         prepare_stanford_dataset(tmp_path / "empty", tmp_path / "out", progress=False)
 
 
+def test_class_folder_layout_missing_parts_and_bad_rows_are_named(data_make_raw, tmp_path):
+    raw, _ = data_make_raw(layout="class_folders", archives=False, doubled=True)
+    (raw / "anno_test.csv").unlink()
+    shutil.rmtree(raw / "car_data" / "car_data" / "test")
+    with pytest.raises(DataPreparationError) as error:
+        prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+    message = str(error.value)
+    assert "looks like the class_folders Stanford Cars layout (car_data/car_data/train/<class name>/" in message
+    assert message.endswith("lacks: car_data/car_data/test/ (a folder per class), anno_test.csv")
+    lines = (raw / "anno_train.csv").read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0]
+    (raw / "anno_train.csv").write_text("\n".join(lines))
+    (raw / "anno_test.csv").write_text("\n".join(lines[:2]))
+    (raw / "car_data" / "car_data" / "test").mkdir()
+    with pytest.raises(DataPreparationError, match=r"anno_train.csv, line 3: expected file name, x1, y1, x2, y2, "
+                                                   r"class id \(whole numbers\), found '00003.jpg,\d+,\d+,\d+,\d+'"):
+        prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+
+
+def test_class_folder_zip_missing_parts_or_truncated(data_make_raw, tmp_path):
+    raw, _ = data_make_raw(layout="class_folders")
+    with zipfile.ZipFile(raw / "archive.zip") as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist() if info.filename != "names.csv"]
+    with zipfile.ZipFile(raw / "archive.zip", "w") as archive:
+        for info, data in members:
+            archive.writestr(info, data)
+    with pytest.raises(DataPreparationError, match=r"class_folders Stanford .* lacks: names.csv \(in archive.zip\)"):
+        prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+    data = (raw / "archive.zip").read_bytes()
+    (raw / "archive.zip").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataPreparationError, match="archive.zip is truncated or corrupt"):
+        prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_kaggle_mirror_without_test_labels_explains(data_make_raw, tmp_path):
     raw, _ = data_make_raw(layout="original", archives=False, doubled=True)
     (raw / "cars_test_annos_withlabels.mat").unlink()
@@ -152,6 +189,39 @@ def test_kaggle_mirror_without_test_labels_explains(data_make_raw, tmp_path):
         prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
     assert "cars_test_annos_withlabels.mat is missing" in str(error.value)
     assert "cars_test_annos.mat has boxes but no 'class' field" in str(error.value)
+
+
+def test_browser_renamed_downloads_are_used_when_alone_and_said(data_make_raw, tmp_path, capsys):
+    raw, _ = data_make_raw(layout="original")
+    for name in ("cars_test_annos_withlabels.mat", "car_devkit.tgz"):
+        stem, suffix = name.split(".")
+        (raw / name).rename(raw / f"{stem} (1).{suffix}")
+    assert script.main(["--raw", str(raw), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "note: used cars_test_annos_withlabels (1).mat as cars_test_annos_withlabels.mat" in out
+    assert "note: used car_devkit (1).tgz as car_devkit.tgz" in out
+    (raw / "cars_test_annos_withlabels (2).mat").write_bytes((raw / "cars_test_annos_withlabels (1).mat").read_bytes())
+    summary = prepare_stanford_dataset(raw, tmp_path / "out2", progress=False)
+    assert summary.notes[1].startswith("cars_test_annos_withlabels (2).mat: the same bytes as "
+                                       "cars_test_annos_withlabels (1).mat")
+    (raw / "cars_test_annos_withlabels.mat").write_bytes(mat_bytes(annotations=struct_array([{"fname": "x.jpg"}])))
+    with pytest.raises(DataPreparationError, match=r"different files that could each be cars_test_annos_withlabels"
+                                                   r".mat: cars_test_annos_withlabels.mat, "
+                                                   r"cars_test_annos_withlabels \(1\).mat, cars_test_annos_withlabels "
+                                                   r"\(2\).mat"):
+        prepare_stanford_dataset(raw, tmp_path / "out3", progress=False)
+
+
+def test_two_different_class_folder_zips_are_refused_by_name(data_make_raw, tmp_path):
+    raw, _ = data_make_raw(layout="class_folders")
+    shutil.copy(raw / "archive.zip", raw / "archive (1).zip")
+    assert prepare_stanford_dataset(raw, tmp_path / "out", progress=False).notes == [
+        "archive (1).zip: the same bytes as archive.zip, which was used"]
+    other, _ = data_make_raw(layout="class_folders", name="other", seed=5)
+    shutil.copy(other / "archive.zip", raw / "archive (1).zip")
+    with pytest.raises(DataPreparationError, match=r"could each be Kaggle's class-folder archive: archive.zip, "
+                                                   r"archive \(1\).zip"):
+        prepare_stanford_dataset(raw, tmp_path / "out2", progress=False)
 
 
 def test_image_names_not_matching_annotations_are_counted(data_make_raw, tmp_path):
@@ -176,13 +246,56 @@ def test_truncated_archive(data_make_raw, tmp_path):
     assert list(tmp_path.glob(".out.*")) == []
 
 
-def test_undecodable_image_is_named(data_make_raw, tmp_path):
+def exif_mm(tag: int) -> bytes:
+    """An APP1 Exif payload in big-endian (Motorola) byte order, as many cameras write it: orientation only."""
+    entry = (0x0112).to_bytes(2, "big") + (3).to_bytes(2, "big") + (1).to_bytes(4, "big") + tag.to_bytes(2, "big")
+    return b"Exif\0\0MM\0*" + (8).to_bytes(4, "big") + (1).to_bytes(2, "big") + entry + bytes(2) + bytes(4)
+
+
+def test_exif_orientation_of_raw_jpegs_is_set_to_1_and_boxes_stay_on_the_stored_pixels(data_make_raw, tmp_path):
     raw, generated = data_make_raw(layout="original", archives=False)
-    victim = raw / "cars_train" / "00003.jpg"
-    victim.write_bytes(victim.read_bytes()[:200])
-    with pytest.raises(DataPreparationError, match=r"image .*cars_train:00003.jpg does not decode"):
+    tagged = {"00001.jpg": 6, "00002.jpg": 8}
+    for (name, tag), byte_order in zip(tagged.items(), ("II", "MM")):
+        with Image.open(raw / "cars_train" / name) as image:
+            exif = Image.Exif()
+            exif[0x0112] = tag
+            payload = exif.tobytes() if byte_order == "II" else exif_mm(tag)
+            image.save(raw / "cars_train" / name, quality=95, exif=payload)
+        with Image.open(raw / "cars_train" / name) as image:
+            assert image.getexif()[0x0112] == tag
+    summary = prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+    assert summary.oriented_images == 2
+    truth = {im.name: im for im in generated.images if im.split == "train"}
+    rows = {r["image_fname"]: r for r in read_csv(tmp_path / "out" / "train_labels.csv")}
+    for name in tagged:
+        before, after = (raw / "cars_train" / name).read_bytes(), (tmp_path / "out" / "train" / name).read_bytes()
+        assert len(before) == len(after) and sum(a != b for a, b in zip(before, after)) == 1
+        box = tuple(int(rows[name][k]) for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"))
+        with Image.open(tmp_path / "out" / "train" / name) as image:
+            assert image.getexif()[0x0112] == 1 and image.size == truth[name].size and box == truth[name].box
+            assert_box_colour(image.convert(image.mode), box, truth[name].class_id)
+
+
+def test_every_unusable_image_is_named_with_its_reason(data_make_raw, tmp_path, capsys):
+    raw, _ = data_make_raw(layout="original", archives=False)
+    train = raw / "cars_train"
+    (train / "00003.jpg").write_bytes((train / "00003.jpg").read_bytes()[:-300])
+    Image.new("RGB", (60, 40), "red").save(train / "00004.jpg", format="GIF")
+    Image.new("RGB", (60, 40), "red").save(train / "00005.jpg", format="WEBP")
+    Image.new("RGB", (1, 1), "red").save(train / "00006.jpg")
+    Image.new("1", (14000, 14000)).save(raw / "cars_test" / "00001.jpg", format="PNG")
+    with pytest.raises(DataPreparationError) as error:
         prepare_stanford_dataset(raw, tmp_path / "out", progress=False)
+    message = str(error.value)
+    assert "5 raw image(s) cannot be used" in message and "partial" in message
+    for line in (f"{train}:00003.jpg truncated or damaged image file", f"{train}:00004.jpg is a GIF image, not a JPEG",
+                 f"{train}:00005.jpg is a WEBP image, not a JPEG", f"{train}:00006.jpg is only 1x1 pixels",
+                 f"{raw / 'cars_test'}:00001.jpg over Pillow's decompression-bomb limit"):
+        assert line in message
     assert not (tmp_path / "out").exists()
+    assert script.main(["--raw", str(raw), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "\nerror: 5 raw image(s) cannot be used" in err and "Traceback" not in err
 
 
 def write_tar(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> None:
