@@ -8,12 +8,12 @@ from collections.abc import Sequence
 
 import torch
 
-from datasets import StanfordCarsDataModule
+from datasets import StanfordCarsDataModule, data_settings
 from models.evaluation import class_label, evaluate_network, write_predictions_csv
 from models.run_loading import CheckpointError, device_problem, load_trained_model
 from utils.configuration import ConfigError
 from utils.output_files import new_file_problems
-from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, metrics_at_epoch, run_files
+from utils.run_comparison import RunRecordError, load_run_config, metrics_at_epoch, run_files
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -44,10 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = new_file_problems(args.out, args.force, run_files(run_dir, checkpoint)) if args.out else []
         if problems:
             raise ValueError("; ".join(problems))
-        data_kwargs = evaluation_data_kwargs(cfg, args.workers)
-        if args.batch_size:
-            data_kwargs["batch_size"] = args.batch_size
-        data = StanfordCarsDataModule(**data_kwargs)
+        data = StanfordCarsDataModule(data_settings(cfg).for_evaluation(args.workers, args.batch_size),
+                                      show_progress=False)
         data.setup("validate")
         if len(data.val_dataset) == 0:
             raise ValueError(f"{data.data_path / 'test_labels.csv'} lists no images to evaluate")

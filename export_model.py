@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from datasets import StanfordCarsDataModule
+from datasets import StanfordCarsDataModule, data_settings, preprocessing_settings
 from models.export import FORMATS, ExportError, export_model, output_problems
 from models.run_loading import CheckpointError, device_problem, load_trained_model
-from utils.configuration import ConfigError, image_channels, preprocessing_metadata
-from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names, run_files
+from utils.configuration import ConfigError
+from utils.run_comparison import RunRecordError, load_run_config, run_class_names, run_files
 
 CHECK_IMAGES = 4
 
@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def data_or_none(cfg: Mapping[str, Any]) -> tuple[StanfordCarsDataModule | None, str | None]:
     """The run's prepared data, or None and the reason it is unavailable."""
     try:
-        return StanfordCarsDataModule(**evaluation_data_kwargs(cfg)), None
+        return StanfordCarsDataModule(data_settings(cfg).for_evaluation(), show_progress=False), None
     except (FileNotFoundError, ValueError) as error:
         return None, str(error)
 
@@ -51,7 +51,7 @@ def check_images(data: StanfordCarsDataModule | None, cfg: Mapping[str, Any]) ->
         data.setup("validate")
         count = min(CHECK_IMAGES, len(data.val_dataset))
         return torch.stack([data.val_dataset[index][0] for index in range(count)])
-    return torch.randn(CHECK_IMAGES, image_channels(cfg), *cfg["image_size"],
+    return torch.randn(CHECK_IMAGES, preprocessing_settings(cfg).channels, *cfg["image_size"],
                        generator=torch.Generator().manual_seed(0))
 
 
@@ -63,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = output_problems(out, args.format, args.force, run_files(run_dir, checkpoint))
         if problems:
             raise ExportError("; ".join(problems))
-        trained = load_trained_model(checkpoint, cfg["architecture"], image_channels(cfg), cfg["dropout"],
-                                     cfg["output_channels"])
+        trained = load_trained_model(checkpoint, cfg["architecture"], preprocessing_settings(cfg).channels,
+                                     cfg["dropout"], cfg["output_channels"])
         data, reason = data_or_none(cfg)
         if data is None and args.data is not None:
             raise ExportError(f"{args.data}: {reason}")
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checkpoint_epoch": trained.epoch, "num_classes": trained.num_classes,
         "class_names": class_names, "class_ids": list(range(1, trained.num_classes + 1)),
         "input_name": "images", "output_name": "logits", "output": "logits; apply softmax for probabilities",
-        "preprocessing": preprocessing_metadata(cfg),
+        "preprocessing": preprocessing_settings(cfg).metadata(),
     }
     try:
         report = export_model(trained.module.network, out, args.format, check_images(data, cfg), metadata,

@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from datasets import StanfordCarsDataModule
+from datasets import StanfordCarsDataModule, data_settings, preprocessing_settings
 from datasets.photos import unreadable_reason
 from datasets.stanford_data import PhotoInfo, photo_info, preprocess_image
 from models.evaluation import class_label, predict_top_k
 from models.run_loading import CheckpointError, device_problem, load_trained_model
-from utils.configuration import ConfigError, image_channels, normalization_params
-from utils.run_comparison import RunRecordError, evaluation_data_kwargs, load_run_config, run_class_names
+from utils.configuration import ConfigError
+from utils.run_comparison import RunRecordError, load_run_config, run_class_names
 
 
 def parse_box(text: str) -> tuple[int, int, int, int]:
@@ -53,9 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def photo_tensor(path: str | os.PathLike, cfg: Mapping[str, Any],
                  box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """A photo as the run's network sees validation images [C, H, W]; with a box, the training box treatment."""
-    mean, std = normalization_params(cfg)
-    return preprocess_image(path, cfg["image_size"], cfg["convert_to_grayscale"], cfg["normalize"], mean, std, box,
-                            bool(cfg["crop_to_bboxes"] and cfg["erase_background"]))
+    return preprocess_image(path, preprocessing_settings(cfg), box)
 
 
 def photo_notes(info: PhotoInfo, cfg: Mapping[str, Any]) -> list[str]:
@@ -74,10 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
-        trained = load_trained_model(checkpoint, cfg["architecture"], image_channels(cfg), cfg["dropout"],
-                                     cfg["output_channels"])
+        trained = load_trained_model(checkpoint, cfg["architecture"], preprocessing_settings(cfg).channels,
+                                     cfg["dropout"], cfg["output_channels"])
         class_names, warning = run_class_names(
-            run_dir, trained.num_classes, lambda: StanfordCarsDataModule(**evaluation_data_kwargs(cfg)).class_names,
+            run_dir, trained.num_classes,
+            lambda: StanfordCarsDataModule(data_settings(cfg).for_evaluation(), False).class_names,
             prefer_data=args.data is not None)
     except (RunRecordError, ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)

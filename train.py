@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import Callback
 import datasets
 import models
 from models.net_module import NetModule
-from utils.configuration import (MAX_SEED, ConfigError, data_module_kwargs, load_config, module_kwargs,
+from utils.configuration import (MAX_SEED, ConfigError, load_config, module_kwargs,
                                  network_kwargs, tracked_params)
 from utils.logger import setup_logging
 from utils.output_files import folder_problems
@@ -62,7 +62,7 @@ def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = N
     """Build data module, network and module from cfg and train them; return the run's summary."""
     pl.seed_everything(cfg["seed"], workers=True)
     with log_execution_time("preparing data"):
-        datamodule = datasets.StanfordCarsDataModule(**data_module_kwargs(cfg))
+        datamodule = datasets.StanfordCarsDataModule(datasets.data_settings(cfg))
     network = models.build_network(**network_kwargs(cfg, datamodule.num_classes, datamodule.img_channels))
     module = NetModule(network, datamodule.num_classes, **module_kwargs(cfg))
     parameters = models.count_parameters(network)

@@ -25,7 +25,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets import StanfordCarsDataset, generate_synthetic_stanford, prepare_stanford_dataset  # noqa: E402
+from datasets import (Augmentation, Preprocessing, StanfordCarsDataset, generate_synthetic_stanford,  # noqa: E402
+                      prepare_stanford_dataset)
 from utils.configuration import default_config  # noqa: E402
 
 IMAGE_SIZE = (227, 227)
@@ -68,11 +69,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         data = make_data(work, args.images)
-        config = default_config()
-        train = StanfordCarsDataset(data, "train", train=True, image_size=IMAGE_SIZE,
-                                    image_augmentations=config["image_augmentations"],
-                                    tensor_augmentations=THESIS_TEXT_ERASING)
-        valid = StanfordCarsDataset(data, "train", train=False, image_size=IMAGE_SIZE)
+        preprocessing = Preprocessing(IMAGE_SIZE, crop_to_bboxes=True, erase_background=True)
+        augmentation = Augmentation(default_config()["image_augmentations"], THESIS_TEXT_ERASING)
+        train = StanfordCarsDataset(data, "train", True, preprocessing, augmentation)
+        valid = StanfordCarsDataset(data, "train", False, preprocessing)
         count = len(train)
         torch.manual_seed(0)
 

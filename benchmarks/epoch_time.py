@@ -49,9 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
 from benchmarks.data_pipeline import THESIS_TEXT_ERASING, make_data  # noqa: E402
-from datasets import StanfordCarsDataModule  # noqa: E402
+from datasets import (Augmentation, DataSettings, Loading, Preprocessing, StanfordCarsDataModule,  # noqa: E402
+                      data_settings)
 from datasets.stanford_data_module import default_num_workers  # noqa: E402
-from utils.configuration import data_module_kwargs, default_config, load_config  # noqa: E402
+from utils.configuration import default_config, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_TRAIN, FULL_TEST, FULL_EPOCHS = 8144, 8041, 200
@@ -268,7 +269,7 @@ def cache_build_s(args: list[str]) -> float:
     if not cfg["cache_images"]:
         return 0.0
     start = time.perf_counter()
-    StanfordCarsDataModule(**{**data_module_kwargs(cfg), "show_progress": False}).prepare_data()
+    StanfordCarsDataModule(data_settings(cfg), show_progress=False).prepare_data()
     return time.perf_counter() - start
 
 
@@ -293,13 +294,14 @@ def run_setting(name: str, settings: tuple[str, ...], data: Path, work: Path, wo
     return Result(name, timer.epochs[-1], first, build_s, best)
 
 
-def data_module(data: Path, workers: int, cache_dir: Path, **settings: Any) -> StanfordCarsDataModule:
+def data_module(data: Path, workers: int, cache_dir: Path, cache_images: bool,
+                augmentation_device: str = "cpu") -> StanfordCarsDataModule:
     """The training data of the loader-alone table: box crop, background erasing, the schema's transforms."""
-    config = default_config()
-    return StanfordCarsDataModule(data, image_size=(227, 227), batch_size=64, num_workers=workers, seed=0,
-                                  image_augmentations=config["image_augmentations"],
-                                  tensor_augmentations=THESIS_TEXT_ERASING, cache_path=str(cache_dir),
-                                  show_progress=False, **settings)
+    preprocessing = Preprocessing((227, 227), crop_to_bboxes=True, erase_background=True)
+    augmentation = Augmentation(default_config()["image_augmentations"], THESIS_TEXT_ERASING, augmentation_device)
+    loading = Loading(batch_size=64, num_workers=workers, seed=0, cache_images=cache_images,
+                      cache_path=str(cache_dir))
+    return StanfordCarsDataModule(DataSettings(data, preprocessing, augmentation, loading), show_progress=False)
 
 
 def loader_ms_per_image(datamodule: StanfordCarsDataModule, augment_batches: bool,
@@ -340,7 +342,7 @@ def data_only(data: Path, workers: int, cache_dir: Path) -> list[tuple[str, int,
     for count in sorted({0, workers}):
         for name, settings, augment in LOADER_PIPELINES:
             torch.manual_seed(0)
-            module = data_module(data, count, cache_dir, persistent_workers=True, **settings)
+            module = data_module(data, count, cache_dir, **settings)
             wall, cpu = loader_ms_per_image(module, augment)
             rows.append((name, count, wall, cpu))
             print(f"  data only, {name}, workers {count}: {wall:.2f} ms/image wall, {cpu:.2f} CPU", file=sys.stderr)

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from datasets.settings import Preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 
 
@@ -75,11 +76,9 @@ def compute_normalization_params(
     pixels of all images. Images are read one at a time (in `num_workers` worker processes when > 0),
     so memory use does not grow with the size of the set.
     """
-    dataset = StanfordCarsDataset(
-        data_path, split="train", image_size=image_size, convert_to_grayscale=convert_to_grayscale,
-        normalize=False, crop_to_bboxes=crop_to_bboxes, erase_background=erase_background,
-        augment_images=False, augment_tensors=False,
-    )
+    preprocessing = Preprocessing(tuple(image_size), convert_to_grayscale, normalize=False,
+                                  crop_to_bboxes=crop_to_bboxes, erase_background=erase_background)
+    dataset = StanfordCarsDataset(data_path, "train", preprocessing=preprocessing)
     if len(dataset) == 0:
         raise ValueError(f"{dataset.data_path / 'train_labels.csv'} lists no images")
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)

@@ -8,21 +8,21 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+import torchvision.transforms as T
 import torchvision.transforms.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
 from datasets.image_cache import CachedImages, array_image, file_fingerprint
 from datasets.photos import SIDES_SWAPPED, decode_whole, orientation, size_limit_as_error, upright, upright_size
-from datasets.stanford_utils import BOX_FIELDS, LABEL_COLUMNS
+from datasets.settings import Augmentation, Preprocessing
+from datasets.preparation import BOX_FIELDS, LABEL_COLUMNS
 from datasets.transforms import build_transforms
 
-RGB_MEAN = (0.4707, 0.4602, 0.4550)
-RGB_STD = (0.2594, 0.2585, 0.2635)
 
 
 @dataclass(frozen=True)
@@ -145,17 +145,10 @@ def photo_info(path: str | os.PathLike) -> PhotoInfo:
     return info
 
 
-def preprocess_image(
-    path: str | os.PathLike,
-    image_size: Sequence[int],
-    convert_to_grayscale: bool = False,
-    normalize: bool = True,
-    mean: Sequence[float] = RGB_MEAN,
-    std: Sequence[float] = RGB_STD,
-    box: tuple[int, int, int, int] | None = None,
-    erase_background: bool = False,
-) -> torch.Tensor:
-    """One photo as the validation pipeline gives it to the network, [C, H, W] (with a box: the training crop).
+def preprocess_image(path: str | os.PathLike, preprocessing: Preprocessing,
+                     box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """One photo as the validation pipeline gives it to the network, [C, H, W] (with a box: the training crop,
+    background erasing included when the preprocessing has it).
 
     The photo is turned upright by its EXIF orientation, and the box refers to the upright photo. Raises
     ValueError for a box outside the image, and the errors of ``photo_info`` for a file that cannot be read.
@@ -163,11 +156,11 @@ def preprocess_image(
     width, height = photo_info(path).size
     if box is not None and (box[2] >= width or box[3] >= height):
         raise ValueError(f"box {box} lies outside the {width}x{height} image")
-    target_wh = (int(image_size[1]), int(image_size[0]))
-    mode = "L" if convert_to_grayscale else "RGB"
-    tensor = F.to_tensor(load_image(Path(path), mode, target_wh, box, erase_background))
-    if normalize:
-        tensor = F.normalize(tensor, list(map(float, mean)), list(map(float, std)), inplace=True)
+    target_wh = (preprocessing.image_size[1], preprocessing.image_size[0])
+    erase = box is not None and preprocessing.erase_background
+    tensor = F.to_tensor(load_image(Path(path), preprocessing.mode, target_wh, box, erase))
+    if preprocessing.normalize:
+        tensor = F.normalize(tensor, list(preprocessing.mean), list(preprocessing.std), inplace=True)
     return tensor
 
 
@@ -186,17 +179,8 @@ class StanfordCarsDataset(Dataset):
         data_path: str | os.PathLike,
         split: str = "train",
         train: bool | None = None,
-        image_size: Sequence[int] = (227, 227),
-        convert_to_grayscale: bool = False,
-        normalize: bool = True,
-        mean: Sequence[float] = RGB_MEAN,
-        std: Sequence[float] = RGB_STD,
-        crop_to_bboxes: bool = True,
-        erase_background: bool = True,
-        augment_images: bool = True,
-        image_augmentations: Mapping[str, Mapping[str, Any] | None] | None = None,
-        augment_tensors: bool = True,
-        tensor_augmentations: Mapping[str, Mapping[str, Any] | None] | None = None,
+        preprocessing: Preprocessing = Preprocessing(),
+        augmentation: Augmentation = Augmentation(),
         records: Sequence[LabelRecord] | None = None,
         uint8_output: bool = False,
     ) -> None:
@@ -205,23 +189,18 @@ class StanfordCarsDataset(Dataset):
         self.data_path = Path(data_path)
         self.image_dir = self.data_path / split
         self.train = split == "train" if train is None else train
+        self.preprocessing = preprocessing if self.train else preprocessing.validation()
         self.records = list(records) if records is not None else read_labels(self.data_path / f"{split}_labels.csv")
         self._check_images_exist()
-        height, width = (int(s) for s in image_size)
+        height, width = self.preprocessing.image_size
         self.target_wh = (width, height)
-        self.mode = "L" if convert_to_grayscale else "RGB"
-        self.crop_to_bboxes = self.train and crop_to_bboxes
-        self.erase_background = self.crop_to_bboxes and erase_background
         self.uint8_output = uint8_output
         augment = self.train and not uint8_output
-        self.image_transforms = build_transforms(image_augmentations) if augment and augment_images else []
-        self.tensor_transforms = build_transforms(tensor_augmentations) if augment and augment_tensors else []
-        channels = 1 if convert_to_grayscale else 3
+        self.image_transforms = T.Compose(build_transforms(augmentation.image if augment else None))
+        self.tensor_transforms = T.Compose(build_transforms(augmentation.tensor if augment else None))
         self.normalization = None
-        if normalize and not uint8_output:
-            if len(mean) != channels or len(std) != channels:
-                raise ValueError(f"mean/std need {channels} value(s) for {self.mode} images, got {list(mean)}/{list(std)}")
-            self.normalization = (list(map(float, mean)), list(map(float, std)))
+        if self.preprocessing.normalize and not uint8_output:
+            self.normalization = (list(self.preprocessing.mean), list(self.preprocessing.std))
         self.paths = [self.image_dir / r.image_fname for r in self.records]
         self.targets = [r.class_id - 1 for r in self.records]
         self.cached: CachedImages | None = None
@@ -245,8 +224,9 @@ class StanfordCarsDataset(Dataset):
         records = hashlib.sha256("".join(f"{r.image_fname}\t{r.box}\n" for r in self.records).encode())
         return {
             "data_path": str(self.data_path.resolve()), "split": self.image_dir.name,
-            "image_size": [self.target_wh[1], self.target_wh[0]], "mode": self.mode,
-            "crop_to_bboxes": self.crop_to_bboxes, "erase_background": self.erase_background,
+            "image_size": list(self.preprocessing.image_size), "mode": self.preprocessing.mode,
+            "crop_to_bboxes": self.preprocessing.crop_to_bboxes,
+            "erase_background": self.preprocessing.erase_background,
             "records": records.hexdigest(), "image_files": file_fingerprint(self.paths),
         }
 
@@ -258,10 +238,10 @@ class StanfordCarsDataset(Dataset):
         """The PIL image of item ``index`` after decode, crop, background erasing and resize."""
         if self.cached is not None:
             return array_image(self.cached[index])
-        box = self.records[index].box if self.crop_to_bboxes else None
+        box = self.records[index].box if self.preprocessing.crop_to_bboxes else None
         path = self.paths[index]
         try:
-            return load_image(path, self.mode, self.target_wh, box, self.erase_background)
+            return load_image(path, self.preprocessing.mode, self.target_wh, box, self.preprocessing.erase_background)
         except Exception as error:  # PIL raises many types for broken files
             raise RuntimeError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
 
@@ -274,16 +254,8 @@ class StanfordCarsDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if self.uint8_output:
             return self.load_uint8(index), self.targets[index]
-        image = self.load(index)
-        image = _apply(self.image_transforms, image)
-        tensor = F.to_tensor(image)
-        tensor = _apply(self.tensor_transforms, tensor)
+        tensor = self.tensor_transforms(F.to_tensor(self.image_transforms(self.load(index))))
         if self.normalization is not None:
             tensor = F.normalize(tensor, *self.normalization, inplace=True)
         return tensor, self.targets[index]
 
-
-def _apply(transforms: list[Callable], value: Any) -> Any:
-    for transform in transforms:
-        value = transform(value)
-    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from datasets.device_batches import DeviceBatches, load_to_device
 from datasets.gpu_transforms import BatchAugmentation, build_batch_augmentation
 from datasets.image_cache import default_cache_dir, ensure_cache
-from datasets.stanford_data import RGB_MEAN, RGB_STD, LabelRecord, StanfordCarsDataset, read_labels
-from datasets.transforms import AUGMENTATION_DEVICES, DATA_ON_DEVICE_NEEDS
+from datasets.settings import DataSettings
+from datasets.stanford_data import LabelRecord, StanfordCarsDataset, read_labels
 
 
 def default_num_workers() -> int:
@@ -41,82 +41,43 @@ class StanfordCarsDataModule(pl.LightningDataModule):
     normalise batches there (no loader processes). ``validation_batch_size``: None means ``batch_size``.
     """
 
-    def __init__(
-        self,
-        data_path: str | os.PathLike,
-        image_size: Sequence[int] = (227, 227),
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        convert_to_grayscale: bool = False,
-        normalize: bool = True,
-        mean: Sequence[float] = RGB_MEAN,
-        std: Sequence[float] = RGB_STD,
-        crop_to_bboxes: bool = True,
-        erase_background: bool = True,
-        augment_images: bool = True,
-        image_augmentations: Mapping[str, Mapping[str, Any] | None] | None = None,
-        augment_tensors: bool = True,
-        tensor_augmentations: Mapping[str, Mapping[str, Any] | None] | None = None,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        prefetch_factor: int | None = None,
-        cache_images: bool = False,
-        cache_path: str | os.PathLike | None = None,
-        augmentation_device: str = "cpu",
-        data_on_device: bool = False,
-        validation_batch_size: int | None = None,
-        show_progress: bool = True,
-    ) -> None:
+    def __init__(self, settings: DataSettings, show_progress: bool = True) -> None:
         super().__init__()
-        if augmentation_device not in AUGMENTATION_DEVICES:
-            raise ValueError(f"augmentation_device must be one of {', '.join(AUGMENTATION_DEVICES)}, "
-                             f"not {augmentation_device!r}")
-        if data_on_device and not (cache_images and augmentation_device == "gpu"):
-            raise ValueError(DATA_ON_DEVICE_NEEDS)
-        self.data_path = Path(data_path)
+        self.settings = settings
+        preprocessing, augmentation, loading = settings.preprocessing, settings.augmentation, settings.loading
+        self.data_path = Path(settings.data_path)
         self.records = {split: read_labels(self.data_path / f"{split}_labels.csv") for split in ("train", "test")}
         self.num_classes, self.class_names = _classes(self.records)
-        self.img_channels = 1 if convert_to_grayscale else 3
-        self.batch_size = batch_size
-        self.validation_batch_size = validation_batch_size or batch_size
-        self.data_on_device = data_on_device
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.persistent_workers = persistent_workers and self.num_workers > 0
-        self.prefetch_factor = prefetch_factor if self.num_workers > 0 else None
-        self.cache_images = cache_images
-        self.cache_dir = Path(cache_path) if cache_path else default_cache_dir(self.data_path)
+        self.img_channels = preprocessing.channels
+        self.batch_size = loading.batch_size
+        self.validation_batch_size = loading.validation_batch_size or loading.batch_size
+        self.num_workers = default_num_workers() if loading.num_workers is None else loading.num_workers
+        self.pin_memory = torch.cuda.is_available() if loading.pin_memory is None else loading.pin_memory
+        self.persistent_workers = loading.persistent_workers and self.num_workers > 0
+        self.prefetch_factor = loading.prefetch_factor if self.num_workers > 0 else None
+        self.cache_dir = Path(loading.cache_path) if loading.cache_path else default_cache_dir(self.data_path)
         self.show_progress = show_progress
-        self.seed = seed
-        self.dataset_kwargs = dict(
-            image_size=tuple(image_size), convert_to_grayscale=convert_to_grayscale, normalize=normalize,
-            mean=tuple(mean), std=tuple(std), crop_to_bboxes=crop_to_bboxes, erase_background=erase_background,
-            augment_images=augment_images, image_augmentations=image_augmentations,
-            augment_tensors=augment_tensors, tensor_augmentations=tensor_augmentations,
-        )
         self.batch_augmentation: BatchAugmentation | None = None
         self.batch_normalization: BatchAugmentation | None = None
-        if augmentation_device == "gpu":
-            self.batch_augmentation = build_batch_augmentation(
-                image_augmentations if augment_images else None, tensor_augmentations if augment_tensors else None,
-                self.img_channels, mean if normalize else None, std if normalize else None)
-            self.batch_normalization = build_batch_augmentation(None, None, self.img_channels,
-                                                                mean if normalize else None, std if normalize else None)
+        if augmentation.device == "gpu":
+            mean, std = (preprocessing.mean, preprocessing.std) if preprocessing.normalize else (None, None)
+            self.batch_augmentation = build_batch_augmentation(augmentation.image, augmentation.tensor,
+                                                               self.img_channels, mean, std)
+            self.batch_normalization = build_batch_augmentation(None, None, self.img_channels, mean, std)
         self.train_dataset: StanfordCarsDataset | None = None
         self.val_dataset: StanfordCarsDataset | None = None
 
     def _dataset(self, split: str, train: bool) -> StanfordCarsDataset:
         uint8_output = train and self.batch_augmentation is not None
-        dataset = StanfordCarsDataset(self.data_path, split, train=train, records=self.records[split],
-                                      uint8_output=uint8_output, **self.dataset_kwargs)
-        if self.cache_images:
+        dataset = StanfordCarsDataset(self.data_path, split, train, self.settings.preprocessing,
+                                      self.settings.augmentation, self.records[split], uint8_output)
+        if self.settings.loading.cache_images:
             dataset.use_cache(ensure_cache(dataset, self.cache_dir, self.num_workers, self.show_progress))
         return dataset
 
     def prepare_data(self) -> None:
         """Build the image caches when cache_images is on (Lightning calls this once per node, before setup)."""
-        if self.cache_images:
+        if self.settings.loading.cache_images:
             self._dataset("train", True)
             self._dataset("test", False)
 
@@ -146,9 +107,9 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         return shuffle and math.ceil(dataset_size / self._processes()[1]) % self.batch_size == 1
 
     def _loader(self, dataset: StanfordCarsDataset, shuffle: bool) -> DataLoader | DeviceBatches:
-        if self.data_on_device:
+        if self.settings.loading.data_on_device:
             return self._device_loader(dataset, shuffle)
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        generator = torch.Generator().manual_seed(self.settings.loading.seed) if shuffle else None
         return DataLoader(
             dataset, batch_size=self.batch_size if shuffle else self.validation_batch_size, shuffle=shuffle,
             num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
@@ -165,7 +126,7 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         transform = self.batch_augmentation if shuffle else self.batch_normalization
         return DeviceBatches(
             images, targets, self.batch_size if shuffle else self.validation_batch_size, transform.to(device),
-            shuffle=shuffle, generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            shuffle=shuffle, generator=torch.Generator().manual_seed(self.settings.loading.seed) if shuffle else None,
             drop_last=self._drop_last(len(dataset), shuffle), rank=rank, world_size=processes)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:

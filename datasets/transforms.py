@@ -19,6 +19,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 from datasets.gpu_transforms import gpu_problem
+from datasets.settings import DATA_ON_DEVICE_NEEDS
 
 # Not usable from a config: they take other transforms / callables, or return several images.
 _NOT_CONFIGURABLE = {"Compose", "RandomApply", "RandomChoice", "RandomOrder", "Lambda", "FiveCrop", "TenCrop"}
@@ -148,11 +149,6 @@ def _image_size(cfg: Mapping[str, Any]) -> tuple[int, int]:
     return (64, 64)
 
 
-AUGMENTATION_DEVICES = ("cpu", "gpu")
-DATA_ON_DEVICE_NEEDS = ("data_on_device: true needs cache_images: true (the images it keeps on the device are the "
-                        "cache's) and augmentation_device: gpu (batches are augmented where they are)")
-
-
 def config_problems(cfg: Mapping[str, Any]) -> list[str]:
     """Problems with the transform names and arguments of a config (``[]`` when fine).
 
@@ -161,9 +157,7 @@ def config_problems(cfg: Mapping[str, Any]) -> list[str]:
     """
     problems: list[str] = []
     image_size = _image_size(cfg)
-    device = cfg.get("augmentation_device", "cpu")
-    if device not in AUGMENTATION_DEVICES:
-        problems.append(f"augmentation_device: {device!r} is not one of {', '.join(AUGMENTATION_DEVICES)}")
+    device = cfg.get("augmentation_device", "cpu")  # its choices are the schema's
     if cfg.get("data_on_device") is True and not (cfg.get("cache_images") is True and device == "gpu"):
         problems.append(DATA_ON_DEVICE_NEEDS)
     channels = 1 if cfg.get("convert_to_grayscale") is True else 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -11,6 +10,7 @@ from torch import nn
 
 from models.architectures import ghostnet, hardnet, squeezenext23
 from models.torchvision_networks import TORCHVISION_MODELS, pretrained_weights_problems, torchvision_network
+from utils.checks import did_you_mean, is_integer, is_number
 
 arch_dict: dict[str, Callable[..., nn.Module]] = {
     "ghost": ghostnet,
@@ -48,14 +48,9 @@ def architecture_problem(architecture: Any) -> str | None:
     """The problem with an architecture name, or None if arch_dict has it."""
     if isinstance(architecture, str) and architecture in arch_dict:
         return None
-    close = difflib.get_close_matches(str(architecture), list(arch_dict), n=3)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    return f"architecture: unknown architecture {architecture!r}{hint} (valid: {', '.join(arch_dict)})"
-
-
-def is_number(value: Any) -> bool:
-    """True for int and float values, False for bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    hint = did_you_mean(architecture, arch_dict)
+    return f"architecture: unknown architecture {architecture!r}{'; ' + hint if hint else ''} " \
+           f"(valid: {', '.join(arch_dict)})"
 
 
 def architecture_problems(cfg: Mapping[str, Any]) -> list[str]:
@@ -69,7 +64,7 @@ def architecture_problems(cfg: Mapping[str, Any]) -> list[str]:
     if "dropout" in cfg and not (is_number(cfg["dropout"]) and 0 <= cfg["dropout"] < 1):
         problems.append(f"dropout: {cfg['dropout']!r} must be a number in [0, 1)")
     output_channels = cfg.get("output_channels", 1)
-    if not (isinstance(output_channels, int) and not isinstance(output_channels, bool) and output_channels > 0):
+    if not (is_integer(output_channels) and output_channels > 0):
         problems.append(f"output_channels: {output_channels!r} must be a positive integer")
     smallest = MIN_INPUT_SIZE.get(architecture, 1) if isinstance(architecture, str) else 1
     image_size = cfg.get("image_size")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import inspect
 import math
 import operator
@@ -13,6 +12,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.optim import lr_scheduler as schedulers
+
+from utils.checks import did_you_mean, is_integer
 
 LAMBDA_SCHEDULERS = ("LambdaLR", "MultiplicativeLR")
 LABEL_SMOOTHING = "LabelSmoothingCrossEntropy"
@@ -159,10 +160,8 @@ def _name_problem(key: str, name: Any, valid: list[str]) -> str | None:
         return None  # a wrong type is reported by the schema check
     if name in valid:
         return None
-    lowered = {item.lower(): item for item in valid}
-    close = [lowered[item] for item in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    return f"{key}: unknown name {name!r}; {hint}valid: {', '.join(valid)}"
+    hint = did_you_mean(name, valid, cutoff=0.5, ignore_case=True)
+    return f"{key}: unknown name {name!r}; {hint + ' ' if hint else ''}valid: {', '.join(valid)}"
 
 
 def _binding_problem(key: str, name: str, target: Callable[..., Any], params: Any, positional: int) -> str | None:
@@ -175,8 +174,7 @@ def _binding_problem(key: str, name: str, target: Callable[..., Any], params: An
         message = str(error)
         accepted = [p for p in signature.parameters if p not in ("self", "params", "optimizer")]
         unknown = [k for k in (params or {}) if k not in signature.parameters]
-        hints = [f"{k} -> did you mean {', '.join(close)}?"
-                 for k in unknown if (close := difflib.get_close_matches(k, accepted, n=2, cutoff=0.6))]
+        hints = [f"{k} -> {hint}" for k in unknown if (hint := did_you_mean(k, accepted, most=2))]
         extra = f" ({'; '.join(hints)})" if hints else ""
         return f"{key}: {name} {message}{extra}; accepted: {', '.join(accepted)}"
     return None
@@ -221,7 +219,7 @@ def _scheduler_problems(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer
         except (ValueError, ArithmeticError) as error:
             return [f"lr_scheduler_params.lr_lambda: {expression!r}: {error}"]
     milestones = (params or {}).get("milestones")
-    if milestones is not None and not all(isinstance(m, int) and not isinstance(m, bool) for m in milestones):
+    if milestones is not None and not all(is_integer(m) for m in milestones):
         return [f"lr_scheduler_params.milestones: {milestones!r} must be epoch numbers (integers)"]
     optimizer = optimizer or torch.optim.SGD(_dummy_parameters(), lr=0.1, momentum=0.9)
     try:
@@ -234,7 +232,7 @@ def _scheduler_problems(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer
 
 def _run_epochs(cfg: Mapping[str, Any]) -> int:
     epochs = cfg.get("num_epochs")
-    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 1
+    return epochs if is_integer(epochs) and epochs > 0 else 1
 
 
 def _stepping_problem(name: str, scheduler: Any, optimizer: torch.optim.Optimizer, epochs: int) -> str | None:

@@ -3,6 +3,7 @@ on generated data (two seeds of one RGB setting, a grayscale run, an interrupted
 progress, and damaged records)."""
 
 import csv
+import dataclasses
 import json
 import re
 import shutil
@@ -25,12 +26,13 @@ import evaluate
 import export_model
 import predict
 import train
-from datasets import StanfordCarsDataModule, StanfordCarsDataset, generate_synthetic_stanford, prepare_stanford_dataset
+from datasets import (Preprocessing, StanfordCarsDataModule, StanfordCarsDataset, data_settings,
+                      generate_synthetic_stanford, preprocessing_settings, prepare_stanford_dataset)
 from models.evaluation import predict_top_k
 from models.run_loading import load_trained_model
 from utils.configuration import load_config
 from tests.test_data_module import save_with_orientation
-from utils.run_comparison import draw_runs, evaluation_data_kwargs, load_runs, plot_runs, read_metrics
+from utils.run_comparison import draw_runs, load_runs, plot_runs, read_metrics
 from utils.thesis_records import load_thesis_runs, reference_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -359,11 +361,10 @@ def test_evaluate_errors_name_the_fault(runs, capsys, tmp_path):
 def test_predict_preprocessing_is_the_validation_one(runs):
     for run_dir in runs.rgb[0], runs.gray:
         cfg = load_config(run_dir / "config.yml")
-        dataset_kwargs = StanfordCarsDataModule(**evaluation_data_kwargs(cfg)).dataset_kwargs
-        validation = StanfordCarsDataset(runs.data, "test", train=False, **dataset_kwargs)
-        boxed = StanfordCarsDataset(runs.data, "test", train=True, **{**dataset_kwargs, "augment_images": False,
-                                                                      "augment_tensors": False,
-                                                                      "crop_to_bboxes": True})  # --bbox crops
+        preprocessing = preprocessing_settings(cfg)
+        validation = StanfordCarsDataset(runs.data, "test", train=False, preprocessing=preprocessing)
+        boxed = StanfordCarsDataset(runs.data, "test", train=True,  # --bbox crops
+                                    preprocessing=dataclasses.replace(preprocessing, crop_to_bboxes=True))
         for index in (0, 5):
             path = validation.paths[index]
             assert torch.equal(predict.photo_tensor(path, cfg), validation[index][0])
@@ -480,7 +481,7 @@ def test_export_onnx_matches_pytorch_and_never_overwrites(runs, capsys, tmp_path
 
     cfg = load_config(runs.rgb[0] / "config.yml")
     trained = load_trained_model(runs.rgb[0] / "best.ckpt", "ghost", 3, cfg["dropout"], cfg["output_channels"])
-    validation = StanfordCarsDataset(runs.data, "test", train=False, image_size=(32, 32))
+    validation = StanfordCarsDataset(runs.data, "test", train=False, preprocessing=Preprocessing((32, 32)))
     images = torch.stack([validation[i][0] for i in range(6)])
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {metadata["input_name"]: images.numpy()})
@@ -550,7 +551,7 @@ def test_onnx_export_without_the_onnx_packages_says_what_to_install(monkeypatch,
 
 def test_class_names_come_from_the_run_records_without_the_data(runs, capsys, tmp_path):
     summary = json.loads((runs.rgb[0] / "summary.json").read_text())
-    names = StanfordCarsDataModule(**evaluation_data_kwargs(load_config(runs.rgb[0] / "config.yml"))).class_names
+    names = StanfordCarsDataModule(data_settings(load_config(runs.rgb[0] / "config.yml")).for_evaluation()).class_names
     assert summary["class_names"] == names
     image = runs.data / "test" / sorted(p.name for p in (runs.data / "test").iterdir())[0]
     moved = run_without_its_data(runs.rgb[0], tmp_path)

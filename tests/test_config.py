@@ -7,7 +7,8 @@ import yaml
 
 import datasets
 import models
-from utils.configuration import (SCHEMA, ConfigError, apply_overrides, data_module_kwargs, default_config,
+from datasets import data_settings
+from utils.configuration import (SCHEMA, ConfigError, apply_overrides, default_config,
                                  load_config, module_kwargs, network_kwargs, save_config, schema_markdown_table,
                                  schema_rows, tracked_params)
 
@@ -200,11 +201,14 @@ def test_neptune_needs_its_settings_and_the_token_never_reaches_disk(tmp_path, m
     assert "neptune_api_token" not in tracked_params(cfg)
 
 
-def test_config_maps_to_plain_keyword_arguments():
+def test_config_maps_to_settings_and_plain_keyword_arguments():
     cfg = load_config(TEMPLATE, ["convert_to_grayscale=true"])
-    data = data_module_kwargs(cfg)
-    assert data["mean"] == (0.4627,) and data["std"] == (0.2545,) and data["image_size"] == (227, 227)
-    assert data["data_path"] == "input/stanford" and data["seed"] == 42
+    data = data_settings(cfg)
+    preprocessing = data.preprocessing
+    assert preprocessing.mean == (0.4627,) and preprocessing.std == (0.2545,) and preprocessing.image_size == (227, 227)
+    assert data.data_path == "input/stanford" and data.loading.seed == 42
+    assert data.augmentation.tensor is None and list(data.augmentation.image) == ["RandomHorizontalFlip",
+                                                                                  "RandomAffine", "ColorJitter"]
     assert network_kwargs(cfg, 196, 1) == {"architecture": "ghost", "num_classes": 196, "img_channels": 1,
                                            "dropout": 0.2, "output_channels": 320, "pretrained_weights": None}
     assert module_kwargs(cfg)["lr_scheduler_params"]["milestones"] == [67, 82, 95, 107]

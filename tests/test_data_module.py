@@ -11,12 +11,19 @@ import torch
 import torchvision.transforms.functional as F
 from PIL import Image
 
-from datasets import StanfordCarsDataModule, StanfordCarsDataset, prepare_stanford_dataset
+from datasets import (Augmentation, DataSettings, Loading, Preprocessing, StanfordCarsDataModule, StanfordCarsDataset,
+                      prepare_stanford_dataset)
 from datasets.stanford_data import load_image
 from datasets.stanford_data_module import default_num_workers
 from datasets.synthetic import MARGIN, class_colour, class_name
 
-PLAIN = dict(num_workers=0, normalize=False, augment_images=False, augment_tensors=False)
+
+
+def plain_module(path, batch_size=64, seed=0, **preprocessing):
+    """A data module with one process, no augmentation, no normalisation, box crop and background erasing."""
+    settings = {"normalize": False, "crop_to_bboxes": True, "erase_background": True, **preprocessing}
+    loading = Loading(batch_size=batch_size, num_workers=0, seed=seed)
+    return StanfordCarsDataModule(DataSettings(path, Preprocessing(**settings), loading=loading))
 
 
 @pytest.fixture
@@ -32,7 +39,7 @@ def expected_pixel(class_id: int) -> torch.Tensor:
 
 def test_module_attributes_and_batches(data_prepared):
     path, generated = data_prepared
-    module = StanfordCarsDataModule(path, image_size=(32, 40), batch_size=5, **PLAIN)
+    module = plain_module(path, image_size=(32, 40), batch_size=5)
     assert module.num_classes == 4 and module.img_channels == 3
     assert module.class_names == [class_name(c) for c in range(1, 5)]
     images, labels = next(iter(module.train_dataloader()))
@@ -44,8 +51,7 @@ def test_module_attributes_and_batches(data_prepared):
 @pytest.mark.parametrize("grayscale", [False, True])
 def test_crop_puts_class_colour_of_label_in_training_images(data_prepared, grayscale):
     path, _ = data_prepared
-    module = StanfordCarsDataModule(path, image_size=(32, 32), batch_size=12, convert_to_grayscale=grayscale,
-                                    erase_background=False, **PLAIN)
+    module = plain_module(path, image_size=(32, 32), batch_size=12, grayscale=grayscale, erase_background=False)
     images, labels = next(iter(module.train_dataloader()))
     assert images.shape[1] == (1 if grayscale else 3)
     for image, label in zip(images, labels):
@@ -59,8 +65,8 @@ def test_crop_puts_class_colour_of_label_in_training_images(data_prepared, grays
 
 def test_background_erasing_pastes_crop_centred_on_white(data_prepared):
     path, _ = data_prepared
-    dataset = StanfordCarsDataset(path, "train", train=True, image_size=(64, 64), normalize=False,
-                                  augment_images=False, augment_tensors=False)
+    dataset = StanfordCarsDataset(path, "train", train=True, preprocessing=Preprocessing(
+        (64, 64), normalize=False, crop_to_bboxes=True, erase_background=True))
     for index, record in enumerate(dataset.records):
         with Image.open(dataset.paths[index]) as raw:
             width, height = raw.size
@@ -81,9 +87,9 @@ def test_background_erasing_pastes_crop_centred_on_white(data_prepared):
 def test_validation_images_are_whole_and_unaugmented(data_prepared):
     path, _ = data_prepared
     augmentations = {"RandomVerticalFlip": {"p": 1.0}}
-    dataset = StanfordCarsDataset(path, "test", train=False, image_size=(24, 24), normalize=False,
-                                  image_augmentations=augmentations,
-                                  tensor_augmentations={"RandomErasing": {"p": 1.0, "value": 0}})
+    dataset = StanfordCarsDataset(path, "test", train=False,
+                                  preprocessing=Preprocessing((24, 24), normalize=False, crop_to_bboxes=True),
+                                  augmentation=Augmentation(augmentations, {"RandomErasing": {"p": 1.0, "value": 0}}))
     for index in range(len(dataset)):
         with Image.open(dataset.paths[index]) as raw:
             whole = torch.from_numpy(np.array(raw.convert("RGB").resize((24, 24), Image.BILINEAR))).permute(2, 0, 1)
@@ -92,20 +98,19 @@ def test_validation_images_are_whole_and_unaugmented(data_prepared):
 
 def test_augmentations_are_applied_in_order_then_normalised(data_prepared):
     path, _ = data_prepared
-    kwargs = dict(image_size=(32, 32), erase_background=False, augment_tensors=True)
-    plain = StanfordCarsDataset(path, "train", normalize=False, augment_images=False, **kwargs)
-    flipped = StanfordCarsDataset(path, "train", normalize=False, augment_images=True,
-                                  image_augmentations={"RandomVerticalFlip": {"p": 1.0}, "RandomHorizontalFlip": {"p": 1.0}},
-                                  tensor_augmentations={"RandomErasing": {"p": 1.0, "scale": [0.2, 0.2], "value": 0}},
-                                  **kwargs)
+    preprocessing = Preprocessing((32, 32), normalize=False, crop_to_bboxes=True)
+    plain = StanfordCarsDataset(path, "train", preprocessing=preprocessing)
+    flipped = StanfordCarsDataset(path, "train", preprocessing=preprocessing, augmentation=Augmentation(
+        {"RandomVerticalFlip": {"p": 1.0}, "RandomHorizontalFlip": {"p": 1.0}},
+        {"RandomErasing": {"p": 1.0, "scale": [0.2, 0.2], "value": 0}}))
     image, _ = plain[0]
     augmented, _ = flipped[0]
     rotated = torch.flip(image, dims=(1, 2))
     assert (augmented == 0).all(0).float().mean() >= 0.15  # the erased rectangle
     kept = ~(augmented == 0).all(0)
     assert torch.allclose(augmented[:, kept], rotated[:, kept], atol=1e-6)
-    normalised = StanfordCarsDataset(path, "train", normalize=True, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5),
-                                     augment_images=False, **{**kwargs, "augment_tensors": False})
+    normalised = StanfordCarsDataset(path, "train", preprocessing=Preprocessing(
+        (32, 32), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5), crop_to_bboxes=True))
     expected = (image - torch.tensor([0.5, 0.4, 0.3])[:, None, None]) / torch.tensor([0.2, 0.25, 0.5])[:, None, None]
     assert torch.allclose(normalised[0][0], expected, atol=1e-5)
 
@@ -131,42 +136,43 @@ def test_draft_decoding_matches_full_decode(tmp_path):
 
 def test_corrupt_or_missing_image_names_the_file(data_prepared):
     path, _ = data_prepared
-    dataset = StanfordCarsDataset(path, "train", image_size=(16, 16))
+    dataset = StanfordCarsDataset(path, "train", preprocessing=Preprocessing((16, 16), crop_to_bboxes=True))
     victim = dataset.paths[3]
     victim.write_bytes(victim.read_bytes()[:100])
     with pytest.raises(RuntimeError, match=f"cannot read image {victim}"):
         dataset[3]
     victim.unlink()
     with pytest.raises(FileNotFoundError, match=rf"1 image\(s\) listed in .*train_labels.csv are missing.*{victim.name}"):
-        StanfordCarsDataModule(path, num_workers=0).train_dataloader()
+        plain_module(path).train_dataloader()
     with pytest.raises(FileNotFoundError, match="prepare_stanford_dataset.py"):
-        StanfordCarsDataModule(path / "nowhere")
+        StanfordCarsDataModule(DataSettings(path / "nowhere"))
 
 
 def test_loader_settings_and_seeded_shuffle(data_prepared):
     path, _ = data_prepared
-    module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=12, **PLAIN)
+    module = plain_module(path, image_size=(16, 16), batch_size=12)
     assert module.pin_memory == torch.cuda.is_available() and module.persistent_workers is False
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert StanfordCarsDataModule(path).num_workers == default_num_workers() == min(cores, 8)
-    assert StanfordCarsDataModule(path, num_workers=2).persistent_workers is True
+    assert StanfordCarsDataModule(DataSettings(path)).num_workers == default_num_workers() == min(cores, 8)
+    assert StanfordCarsDataModule(DataSettings(path, loading=Loading(num_workers=2))).persistent_workers is True
 
     def order(seed):
-        module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=12, seed=seed, **PLAIN)
+        module = plain_module(path, image_size=(16, 16), batch_size=12, seed=seed)
         return [torch.cat([b[1] for b in module.train_dataloader()]).tolist() for _ in range(1)][0]
 
     assert order(3) == order(3)
     assert order(3) != order(4) or order(3) != order(5)
     with pytest.raises(ValueError, match="mean/std need 1 value"):
-        StanfordCarsDataModule(path, convert_to_grayscale=True, num_workers=0).train_dataloader()
+        Preprocessing(grayscale=True)
 
 
 def test_small_cnn_learns_synthetic_classes(data_make_raw, tmp_path):
     raw, _ = data_make_raw(classes=4, per_class=20)
     prepare_stanford_dataset(raw, tmp_path / "data", progress=False)
     torch.manual_seed(0)
-    module = StanfordCarsDataModule(tmp_path / "data", image_size=(24, 24), batch_size=8, num_workers=0,
-                                    image_augmentations={"RandomHorizontalFlip": {"p": 0.5}})
+    module = StanfordCarsDataModule(DataSettings(
+        tmp_path / "data", Preprocessing((24, 24), crop_to_bboxes=True, erase_background=True),
+        Augmentation({"RandomHorizontalFlip": {"p": 0.5}}), Loading(batch_size=8, num_workers=0)))
     network = torch.nn.Sequential(
         torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
@@ -185,21 +191,21 @@ def test_small_cnn_learns_synthetic_classes(data_make_raw, tmp_path):
 
 def test_training_loader_never_yields_a_single_image_batch(data_prepared):
     path, _ = data_prepared  # 12 training images
-    module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=11, **PLAIN)
+    module = plain_module(path, image_size=(16, 16), batch_size=11)
     assert [len(labels) for _, labels in module.train_dataloader()] == [11]
     assert [len(labels) for _, labels in module.val_dataloader()] == [11, 1]
-    module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=5, **PLAIN)
+    module = plain_module(path, image_size=(16, 16), batch_size=5)
     assert [len(labels) for _, labels in module.train_dataloader()] == [5, 5, 2]
 
 
 def test_single_image_batches_are_counted_per_ddp_process(data_prepared):
     path, _ = data_prepared  # 12 training images: 4 per process for 3 processes, 6 for 2
-    module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=3, **PLAIN)
+    module = plain_module(path, image_size=(16, 16), batch_size=3)
     module.trainer = SimpleNamespace(world_size=3, global_rank=0)
     assert module.train_dataloader().drop_last  # each process: 3 + 1
     module.trainer = SimpleNamespace(world_size=2, global_rank=0)
     assert not module.train_dataloader().drop_last  # each process: 3 + 3
-    module = StanfordCarsDataModule(path, image_size=(16, 16), batch_size=11, **PLAIN)
+    module = plain_module(path, image_size=(16, 16), batch_size=11)
     module.trainer = SimpleNamespace(world_size=3, global_rank=0)
     assert not module.train_dataloader().drop_last  # alone, 12 images would drop 1; each process has 4
 
@@ -243,9 +249,8 @@ def test_a_users_folder_of_phone_photos_is_read_upright_with_boxes_on_the_uprigh
         rows.append(f"{tag}.jpg,1,{','.join(map(str, box))},My car")
     (tmp_path / "mine" / "test_labels.csv").write_text("\n".join(rows) + "\n")
     for crop, erase in ((False, False), (True, False), (True, True)):
-        dataset = StanfordCarsDataset(tmp_path / "mine", "test", train=crop, image_size=(48, 64), normalize=False,
-                                      crop_to_bboxes=crop, erase_background=erase, augment_images=False,
-                                      augment_tensors=False)
+        preprocessing = Preprocessing((48, 64), normalize=False, crop_to_bboxes=crop, erase_background=erase)
+        dataset = StanfordCarsDataset(tmp_path / "mine", "test", train=crop, preprocessing=preprocessing)
         reference = F.to_tensor(load_image(tmp_path / "upright.jpg", "RGB", (64, 48), box if crop else None, erase))
         for index in range(8):
             assert torch.equal(dataset[index][0], reference), (dataset.paths[index].name, crop, erase)

@@ -60,6 +60,7 @@ from scipy import ndimage
 from scipy.stats import ks_2samp
 
 from datasets.gpu_transforms import build_batch_augmentation, kornia_transform
+from datasets.settings import Augmentation, Preprocessing
 from datasets.stanford_data import LabelRecord, StanfordCarsDataset
 
 THESIS_IMAGE = {
@@ -119,9 +120,8 @@ def dataset(root: Path, count: int, uint8_output: bool = False) -> StanfordCarsD
     (root / "train").mkdir(parents=True, exist_ok=True)
     reference_image().save(root / "train" / "test.png")
     records = [LabelRecord("test.png", 1, (0, 0, SIZE - 1, SIZE - 1), "test")] * count
-    return StanfordCarsDataset(root, "train", image_size=(SIZE, SIZE), normalize=False, crop_to_bboxes=False,
-                               image_augmentations=THESIS_IMAGE, tensor_augmentations=THESIS_TENSOR,
-                               records=records, uint8_output=uint8_output)
+    return StanfordCarsDataset(root, "train", True, Preprocessing((SIZE, SIZE), normalize=False),
+                               Augmentation(THESIS_IMAGE, THESIS_TENSOR), records, uint8_output)
 
 
 def cpu_path(root: Path, seed: int) -> torch.Tensor:

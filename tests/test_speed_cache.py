@@ -11,8 +11,10 @@ import torch
 
 import datasets.image_cache as image_cache
 import datasets.stanford_data as stanford_data
-from datasets import StanfordCarsDataModule, StanfordCarsDataset, generate_synthetic_stanford, prepare_stanford_dataset
+from datasets import (Preprocessing, StanfordCarsDataModule, StanfordCarsDataset, generate_synthetic_stanford,
+                      prepare_stanford_dataset)
 from datasets.image_cache import build_cache, cache_files, ensure_cache, find_cache
+from tests.flat_settings import flat_settings
 
 THESIS_IMAGE = {
     "RandomHorizontalFlip": {"p": 0.5},
@@ -38,9 +40,15 @@ def data_copy(speed_data, tmp_path):
 
 
 def module(path, **kwargs):
-    settings = dict(image_size=(40, 48), batch_size=4, num_workers=0, seed=7, show_progress=False,
-                    image_augmentations=THESIS_IMAGE, tensor_augmentations=THESIS_TENSOR)
-    return StanfordCarsDataModule(path, **{**settings, **kwargs})
+    settings = dict(image_size=(40, 48), batch_size=4, num_workers=0, seed=7, crop_to_bboxes=True,
+                    erase_background=True, image=THESIS_IMAGE, tensor=THESIS_TENSOR)
+    return StanfordCarsDataModule(flat_settings(path, **{**settings, **kwargs}), show_progress=False)
+
+
+def dataset_of(path, split, records=None, **preprocessing):
+    """A dataset of the split with box crop and background erasing unless preprocessing says otherwise."""
+    settings = Preprocessing(**{"crop_to_bboxes": True, "erase_background": True, **preprocessing})
+    return StanfordCarsDataset(path, split, preprocessing=settings, records=records)
 
 
 def all_batches(data_module, seed=0):
@@ -49,7 +57,7 @@ def all_batches(data_module, seed=0):
     return train, list(data_module.val_dataloader())
 
 
-@pytest.mark.parametrize("options", [{}, {"convert_to_grayscale": True, "mean": (0.5,), "std": (0.25,)},
+@pytest.mark.parametrize("options", [{}, {"grayscale": True, "mean": (0.5,), "std": (0.25,)},
                                      {"erase_background": False}, {"crop_to_bboxes": False}])
 def test_cached_batches_equal_uncached_ones_pixel_for_pixel(data_copy, monkeypatch, options):
     plain_train, plain_valid = all_batches(module(data_copy, **options))
@@ -63,8 +71,8 @@ def test_cached_batches_equal_uncached_ones_pixel_for_pixel(data_copy, monkeypat
     dataset = cached_module.train_dataset
     assert dataset.cached is not None
     monkeypatch.undo()
-    uncached = StanfordCarsDataset(data_copy, "train", image_size=(40, 48),
-                                   **{k: v for k, v in options.items() if k not in ("mean", "std")}, normalize=False)
+    uncached = dataset_of(data_copy, "train", image_size=(40, 48),
+                          **{k: v for k, v in options.items() if k not in ("mean", "std")}, normalize=False)
     for index in range(len(dataset)):
         assert np.array_equal(np.asarray(dataset.load(index)), np.asarray(uncached.load(index)))
         assert torch.equal(dataset.load_uint8(index), uncached.load_uint8(index))
@@ -72,32 +80,32 @@ def test_cached_batches_equal_uncached_ones_pixel_for_pixel(data_copy, monkeypat
 
 def test_cache_is_keyed_by_settings_and_rebuilt_when_they_change(data_copy):
     base = dict(image_size=(40, 48), normalize=False)
-    dataset = StanfordCarsDataset(data_copy, "train", **base)
+    dataset = dataset_of(data_copy, "train", **base)
     cache_dir = data_copy / "cache_here"
     built = build_cache(dataset, cache_dir, progress=False)
     assert find_cache(dataset, cache_dir) == built
-    assert find_cache(StanfordCarsDataset(data_copy, "train", **base), cache_dir) == built  # same settings
+    assert find_cache(dataset_of(data_copy, "train", **base), cache_dir) == built  # same settings
     changes = [{"image_size": (40, 40)}, {"crop_to_bboxes": False}, {"erase_background": False},
-               {"convert_to_grayscale": True, "normalize": False}]
+               {"grayscale": True, "normalize": False}]
     files = {built}
     for change in changes:
-        other = StanfordCarsDataset(data_copy, "train", **{**base, **change})
+        other = dataset_of(data_copy, "train", **{**base, **change})
         assert find_cache(other, cache_dir) is None, change
         path = ensure_cache(other, cache_dir, progress=False)
         assert path not in files and find_cache(other, cache_dir) == path
         files.add(path)
-    assert find_cache(StanfordCarsDataset(data_copy, "test", **base), cache_dir) is None  # the other split
+    assert find_cache(dataset_of(data_copy, "test", **base), cache_dir) is None  # the other split
     assert find_cache(dataset, cache_dir) == built  # earlier caches stay usable
     image = dataset.paths[0]
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # an image file changed
-    assert find_cache(StanfordCarsDataset(data_copy, "train", **base), cache_dir) is None
+    assert find_cache(dataset_of(data_copy, "train", **base), cache_dir) is None
     records = list(dataset.records)
     records[0] = type(records[0])(records[0].image_fname, records[0].class_id, (0, 0, 5, 5), records[0].class_name)
-    assert find_cache(StanfordCarsDataset(data_copy, "train", records=records, **base), cache_dir) is None
+    assert find_cache(dataset_of(data_copy, "train", records=records, **base), cache_dir) is None
 
 
 def test_stale_or_foreign_files_are_not_used(data_copy):
-    dataset = StanfordCarsDataset(data_copy, "test", image_size=(24, 24))
+    dataset = dataset_of(data_copy, "test", image_size=(24, 24))
     cache_dir = data_copy / ".cache"
     array_path, meta_path, _ = cache_files(dataset, cache_dir)
     build_cache(dataset, cache_dir, progress=False)
@@ -109,8 +117,8 @@ def test_stale_or_foreign_files_are_not_used(data_copy):
 
 
 def test_interrupted_build_leaves_no_cache_that_would_be_used(data_copy, monkeypatch):
-    data_module = module(data_copy, cache_images=True, image_augmentations=None, tensor_augmentations=None)
-    dataset = StanfordCarsDataset(data_copy, "train", image_size=(40, 48))
+    data_module = module(data_copy, cache_images=True, image=None, tensor=None)
+    dataset = dataset_of(data_copy, "train", image_size=(40, 48))
     cache_dir = data_copy / ".cache"
     array_path, meta_path, _ = cache_files(dataset, cache_dir)
     real = image_cache.image_array
@@ -149,7 +157,7 @@ def test_interrupted_build_leaves_no_cache_that_would_be_used(data_copy, monkeyp
 
 
 def test_abandoned_partial_files_are_removed(data_copy):
-    dataset = StanfordCarsDataset(data_copy, "test", image_size=(24, 24))
+    dataset = dataset_of(data_copy, "test", image_size=(24, 24))
     cache_dir = data_copy / ".cache"
     array_path, _, _ = cache_files(dataset, cache_dir)
     cache_dir.mkdir()
@@ -164,7 +172,7 @@ def test_abandoned_partial_files_are_removed(data_copy):
 def test_cache_path_and_workers(data_copy, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     data_module = module(data_copy, cache_images=True, cache_path=str(elsewhere), num_workers=2,
-                         image_augmentations=None, tensor_augmentations=None)
+                         image=None, tensor=None)
     data_module.setup("fit")
     assert len(list(elsewhere.glob("*.npy"))) == 2 and not (data_copy / ".cache").exists()
     assert data_module.prefetch_factor is None

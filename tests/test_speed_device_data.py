@@ -11,10 +11,11 @@ from pytorch_lightning.callbacks import Callback
 import train
 from datasets import StanfordCarsDataModule, generate_synthetic_stanford, prepare_stanford_dataset
 from datasets.device_batches import DeviceBatches
-from datasets.transforms import DATA_ON_DEVICE_NEEDS
+from datasets.settings import DATA_ON_DEVICE_NEEDS
 from utils.configuration import ConfigError, load_config
 from utils.training import read_metrics
 
+from tests.flat_settings import flat_settings
 from tests.test_speed_precision import TEMPLATE, args_for
 
 THESIS_IMAGE = {
@@ -39,21 +40,21 @@ def data_copy(device_data, tmp_path):
 
 
 def module(path, **kwargs):
-    settings = dict(image_size=(24, 32), batch_size=5, num_workers=0, seed=11, show_progress=False,
-                    image_augmentations=THESIS_IMAGE, tensor_augmentations=None, augment_tensors=False)
-    return StanfordCarsDataModule(path, **{**settings, **kwargs})
+    settings = dict(image_size=(24, 32), batch_size=5, num_workers=0, seed=11, crop_to_bboxes=True,
+                    erase_background=True, image=THESIS_IMAGE)
+    return StanfordCarsDataModule(flat_settings(path, **{**settings, **kwargs}), show_progress=False)
 
 
 def on_device(path, **kwargs):
-    data = module(path, cache_images=True, augmentation_device="gpu", data_on_device=True, **kwargs)
+    data = module(path, cache_images=True, device="gpu", data_on_device=True, **kwargs)
     data.prepare_data()
     return data
 
 
 def test_training_order_is_the_data_loaders_for_the_same_seed(data_copy):
-    plain = module(data_copy, augment_images=False, normalize=False, augmentation_device="gpu", cache_images=True)
+    plain = module(data_copy, image=None, normalize=False, device="gpu", cache_images=True)
     plain.prepare_data()
-    device = on_device(data_copy, augment_images=False, normalize=False)
+    device = on_device(data_copy, image=None, normalize=False)
     plain_loader, device_loader = plain.train_dataloader(), device.train_dataloader()
     assert isinstance(device_loader, DeviceBatches) and len(device_loader) == len(plain_loader) == 3
     for _ in range(2):  # two epochs: a new order each, the same on both paths
@@ -104,7 +105,7 @@ def test_processes_get_equal_shares_covering_every_image():
 
 def test_data_on_device_needs_the_cache_and_batch_augmentation(data_copy):
     with pytest.raises(ValueError, match="cache_images"):
-        module(data_copy, data_on_device=True, augmentation_device="gpu")
+        module(data_copy, data_on_device=True, device="gpu")
     with pytest.raises(ConfigError) as error:
         load_config(TEMPLATE, ["data_on_device=true", "cache_images=true"], [__import__("datasets").config_problems])
     assert DATA_ON_DEVICE_NEEDS in error.value.problems

@@ -8,8 +8,11 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from datasets import StanfordCarsDataModule, config_problems, generate_synthetic_stanford, prepare_stanford_dataset
+from datasets import (Augmentation, StanfordCarsDataModule, config_problems, generate_synthetic_stanford,
+                      prepare_stanford_dataset)
 from datasets.gpu_transforms import GPU_COUNTERPARTS, build_batch_augmentation, kornia_transform
+from tests.flat_settings import flat_settings
+from utils.configuration import validate_config
 
 THESIS_IMAGE = {
     "RandomHorizontalFlip": {"p": 0.5},
@@ -112,7 +115,7 @@ def test_unsupported_transforms_and_arguments_are_config_problems():
     assert config_problems(cpu) == []
     assert config_problems({"augmentation_device": "gpu", "image_augmentations": THESIS_IMAGE,
                             "tensor_augmentations": THESIS_TENSOR, "convert_to_grayscale": True}) == []
-    assert config_problems({"augmentation_device": "tpu"}) == ["augmentation_device: 'tpu' is not one of cpu, gpu"]
+    assert validate_config({"augmentation_device": "tpu"})[1] == ["augmentation_device: 'tpu' is not one of cpu, gpu"]
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +128,11 @@ def speed_gpu_data(tmp_path_factory):
 
 @pytest.mark.parametrize("cache_images", [False, True])
 def test_gpu_mode_batches_are_uint8_and_equal_the_cpu_path_without_augmentation(speed_gpu_data, cache_images):
-    settings = dict(image_size=(32, 40), batch_size=4, num_workers=0, seed=1, show_progress=False,
-                    mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5), augment_images=False, augment_tensors=False,
-                    image_augmentations=THESIS_IMAGE, tensor_augmentations=THESIS_TENSOR)
-    cpu = StanfordCarsDataModule(speed_gpu_data, **settings)
-    gpu = StanfordCarsDataModule(speed_gpu_data, augmentation_device="gpu", cache_images=cache_images, **settings)
+    settings = dict(image_size=(32, 40), batch_size=4, num_workers=0, seed=1, mean=(0.5, 0.4, 0.3),
+                    std=(0.2, 0.25, 0.5), crop_to_bboxes=True, erase_background=True)
+    cpu = StanfordCarsDataModule(flat_settings(speed_gpu_data, **settings), show_progress=False)
+    gpu = StanfordCarsDataModule(flat_settings(speed_gpu_data, device="gpu", cache_images=cache_images, **settings),
+                                 show_progress=False)
     assert gpu.batch_augmentation is not None and len(gpu.batch_augmentation.transforms) == 0
     for cpu_batch, gpu_batch in zip(cpu.train_dataloader(), gpu.train_dataloader(), strict=True):
         assert gpu_batch[0].dtype == torch.uint8
@@ -140,9 +143,9 @@ def test_gpu_mode_batches_are_uint8_and_equal_the_cpu_path_without_augmentation(
 
 
 def test_gpu_mode_augments_training_batches(speed_gpu_data):
-    data_module = StanfordCarsDataModule(speed_gpu_data, image_size=(32, 32), batch_size=8, num_workers=0,
-                                         augmentation_device="gpu", image_augmentations=THESIS_IMAGE,
-                                         tensor_augmentations=THESIS_TENSOR)
+    data_module = StanfordCarsDataModule(flat_settings(
+        speed_gpu_data, image_size=(32, 32), batch_size=8, num_workers=0, crop_to_bboxes=True, erase_background=True,
+        device="gpu", image=THESIS_IMAGE, tensor=THESIS_TENSOR))
     assert [type(t).__name__ for t in data_module.batch_augmentation.transforms] == [
         "RandomHorizontalFlip", "RandomAffine", "ColorJitter", "RandomErasing"]
     uint8_images, labels = next(iter(data_module.train_dataloader()))
@@ -152,4 +155,4 @@ def test_gpu_mode_augments_training_batches(speed_gpu_data):
     assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
     assert not torch.equal(images, plain(uint8_images))
     with pytest.raises(ValueError, match="augmentation_device must be one of cpu, gpu, not 'cuda'"):
-        StanfordCarsDataModule(speed_gpu_data, augmentation_device="cuda")
+        Augmentation(device="cuda")

@@ -8,9 +8,9 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 import train
-from datasets import generate_synthetic_stanford, prepare_stanford_dataset
+from datasets import data_settings, generate_synthetic_stanford, prepare_stanford_dataset
 from models.net_module import NetModule
-from utils.configuration import data_module_kwargs, default_config, load_config, module_kwargs
+from utils.configuration import default_config, load_config, module_kwargs
 from utils.training import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,14 +104,15 @@ def test_channels_last_module_gives_the_same_logits():
 
 def test_speed_keys_default_to_the_previous_behaviour_and_reach_the_modules():
     cfg = default_config()
-    data = data_module_kwargs(cfg)
-    assert (data["cache_images"], data["cache_path"], data["augmentation_device"]) == (False, None, "cpu")
-    assert (data["pin_memory"], data["persistent_workers"], data["prefetch_factor"]) == (None, True, None)
+    data = data_settings(cfg)
+    loading = data.loading
+    assert (loading.cache_images, loading.cache_path, data.augmentation.device) == (False, None, "cpu")
+    assert (loading.pin_memory, loading.persistent_workers, loading.prefetch_factor) == (None, True, None)
     assert module_kwargs(cfg)["channels_last"] is False and cfg["compile_model"] is False and cfg["precision"] == 32
     changed = load_config(TEMPLATE, ["cache_images=true", "cache_path=/tmp/c", "augmentation_device=gpu",
                                      "prefetch_factor=4", "pin_memory=false", "persistent_workers=false",
                                      "channels_last=true"])
-    data = data_module_kwargs(changed)
-    assert (data["cache_images"], data["cache_path"], data["augmentation_device"]) == (True, "/tmp/c", "gpu")
-    assert (data["pin_memory"], data["persistent_workers"], data["prefetch_factor"]) == (False, False, 4)
+    data = data_settings(changed)
+    assert (data.loading.cache_images, data.loading.cache_path, data.augmentation.device) == (True, "/tmp/c", "gpu")
+    assert (data.loading.pin_memory, data.loading.persistent_workers, data.loading.prefetch_factor) == (False, False, 4)
     assert module_kwargs(changed)["channels_last"] is True

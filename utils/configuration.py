@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from utils.checks import did_you_mean, is_integer, is_number
 
 NoneType = type(None)
 TEMPLATE_NAME = "config_template.yml"
@@ -215,15 +216,15 @@ def _type_names(types: Iterable[type]) -> str:
 
 def _matches(value: Any, wanted: type) -> bool:
     if wanted is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if wanted is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_integer(value)
     return isinstance(value, wanted)
 
 
 def _unknown_key_problem(path: str, key: Any, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(known), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(known))}"
+    hint = did_you_mean(key, known) or f"valid keys: {', '.join(sorted(known))}"
+    hint = f"; {hint}"
     return f"{path}{key}: unknown key{hint}"
 
 
@@ -251,7 +252,7 @@ def _bound_text(setting: Setting) -> str:
 def _bound_problems(setting: Setting, value: Any, path: str) -> list[str]:
     """Numbers (or the numbers of a list) outside the setting's bounds."""
     numbers = value if isinstance(value, list) else [value]
-    outside = [number for number in numbers if isinstance(number, (int, float)) and not isinstance(number, bool) and (
+    outside = [number for number in numbers if is_number(number) and (
         (setting.at_least is not None and number < setting.at_least)
         or (setting.above is not None and number <= setting.above)
         or (setting.at_most is not None and number > setting.at_most))]
@@ -443,51 +444,6 @@ def tracked_params(cfg: Mapping[str, Any]) -> dict[str, bool | int | float | str
         if setting.tracked:
             flat.update(_flat(cfg.get(setting.name), setting.name))
     return flat
-
-
-def preprocessing_metadata(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """How a photo becomes the model's input, as validation images were made."""
-    mean, std = normalization_params(cfg)
-    height, width = cfg["image_size"]
-    return {
-        "image_size": [height, width], "input_shape": ["batch", image_channels(cfg), height, width],
-        "grayscale": cfg["convert_to_grayscale"], "normalize": cfg["normalize"],
-        "mean": list(mean) if cfg["normalize"] else None, "std": list(std) if cfg["normalize"] else None,
-        "steps": ["convert to grayscale (L) or RGB", f"resize the whole image to {width}x{height} (bilinear)",
-                  "scale pixel values to [0, 1]"] + (["subtract mean, divide by std per channel"]
-                                                      if cfg["normalize"] else []),
-    }
-
-
-def normalization_params(cfg: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the configured colour mode."""
-    key = "normalization_params_grayscale" if cfg["convert_to_grayscale"] else "normalization_params_rgb"
-    return tuple(cfg[key]["mean"]), tuple(cfg[key]["std"])
-
-
-def image_channels(cfg: Mapping[str, Any]) -> int:
-    """Channels of the network input: 1 for grayscale, else 3."""
-    return 1 if cfg["convert_to_grayscale"] else 3
-
-
-def data_module_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of datasets.StanfordCarsDataModule."""
-    mean, std = normalization_params(cfg)
-    return {
-        "data_path": cfg["stanford_data_path"], "image_size": tuple(cfg["image_size"]),
-        "batch_size": cfg["batch_size"], "num_workers": cfg["num_workers"],
-        "convert_to_grayscale": cfg["convert_to_grayscale"], "normalize": cfg["normalize"],
-        "mean": mean, "std": std, "crop_to_bboxes": cfg["crop_to_bboxes"],
-        "erase_background": cfg["erase_background"], "augment_images": cfg["augment_images"],
-        "image_augmentations": copy.deepcopy(cfg["image_augmentations"]),
-        "augment_tensors": cfg["augment_tensors"],
-        "tensor_augmentations": copy.deepcopy(cfg["tensor_augmentations"]),
-        "seed": cfg["seed"] if cfg["seed"] is not None else 0,
-        "pin_memory": cfg["pin_memory"], "persistent_workers": cfg["persistent_workers"],
-        "prefetch_factor": cfg["prefetch_factor"], "cache_images": cfg["cache_images"],
-        "cache_path": cfg["cache_path"], "augmentation_device": cfg["augmentation_device"],
-        "data_on_device": cfg["data_on_device"], "validation_batch_size": cfg["validation_batch_size"],
-    }
 
 
 def network_kwargs(cfg: Mapping[str, Any], num_classes: int, img_channels: int) -> dict[str, Any]:

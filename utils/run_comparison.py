@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from utils.configuration import data_module_kwargs, load_config
+from utils.checks import is_number
+from utils.configuration import load_config
 from utils.timing import format_duration
 
 RECORD_FILES = ("summary.json", "config.yml", "metrics.csv")
@@ -167,7 +168,7 @@ def run_state(run: RunRecord) -> str:
 
 def _duration(run: RunRecord) -> float | None:
     value = run.summary.get("duration_s")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return float(value) if is_number(value) else None
 
 
 def _epochs_run(run: RunRecord) -> int | None:
@@ -280,7 +281,7 @@ def _sort_key(value: Any) -> tuple[int, Any]:
         value = value.mean
     if value is None or value == "":
         return (2, "")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if is_number(value):
         return (0, float(value))
     return (1, str(value))
 
@@ -305,7 +306,7 @@ def seed_group_key(run: RunRecord) -> str:
 
 def stat_of(values: Sequence[Any]) -> Stat | None:
     """Mean, standard deviation (n-1; 0 for one value), min and max of the numbers among values (None without any)."""
-    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numbers = [float(v) for v in values if is_number(v)]
     if not numbers:
         return None
     std = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
@@ -480,12 +481,6 @@ def metrics_at_epoch(run_dir: str | os.PathLike, epoch: int) -> dict[str, float 
     if not path.is_file():
         return None
     return next((row for row in read_metrics(path) if row.get("epoch") == epoch), None)
-
-
-def evaluation_data_kwargs(cfg: Mapping[str, Any], num_workers: int = 0) -> dict[str, Any]:
-    """StanfordCarsDataModule keyword arguments for reading a run's validation data on the CPU, no cache files."""
-    return {**data_module_kwargs(cfg), "num_workers": num_workers, "augmentation_device": "cpu",
-            "cache_images": False, "data_on_device": False, "show_progress": False}
 
 
 def load_run_config(path: str | os.PathLike, data_path: str | os.PathLike | None = None) -> tuple[Path, Path, dict]:

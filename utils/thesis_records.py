@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from utils.checks import did_you_mean
 from utils.run_comparison import RunRecord
 
 THESIS_RUNS_PATH = Path(__file__).resolve().parents[1] / "experiments" / "thesis_runs.json"
@@ -100,8 +100,8 @@ def unknown_run_problems(run_ids: list[str], runs: dict[str, ThesisRun]) -> list
     problems = []
     for run_id in run_ids:
         if run_id not in runs:
-            near = difflib.get_close_matches(run_id, list(runs), n=3)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            hint = did_you_mean(run_id, runs)
+            hint = f"; {hint}" if hint else ""
             problems.append(f"--reference {run_id}: not a thesis run (recorded: {', '.join(runs)}){hint}")
     return problems
 
