@@ -20,8 +20,8 @@ from pytorch_lightning.callbacks import Callback
 import datasets
 import models
 from models.net_module import NetModule
-from utils.configuration import (MAX_SEED, ConfigError, load_config, module_kwargs,
-                                 network_kwargs, tracked_params)
+from models.settings import module_kwargs, network_kwargs
+from utils.configuration import MAX_SEED, ConfigError, load_config, tracked_params
 from utils.logger import setup_logging
 from utils.output_files import folder_problems
 from utils.timing import log_execution_time

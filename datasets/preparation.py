@@ -34,6 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from datasets.photos import clear_orientation, decode_whole, orientation, size_limit_as_error, unreadable_reason
+from utils.archives import unsafe_member_reason
 
 LABEL_COLUMNS = ("image_fname", "class", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class_name")
 SPLITS = ("train", "test")
@@ -498,19 +499,6 @@ def _check_annotations(dataset: RawDataset) -> None:
 # Reading images
 
 
-def _unsafe_reason(member: tarfile.TarInfo) -> str | None:
-    path = PurePosixPath(member.name.replace("\\", "/"))
-    if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
-        return "absolute path"
-    if ".." in path.parts:
-        return "path outside the archive folder ('..')"
-    if member.issym() or member.islnk():
-        return "link"
-    if not (member.isfile() or member.isdir()):
-        return "device, FIFO or other special file"
-    return None
-
-
 _ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
 
 
@@ -533,7 +521,7 @@ def _iter_archive(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
     try:
         with tarfile.open(path, mode="r|*") as archive:
             for member in archive:
-                reason = _unsafe_reason(member)
+                reason = unsafe_member_reason(member)
                 if reason is not None:
                     raise DataPreparationError(f"{path}: refusing archive member '{member.name}': {reason}")
                 if member.isfile():

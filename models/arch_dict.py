@@ -10,7 +10,7 @@ from torch import nn
 
 from models.architectures import ghostnet, hardnet, squeezenext23
 from models.torchvision_networks import TORCHVISION_MODELS, pretrained_weights_problems, torchvision_network
-from utils.checks import did_you_mean, is_integer, is_number
+from utils.checks import did_you_mean, is_number
 
 arch_dict: dict[str, Callable[..., nn.Module]] = {
     "ghost": ghostnet,
@@ -54,18 +54,13 @@ def architecture_problem(architecture: Any) -> str | None:
 
 
 def architecture_problems(cfg: Mapping[str, Any]) -> list[str]:
-    """Problems with the keys architecture, pretrained_weights, dropout, output_channels and image_size."""
+    """Problems with the keys architecture, pretrained_weights and image_size (the schema bounds the numbers)."""
     problems = []
     architecture = cfg.get("architecture")
     if "architecture" in cfg:
         problem = architecture_problem(architecture)
         if problem:
             problems.append(problem)
-    if "dropout" in cfg and not (is_number(cfg["dropout"]) and 0 <= cfg["dropout"] < 1):
-        problems.append(f"dropout: {cfg['dropout']!r} must be a number in [0, 1)")
-    output_channels = cfg.get("output_channels", 1)
-    if not (is_integer(output_channels) and output_channels > 0):
-        problems.append(f"output_channels: {output_channels!r} must be a positive integer")
     smallest = MIN_INPUT_SIZE.get(architecture, 1) if isinstance(architecture, str) else 1
     image_size = cfg.get("image_size")
     if isinstance(image_size, list) and any(is_number(side) and side < smallest for side in image_size):
@@ -96,8 +91,7 @@ def build_network(
 
     A pretrained_weights file is read once, when it is loaded (config checks read it before any work).
     """
-    problems = architecture_problems({"architecture": architecture, "dropout": dropout,
-                                      "output_channels": output_channels})
+    problems = architecture_problems({"architecture": architecture})
     if pretrained_weights and architecture in arch_dict and architecture not in TORCHVISION_MODELS:
         problems.append(hand_written_weights_problem(architecture))
     if img_channels not in (1, 3):

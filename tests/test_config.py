@@ -8,8 +8,9 @@ import yaml
 import datasets
 import models
 from datasets import data_settings
+from models.settings import module_kwargs, network_kwargs
 from utils.configuration import (SCHEMA, ConfigError, apply_overrides, default_config,
-                                 load_config, module_kwargs, network_kwargs, save_config, schema_markdown_table,
+                                 load_config, save_config, schema_markdown_table,
                                  schema_rows, tracked_params)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_out_of_range_numbers_and_wrong_lengths_are_reported_with_the_bounds(tmp
     expected = ("batch_size: 0 is out of range; value must be at least 1",
                 "num_epochs: -1 is out of range; value must be at least 1",
                 "image_size: [0, 227] is out of range; values must be at least 1",
-                "dropout: 1.5 must be a number in [0, 1)",
+                "dropout: 1.5 is out of range; value must be at least 0 and below 1",
                 "early_stopping_patience: -2 is out of range; value must be at least 0",
                 "seed: -1 is out of range; value must be at least 0 and at most 4294967295",
                 "num_workers: -1 is out of range", "prefetch_factor: 0 is out of range", "num_nodes: 0 is out of range",

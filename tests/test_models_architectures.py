@@ -12,6 +12,7 @@ from models import arch_dict, build_network
 from models.arch_dict import MIN_INPUT_SIZE, architecture_problems
 from models.architectures.ghostnet import GhostBottleneck, thesis_squeeze_excitation
 from models.torchvision_networks import TORCHVISION_MODELS
+from utils.configuration import ConfigError, load_config, validate_config
 
 EXPECTED_KEYS = (
     ["ghost", "sq_10", "sq_11", "sqnxt_1", "sqnxt_1v5", "sqnxt_2", "sqnxt_2v5", "mob_v2"]
@@ -81,9 +82,10 @@ def test_unknown_key_lists_valid_keys() -> None:
 
 
 def test_config_problems_reports_architecture_and_optimization_together() -> None:
-    problems = models.config_problems({"architecture": "resnet", "dropout": 1.5, "optimizer": "NoSuchOptimizer"})
+    problems = models.config_problems({"architecture": "resnet", "loss_function": "NoSuchLoss",
+                                       "optimizer": "NoSuchOptimizer"})
     assert any(p.startswith("architecture:") for p in problems)
-    assert any(p.startswith("dropout:") for p in problems)
+    assert any(p.startswith("loss_function:") for p in problems)
     assert any("NoSuchOptimizer" in p for p in problems)
 
 
@@ -101,13 +103,15 @@ def test_valid_config_has_no_architecture_problems() -> None:
     ],
 )
 def test_bad_values_are_problems(cfg: dict, key: str) -> None:
-    problems = architecture_problems(cfg)
+    problems = architecture_problems(cfg) if key == "architecture" else validate_config(cfg)[1]
     assert len(problems) == 1 and problems[0].startswith(f"{key}:")
 
 
-def test_all_problems_are_reported_together() -> None:
-    problems = architecture_problems({"architecture": "x", "dropout": 2, "output_channels": -1})
-    assert [p.split(":")[0] for p in problems] == ["architecture", "dropout", "output_channels"]
+def test_all_problems_are_reported_together(tmp_path) -> None:
+    (tmp_path / "bad.yml").write_text("architecture: x\ndropout: 2\noutput_channels: -1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path / "bad.yml", checks=[architecture_problems])
+    assert [p.split(":")[0] for p in error.value.problems] == ["dropout", "output_channels", "architecture"]
 
 
 def test_ghostnet_follows_table_1() -> None:

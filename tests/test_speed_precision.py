@@ -10,7 +10,8 @@ from torch import nn
 import train
 from datasets import data_settings, generate_synthetic_stanford, prepare_stanford_dataset
 from models.net_module import NetModule
-from utils.configuration import default_config, load_config, module_kwargs
+from models.settings import module_kwargs
+from utils.configuration import default_config, load_config
 from utils.training import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

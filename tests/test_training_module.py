@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from models.net_module import NetModule
 from models.optimization import LabelSmoothingCrossEntropy, LrLambda, build_scheduler
-from utils.configuration import default_config, module_kwargs
+from models.settings import module_kwargs
+from utils.configuration import default_config
 from utils.training import (aggregate_seeds, early_stopping_patience, format_seed_table, plan_runs, read_metrics,
                             resume_target, run_training, unused_path)
 

@@ -18,8 +18,9 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from utils.archives import unsafe_member_reason
 from utils.configuration import apply_overrides, default_config, read_yaml
 
 # Never replaced by the install: Colab's builds match its NVIDIA driver; the pinned ones may need a newer driver.
@@ -221,11 +222,9 @@ def extract_tar_safely(archive: str | os.PathLike, destination: str | os.PathLik
 
 
 def _check_member(member: tarfile.TarInfo, archive: str | os.PathLike) -> None:
-    path = PurePosixPath(member.name)
-    if path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"{archive}: member {member.name!r} points outside the extraction folder")
-    if not (member.isfile() or member.isdir()):
-        raise ValueError(f"{archive}: member {member.name!r} is not a regular file or folder")
+    reason = unsafe_member_reason(member)
+    if reason is not None:
+        raise ValueError(f"{archive}: refusing member {member.name!r}: {reason}")
 
 
 def find_data_root(folder: str | os.PathLike) -> Path:

@@ -1,4 +1,4 @@
-"""The configuration schema, `config.yml` loading and validation, and its mapping to plain keyword arguments."""
+"""The configuration schema (the single list of settings), `config.yml` loading, overrides and validation."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ class ConfigError(ValueError):
 class Setting:
     """One configuration key: accepted types, default, one-line description, sent to trackers or not.
 
-    ``at_least``/``at_most`` (inclusive) and ``above`` (exclusive) bound a number, or each number of a list.
+    ``at_least``/``at_most`` (inclusive) and ``above``/``below`` (exclusive) bound a number, or each number of a
+    list.
     """
 
     name: str
@@ -51,6 +52,7 @@ class Setting:
     at_least: float | None = None
     at_most: float | None = None
     above: float | None = None
+    below: float | None = None
 
 
 def _norm(mean: list[float], std: list[float], mode: str) -> tuple[Setting, ...]:
@@ -109,8 +111,9 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("early_stopping_patience", (int, NoneType), None,
             "epochs without valid_loss improvement before stopping; null: 15, or 3x ReduceLROnPlateau patience",
             True, at_least=0),
-    Setting("dropout", (float,), 0.2, "dropout rate before the last Linear layer", True),
-    Setting("output_channels", (int,), 320, "channels of the last layer before the classifier (GhostNet)", True),
+    Setting("dropout", (float,), 0.2, "dropout rate before the last Linear layer", True, at_least=0, below=1),
+    Setting("output_channels", (int,), 320, "channels of the last layer before the classifier (GhostNet)", True,
+            at_least=1),
     Setting("optimizer", (str,), "AdamW", "a torch.optim class name", True),
     Setting("optimizer_params", (dict, NoneType), {"lr": 0.001, "weight_decay": 0.6},
             "keyword arguments of the optimizer", True),
@@ -245,7 +248,8 @@ def _value_problems(setting: Setting, value: Any, path: str) -> list[str]:
 def _bound_text(setting: Setting) -> str:
     parts = [f"at least {setting.at_least}" if setting.at_least is not None else "",
              f"above {setting.above}" if setting.above is not None else "",
-             f"at most {setting.at_most}" if setting.at_most is not None else ""]
+             f"at most {setting.at_most}" if setting.at_most is not None else "",
+             f"below {setting.below}" if setting.below is not None else ""]
     return " and ".join(part for part in parts if part)
 
 
@@ -255,7 +259,8 @@ def _bound_problems(setting: Setting, value: Any, path: str) -> list[str]:
     outside = [number for number in numbers if is_number(number) and (
         (setting.at_least is not None and number < setting.at_least)
         or (setting.above is not None and number <= setting.above)
-        or (setting.at_most is not None and number > setting.at_most))]
+        or (setting.at_most is not None and number > setting.at_most)
+        or (setting.below is not None and number >= setting.below))]
     if not outside:
         return []
     subject = "values" if isinstance(value, list) else "value"
@@ -444,18 +449,3 @@ def tracked_params(cfg: Mapping[str, Any]) -> dict[str, bool | int | float | str
         if setting.tracked:
             flat.update(_flat(cfg.get(setting.name), setting.name))
     return flat
-
-
-def network_kwargs(cfg: Mapping[str, Any], num_classes: int, img_channels: int) -> dict[str, Any]:
-    """Keyword arguments of models.build_network."""
-    return {"architecture": cfg["architecture"], "num_classes": num_classes, "img_channels": img_channels,
-            "dropout": cfg["dropout"], "output_channels": cfg["output_channels"],
-            "pretrained_weights": cfg["pretrained_weights"]}
-
-
-def module_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of models.net_module.NetModule besides network and num_classes."""
-    return {"optimizer": cfg["optimizer"], "optimizer_params": copy.deepcopy(cfg["optimizer_params"]),
-            "lr_scheduler": cfg["lr_scheduler"], "lr_scheduler_params": copy.deepcopy(cfg["lr_scheduler_params"]),
-            "loss_function": cfg["loss_function"], "loss_params": copy.deepcopy(cfg["loss_params"]),
-            "channels_last": cfg["channels_last"]}
