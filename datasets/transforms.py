@@ -20,6 +20,7 @@ from PIL import Image
 
 from datasets.gpu_transforms import gpu_problem
 from datasets.settings import DATA_ON_DEVICE_NEEDS
+from utils.checks import keyword_problem
 
 # Not usable from a config: they take other transforms / callables, or return several images.
 _NOT_CONFIGURABLE = {"Compose", "RandomApply", "RandomChoice", "RandomOrder", "Lambda", "FiveCrop", "TenCrop"}
@@ -100,14 +101,9 @@ def _argument_problem(key: str, name: str, kwargs: Any, image_size: tuple[int, i
         return f"{key}.{name}: arguments must be a mapping of keyword arguments, got {kwargs!r}"
     cls = getattr(T, name)
     signature = inspect.signature(cls)
-    try:
-        signature.bind(**kwargs)
-    except TypeError as error:
-        valid = ", ".join(p for p in signature.parameters if p not in ("args", "kwargs"))
-        unknown = [k for k in kwargs if k not in signature.parameters]
-        if unknown:
-            return f"{key}.{name}: unknown argument(s) {', '.join(map(str, unknown))} (valid: {valid})"
-        return f"{key}.{name}: {error} (valid: {valid})"
+    problem = keyword_problem(f"{key}.{name}", cls, kwargs)
+    if problem:
+        return problem
     probability = kwargs.get("p")
     if probability is not None and not (isinstance(probability, (int, float)) and 0 <= probability <= 1):
         return f"{key}.{name}: p {probability!r} must be a probability between 0 and 1"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler as schedulers
 
-from utils.checks import did_you_mean, is_integer
+from utils.checks import did_you_mean, is_integer, keyword_problem
 
 LAMBDA_SCHEDULERS = ("LambdaLR", "MultiplicativeLR")
 LABEL_SMOOTHING = "LabelSmoothingCrossEntropy"
@@ -167,17 +167,8 @@ def _name_problem(key: str, name: Any, valid: list[str]) -> str | None:
 def _binding_problem(key: str, name: str, target: Callable[..., Any], params: Any, positional: int) -> str | None:
     if params is not None and not isinstance(params, Mapping):
         return None  # a wrong type is reported by the schema check
-    signature = inspect.signature(target)
-    try:
-        signature.bind(*([None] * positional), **dict(params or {}))
-    except TypeError as error:
-        message = str(error)
-        accepted = [p for p in signature.parameters if p not in ("self", "params", "optimizer")]
-        unknown = [k for k in (params or {}) if k not in signature.parameters]
-        hints = [f"{k} -> {hint}" for k in unknown if (hint := did_you_mean(k, accepted, most=2))]
-        extra = f" ({'; '.join(hints)})" if hints else ""
-        return f"{key}: {name} {message}{extra}; accepted: {', '.join(accepted)}"
-    return None
+    return keyword_problem(f"{key}: {name}", target, dict(params or {}), positional,
+                           hidden=("self", "params", "optimizer"))
 
 
 def _dummy_parameters() -> list[torch.nn.Parameter]:

@@ -152,9 +152,10 @@ def test_bad_parameters_of_optimizer_scheduler_and_loss(tmp_path):
                             "lr_scheduler": "StepLR", "lr_scheduler_params": {"gama": 0.5},
                             "loss_params": {"epsilon": 1.5}})
     text = "\n".join(problems_of(path))
-    assert "optimizer_params: AdamW got an unexpected keyword argument 'weight_decy'" in text
+    assert "optimizer_params: AdamW: unknown argument(s) weight_decy" in text
     assert "did you mean weight_decay" in text
-    assert "lr_scheduler_params: StepLR missing a required argument: 'step_size'" in text and "gamma" in text
+    assert "lr_scheduler_params: StepLR: unknown argument(s) gama (gama -> did you mean gamma?); missing required " \
+           "argument(s) step_size" in text
     assert "loss_params: LabelSmoothingCrossEntropy rejects them: epsilon must lie in [0, 1]" in text
 
 

@@ -48,7 +48,8 @@ def test_bad_arguments_name_transform_and_argument():
         "tensor_augmentations": {"RandomErasing": {"p": 2}},
     })
     assert len(problems) == 6
-    assert problems[0].startswith("image_augmentations.RandomAffine: unknown argument(s) degree (valid: degrees,")
+    assert problems[0].startswith("image_augmentations.RandomAffine: unknown argument(s) degree (degree -> did you mean "
+                                  "degrees?); missing required argument(s) degrees; accepted: degrees,")
     assert problems[1].startswith("image_augmentations.ColorJitter: invalid argument(s) {'brightness': -1}")
     assert problems[2].startswith("image_augmentations.RandomCrop: fails on a 64x64 image")
     assert problems[3].startswith("image_augmentations.RandomRotation: missing a required argument: 'degrees'")

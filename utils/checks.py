@@ -1,9 +1,10 @@
-"""Small checks every config check uses: numbers that are not booleans, and the nearest valid names."""
+"""Small checks every config check uses: numbers that are not booleans, nearest valid names, keyword arguments."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -27,3 +28,29 @@ def did_you_mean(name: Any, choices: Iterable[str], cutoff: float = 0.6, ignore_
     else:
         close = difflib.get_close_matches(str(name), choices, most, cutoff)
     return f"did you mean {', '.join(close)}?" if close else ""
+
+
+def keyword_problem(label: str, target: Callable[..., Any], kwargs: Mapping[str, Any], positional: int = 0,
+                    hidden: Iterable[str] = ("self", "args", "kwargs")) -> str | None:
+    """Whether `target(<positional> values, **kwargs)` binds: unknown names (with the nearest), missing ones.
+
+    Used for every "a torch class by name with keyword arguments" key (transforms, optimizer, scheduler, loss).
+    """
+    signature = inspect.signature(target)
+    try:
+        signature.bind(*([None] * positional), **kwargs)
+    except TypeError as error:
+        accepted = [name for index, name in enumerate(signature.parameters)
+                    if index >= positional and name not in hidden]
+        unknown = [str(key) for key in kwargs if key not in signature.parameters]
+        if not unknown:
+            return f"{label}: {error}; accepted: {', '.join(accepted)}"
+        hints = [f"{key} -> {hint}" for key in unknown if (hint := did_you_mean(key, accepted, most=2))]
+        extra = f" ({'; '.join(hints)})" if hints else ""
+        missing = [name for name in accepted if name not in kwargs
+                   and signature.parameters[name].default is inspect.Parameter.empty
+                   and signature.parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                           inspect.Parameter.KEYWORD_ONLY)]
+        extra += f"; missing required argument(s) {', '.join(missing)}" if missing else ""
+        return f"{label}: unknown argument(s) {', '.join(unknown)}{extra}; accepted: {', '.join(accepted)}"
+    return None
