@@ -24,6 +24,7 @@ from models.settings import module_kwargs, network_kwargs
 from utils.configuration import MAX_SEED, ConfigError, load_config, tracked_params
 from utils.logger import setup_logging
 from utils.output_files import folder_problems
+from utils.run_folders import announce_run_folder
 from utils.timing import log_execution_time
 from utils.training import (TIMESTAMP, aggregate_seeds, format_seed_table, git_commit, plan_runs, release_unused,
                             resume_target, run_training, runtime_name, seeds_to_run, trainer_problems, write_json)
@@ -60,6 +61,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = None,
                extra_callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
     """Build data module, network and module from cfg and train them; return the run's summary."""
+    if pl.utilities.rank_zero_only.rank == 0:
+        announce_run_folder(run_dir)
     pl.seed_everything(cfg["seed"], workers=True)
     with log_execution_time("preparing data"):
         datamodule = datasets.StanfordCarsDataModule(datasets.data_settings(cfg))

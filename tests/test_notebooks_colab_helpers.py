@@ -242,7 +242,6 @@ def test_run_discovery_and_resume_choice(tmp_path: Path) -> None:
     assert colab.resolve_resume("latest", output) == newest
     given = output / "ghost_20240101-100000" / "last.ckpt"
     assert colab.resolve_resume(str(given), output) == given
-    assert colab.run_dir_of(given) == given.parent
     with pytest.raises(FileNotFoundError, match="RESUME_RUN"):
         colab.resolve_resume(str(tmp_path / "nope"), output)
 
@@ -256,12 +255,12 @@ def test_runs_left_running_are_not_resumed_without_being_named(tmp_path: Path) -
     assert colab.resolve_resume(str(running), output) == running
 
 
-def test_new_run_dir(tmp_path: Path) -> None:
-    output = tmp_path / "output"
-    before = colab.run_dirs(output)
-    old = _run(output, "ghost_20240101-100000", "finished")
-    assert colab.new_run_dir(output, before) == old
-    assert colab.new_run_dir(output, [old]) is None
+def test_run_streaming_returns_the_run_folders_the_command_announced(capsys: pytest.CaptureFixture[str]) -> None:
+    script = ("import sys\nfrom utils.run_folders import announce_run_folder\nsys.stdout.write('epoch 1 50%\\r')\n"
+              "announce_run_folder('output/ghost_1_seed1')\nprint('x' * 70000)\nannounce_run_folder('out put/ghost_2')\n")
+    folders = colab.run_streaming([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
+    assert folders == [Path("output/ghost_1_seed1"), Path("out put/ghost_2")]
+    assert "run folder: out put/ghost_2" in capsys.readouterr().out
 
 
 def test_run_streaming_forwards_output_and_reports_failure(capsys: pytest.CaptureFixture[str]) -> None:

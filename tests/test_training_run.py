@@ -19,6 +19,7 @@ import train
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from models import build_network, count_parameters
 from models.net_module import NetModule
+from utils.run_folders import announced_run_folders
 from utils.training import read_metrics, seeds_to_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +143,9 @@ def test_same_seed_gives_the_same_metrics_and_seed_statistics(prepared, tmp_path
     best = max(row["valid_acc"] for row in read_metrics(first))
     assert stats["count"] == 2 and stats["best_valid_acc_std"] == 0.0
     assert stats["best_valid_acc_mean"] == pytest.approx(best) and stats["best_valid_acc_max"] == pytest.approx(best)
-    assert "mean" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mean" in out
+    assert announced_run_folders(out.splitlines()) == [first, second]  # what the Colab notebook reads
     assert seeds_to_run(10, [3]) == [10, 11, 12] and seeds_to_run(10, [4, 2]) == [4, 2]
     assert seeds_to_run(10, None) == [10]
 

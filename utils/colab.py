@@ -22,6 +22,7 @@ from pathlib import Path
 
 from utils.archives import unsafe_member_reason
 from utils.configuration import apply_overrides, default_config, read_yaml
+from utils.run_folders import announced_run_folders
 
 # Never replaced by the install: Colab's builds match its NVIDIA driver; the pinned ones may need a newer driver.
 KEPT_PREINSTALLED = ("torch", "torchvision")
@@ -316,21 +317,9 @@ def resolve_resume(resume: bool | str | None, output_path: str | os.PathLike) ->
     return path
 
 
-def new_run_dir(output_path: str | os.PathLike, before: Sequence[Path]) -> Path | None:
-    """The newest run folder under `output_path` that is not in `before` (None when there is none)."""
-    known = {Path(p).resolve() for p in before}
-    fresh = [p for p in run_dirs(output_path) if p.resolve() not in known]
-    return fresh[-1] if fresh else None
-
-
-def run_dir_of(path: str | os.PathLike) -> Path:
-    """The run folder of a run folder or of a checkpoint file inside one."""
-    path = Path(path)
-    return path if path.is_dir() else path.parent
-
-
-def run_streaming(command: Sequence[str], cwd: str | os.PathLike | None = None) -> None:
-    """Run a command, passing its output on as it comes; raise CalledProcessError when it fails.
+def run_streaming(command: Sequence[str], cwd: str | os.PathLike | None = None) -> list[Path]:
+    """Run a command, passing its output on as it comes; return the run folders it announced (train.py prints
+    one line per run folder); raise CalledProcessError when it fails.
 
     Output is forwarded in chunks as written (carriage returns kept, so progress bars redraw in place
     in a notebook). Interrupting the kernel sends SIGINT to the command and waits for it, so that
@@ -340,11 +329,12 @@ def run_streaming(command: Sequence[str], cwd: str | os.PathLike | None = None) 
     # its own session: an interrupt of the kernel's process group reaches it once, from here
     process = subprocess.Popen(list(command), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=environment, start_new_session=True)
+    lines: list[str] = []
     try:
-        _forward(process)
+        _forward(process, lines)
     except KeyboardInterrupt:
         process.send_signal(signal.SIGINT)
-        _forward(process)
+        _forward(process, lines)
         process.wait()
         raise
     finally:
@@ -353,11 +343,19 @@ def run_streaming(command: Sequence[str], cwd: str | os.PathLike | None = None) 
         process.stdout.close()
     if process.wait() != 0:
         raise subprocess.CalledProcessError(process.returncode, list(command))
+    return announced_run_folders(lines)
 
 
-def _forward(process: subprocess.Popen) -> None:
+def _forward(process: subprocess.Popen, lines: list[str]) -> None:
+    """Write the process's output through as it comes; append its complete lines to `lines`."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
     for chunk in iter(lambda: process.stdout.read1(65536), b""):
-        sys.stdout.write(decoder.decode(chunk))
+        text = decoder.decode(chunk)
+        sys.stdout.write(text)
         sys.stdout.flush()
-    sys.stdout.write(decoder.decode(b"", final=True))
+        *complete, pending = (pending + text).split("\n")
+        lines.extend(complete)
+    text = decoder.decode(b"", final=True)
+    sys.stdout.write(text)
+    lines.extend((pending + text).splitlines())
