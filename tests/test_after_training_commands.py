@@ -28,7 +28,7 @@ from datasets import StanfordCarsDataModule, StanfordCarsDataset, generate_synth
 from models.evaluation import predict_top_k
 from models.run_loading import load_trained_model
 from utils.configuration import load_config
-from utils.run_comparison import evaluation_data_kwargs, load_runs, plot_runs, read_metrics
+from utils.run_comparison import evaluation_data_kwargs, is_run_dir, load_runs, plot_runs, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -81,7 +81,7 @@ def _train(data, output, tmp, settings, *extra, callbacks=()):
         args += ["--set", setting]
     before = set(output.iterdir()) if output.is_dir() else set()
     assert train.main(args, extra_callbacks=callbacks) == 0
-    return sorted(p for p in set(output.iterdir()) - before if p.is_dir())
+    return sorted(p for p in set(output.iterdir()) - before if is_run_dir(p))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def runs(one_thread, tmp_path_factory):
                    callbacks=[SnapshotThenInterrupt(output, running)])
     finally:
         signal.signal(signal.SIGINT, handler)
-    (interrupted,) = [p for p in set(output.iterdir()) - before if p != running]
+    (interrupted,) = [p for p in set(output.iterdir()) - before if p != running and is_run_dir(p)]
     damaged = [output / "ghost_damaged_summary", output / "ghost_damaged_metrics"]
     for path in damaged:
         shutil.copytree(rgb[0], path, ignore=shutil.ignore_patterns("*.ckpt"))
