@@ -1,4 +1,4 @@
-# Two commands on a fresh clone: `make demo` and `make test`.
+# Two commands on a fresh clone: `make demo` and `make test`; `make dashboard` shows the runs in MLflow.
 # Each creates the virtual environment in .venv and installs the pinned requirements when missing,
 # and reuses them when present (re-installing only after a requirements file changed).
 
@@ -18,7 +18,10 @@ DEMO_SETTINGS := --set image_size=[64,64] --set num_epochs=12 --set batch_size=3
 	--set optimizer_params.weight_decay=0.05 --set optimizer_params.lr=0.003 \
 	--set tags=[demo] --set "description=make demo on generated data"
 
-.PHONY: demo test venv clean-demo
+DASHBOARD_DB ?= output/mlflow.db
+DASHBOARD_PORT ?= 5000
+
+.PHONY: demo test venv clean-demo dashboard
 
 venv: $(PROD_STAMP)
 
@@ -48,6 +51,12 @@ $(DEMO_DATA): | $(DEMO_RAW)
 demo: $(PROD_STAMP)
 	$(MAKE) --no-print-directory $(DEMO_DATA)
 	$(PY) train.py -c config_template.yml -d $(DEMO_DATA) $(DEMO_SETTINGS)
+	@echo "The runs table: make dashboard DASHBOARD_DB=$(DEMO_DIR)/output/mlflow.db, then open http://127.0.0.1:$(DASHBOARD_PORT)"
+	@echo "  (that is: $(PY) -m mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/output/mlflow.db --host 127.0.0.1 --port $(DASHBOARD_PORT))"
+
+# The MLflow runs table of DASHBOARD_DB (train.py's default: output/mlflow.db) on http://127.0.0.1:DASHBOARD_PORT.
+dashboard: $(PROD_STAMP)
+	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(DASHBOARD_DB) --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

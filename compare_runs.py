@@ -1,4 +1,7 @@
-"""Compare training runs: the thesis's dashboard table of every run record under output/."""
+"""Compare training runs: the thesis's dashboard table of every run record under output/.
+
+--to-mlflow imports the run folders, and Neptune offline runs (.neptune/offline/run__*), into MLflow instead.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from pathlib import Path
 
 from utils.configuration import ConfigError, configured_output_path
 from utils.output_files import new_file_problems
-from utils.run_comparison import (COLUMNS, column_problems, filter_runs, format_table, group_rows_by_seed,
+from utils.run_comparison import (COLUMNS, RunRecord, column_problems, filter_runs, format_table, group_rows_by_seed,
                                   load_runs, plot_path_problem, plot_runs, run_files, run_row, sort_rows, write_csv)
 from utils.thesis_records import load_thesis_runs, reference_record, unknown_run_problems
+from utils.tracking import MLFLOW_DB, import_to_mlflow, mlflow_uri_problems, neptune_run_dirs
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -36,6 +40,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--csv", metavar="FILE.csv", help="also write the table as CSV")
     parser.add_argument("--plot", metavar="FILE.png", help="draw valid_acc and valid_loss per epoch of the runs shown")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --csv or --plot file")
+    parser.add_argument("--to-mlflow", action="store_true",
+                        help="import the runs (and Neptune offline runs under the folders) into MLflow; "
+                             "runs already there are skipped")
+    parser.add_argument("--mlflow-uri", default=f"sqlite:///output/{MLFLOW_DB}",
+                        help=f"MLflow tracking URI for --to-mlflow (default: sqlite:///output/{MLFLOW_DB})")
+    parser.add_argument("--mlflow-experiment", default="cars", help="MLflow experiment for --to-mlflow (default: cars)")
     return parser.parse_args(argv)
 
 
@@ -48,6 +58,21 @@ def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str
     if args.plot and not problems and (problem := plot_path_problem(args.plot)):
         problems.append(problem)
     return problems
+
+
+def to_mlflow(args: argparse.Namespace, runs: list[RunRecord]) -> int:
+    """Import run folders and Neptune offline runs into MLflow; runs already there are left as they are."""
+    problems = mlflow_uri_problems(args.mlflow_uri, "--mlflow-uri")
+    if problems:
+        print("compare_runs.py: error: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    neptune_runs = neptune_run_dirs(args.folders)
+    imported, present = import_to_mlflow(runs, neptune_runs, args.mlflow_uri, args.mlflow_experiment)
+    for name in imported:
+        print(f"imported {name}")
+    print(f"{len(imported)} run(s) imported into MLflow experiment {args.mlflow_experiment!r} at {args.mlflow_uri}, "
+          f"{len(present)} already there; see them with: mlflow ui --backend-store-uri {args.mlflow_uri}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for problem in record_problems:
         print(f"warning: {problem}", file=sys.stderr)
     runs = filter_runs(runs, tags=args.tag, architectures=args.architecture)
+    if args.to_mlflow:
+        return to_mlflow(args, runs)
     rows = group_rows_by_seed(runs) if args.seeds else [run_row(run) for run in runs]
     rows = sort_rows(rows, args.sort, args.descending)
     references = [reference_record(thesis_runs[run_id]) for run_id in dict.fromkeys(args.reference)]

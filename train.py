@@ -26,6 +26,7 @@ from utils.logger import setup_logging
 from utils.output_files import folder_problems
 from utils.run_folders import announce_run_folder
 from utils.timing import log_execution_time
+from utils.tracking import mlflow_problems
 from utils.training import (TIMESTAMP, aggregate_seeds, format_seed_table, git_commit, plan_runs, release_unused,
                             resume_target, run_training, runtime_name, seeds_to_run, trainer_problems, write_json)
 
@@ -33,7 +34,7 @@ logger = logging.getLogger("train")
 REPO_DIR = Path(__file__).resolve().parent
 # Every check a configuration passes before any data or model work; all problems are reported together.
 PRE_RUN_CHECKS = (datasets.config_problems, datasets.prepared_data_problems, models.config_problems,
-                  trainer_problems, folder_problems)
+                  trainer_problems, folder_problems, mlflow_problems)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -59,7 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = None,
-               extra_callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
+               extra_callbacks: Iterable[Callback] = (), seed_group: str | None = None) -> dict[str, Any]:
     """Build data module, network and module from cfg and train them; return the run's summary."""
     if pl.utilities.rank_zero_only.rank == 0:
         announce_run_folder(run_dir)
@@ -77,6 +78,8 @@ def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = N
             "class_names": list(datamodule.class_names), "seed": cfg["seed"],
             "runtime": runtime_name(), "git_commit": git_commit(REPO_DIR), "tags": list(cfg["tags"]),
             "description": cfg["description"], "run_dir": str(run_dir)}
+    if seed_group:
+        info["seed_group"] = seed_group
     params = {**tracked_params(cfg), "runtime": info["runtime"], "parameters": parameters,
               "multiply_adds": multiply_adds, "num_classes": datamodule.num_classes}
     logger.info("%s: %d parameters, %d multiply-adds at %s", cfg["architecture"], parameters, multiply_adds,
@@ -111,10 +114,12 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
         print(f"--seeds: seeds {seeds[0]}..{seeds[-1]} go past the largest seed, {MAX_SEED}", file=sys.stderr)
         return 2
     plan = plan_runs(cfg["output_path"], cfg["architecture"], seeds, started)
+    seed_group = f"{cfg['architecture']}_{started:{TIMESTAMP}}_seeds" if len(plan) > 1 else None
     results = []
     for entry in plan:
         try:
-            summary = train_once({**cfg, "seed": entry["seed"]}, Path(entry["run_dir"]), None, extra_callbacks)
+            summary = train_once({**cfg, "seed": entry["seed"]}, Path(entry["run_dir"]), None, extra_callbacks,
+                                 seed_group)
         except FileNotFoundError as error:  # e.g. data removed after the checks: before the run wrote anything
             release_unused(plan)
             print(error, file=sys.stderr)
@@ -126,7 +131,7 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
         results.append({"seed": entry["seed"], "run_dir": entry["run_dir"], "best_valid_acc": best})
     if len(plan) > 1 and pl.utilities.rank_zero_only.rank == 0:
         aggregate = aggregate_seeds(results)
-        path = Path(cfg["output_path"]) / f"{cfg['architecture']}_{started:{TIMESTAMP}}_seeds.json"
+        path = Path(cfg["output_path"]) / f"{seed_group}.json"
         write_json(path, aggregate)
         print(format_seed_table(aggregate))
         logger.info("seed statistics written to %s", path)

@@ -32,7 +32,7 @@ from models.evaluation import predict_top_k
 from models.run_loading import load_trained_model
 from utils.configuration import load_config
 from tests.test_data_module import save_with_orientation
-from utils.run_comparison import draw_runs, load_runs, plot_runs, read_metrics
+from utils.run_comparison import draw_runs, is_run_dir, load_runs, plot_runs, read_metrics
 from utils.thesis_records import load_thesis_runs, reference_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def _train(data, output, tmp, settings, *extra, callbacks=()):
         args += ["--set", setting]
     before = set(output.iterdir()) if output.is_dir() else set()
     assert train.main(args, extra_callbacks=callbacks) == 0
-    return sorted(p for p in set(output.iterdir()) - before if p.is_dir())
+    return sorted(p for p in set(output.iterdir()) - before if is_run_dir(p))
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def runs(one_thread, tmp_path_factory):
                    callbacks=[SnapshotThenInterrupt(output, running)])
     finally:
         signal.signal(signal.SIGINT, handler)
-    (interrupted,) = [p for p in set(output.iterdir()) - before if p != running]
+    (interrupted,) = [p for p in set(output.iterdir()) - before if p != running and is_run_dir(p)]
     damaged = [output / "ghost_damaged_summary", output / "ghost_damaged_metrics"]
     for path in damaged:
         shutil.copytree(rgb[0], path, ignore=shutil.ignore_patterns("*.ckpt"))

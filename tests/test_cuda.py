@@ -23,6 +23,7 @@ import export_model
 import predict
 import train
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
+from utils.run_comparison import is_run_dir
 from utils.training import read_metrics
 
 pytestmark = pytest.mark.cuda
@@ -102,7 +103,7 @@ def trained(stanford, tmp_path_factory):
             folder = tmp_path_factory.mktemp(f"cuda_{name}")
             placement = Placement()
             code = train.main(args_for(stanford, folder, SETTINGS[name]), extra_callbacks=[placement])
-            run_dirs = list((folder / "output").iterdir()) if (folder / "output").is_dir() else []
+            run_dirs = [p for p in (folder / "output").iterdir() if is_run_dir(p)] if (folder / "output").is_dir() else []
             assert len(run_dirs) == 1, f"{name}: expected one run folder, found {run_dirs}"
             runs[name] = Run(code, run_dirs[0], placement, SETTINGS[name])
         return runs[name]

@@ -14,6 +14,7 @@ import yaml
 from nbclient import NotebookClient
 
 from datasets.normalization import compute_normalization_params
+from utils.run_comparison import is_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 COLAB_NOTEBOOK = REPO / "train_colab.ipynb"
@@ -137,7 +138,7 @@ def test_colab_notebook_trains_off_colab_from_the_archive_and_resumes(
     unpacked = tmp_path / "colab_disk" / "stanford"
     assert "local runtime" in text and f"training on {unpacked}" in text
     assert (unpacked / "train_labels.csv").read_text() == (prepared_data / "train_labels.csv").read_text()
-    runs = list((tmp_path / "output").iterdir())
+    runs = [p for p in (tmp_path / "output").iterdir() if is_run_dir(p)]
     assert len(runs) == 1
     run_dir = runs[0]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -155,6 +156,6 @@ def test_colab_notebook_trains_off_colab_from_the_archive_and_resumes(
                                                         TRAIN_ARGS=resume_args), cwd=REPO)
 
     assert f"resuming {run_dir}" in all_text(notebook)
-    assert list((tmp_path / "output").iterdir()) == [run_dir]
+    assert [p for p in (tmp_path / "output").iterdir() if is_run_dir(p)] == [run_dir]
     assert json.loads((run_dir / "summary.json").read_text())["state"] == "finished"
     assert [row.split(",")[0] for row in metrics_rows(run_dir)] == ["1", "2"]

@@ -13,6 +13,7 @@ from datasets import StanfordCarsDataModule, generate_synthetic_stanford, prepar
 from datasets.device_batches import DeviceBatches
 from datasets.settings import DATA_ON_DEVICE_NEEDS
 from utils.configuration import ConfigError, load_config
+from utils.run_comparison import is_run_dir
 from utils.training import read_metrics
 
 from tests.flat_settings import flat_settings
@@ -128,7 +129,7 @@ def test_train_py_trains_with_data_on_device(device_data, tmp_path, monkeypatch)
     settings = ["cache_images=true", "augmentation_device=gpu", "data_on_device=true", "validation_batch_size=6",
                 f"cache_path={tmp_path / 'cache'}", "num_epochs=2", "precision=bf16-mixed", "channels_last=true"]
     assert train.main(args_for(device_data, tmp_path, *settings), extra_callbacks=[inputs]) == 0
-    (run_dir,) = (tmp_path / "output").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "output").iterdir() if is_run_dir(p)]
     rows = read_metrics(run_dir)
     assert [row["epoch"] for row in rows] == [1, 2]
     assert all(torch.isfinite(torch.tensor(row["valid_loss"])) for row in rows)

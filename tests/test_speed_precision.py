@@ -12,6 +12,7 @@ from datasets import data_settings, generate_synthetic_stanford, prepare_stanfor
 from models.net_module import NetModule
 from models.settings import module_kwargs
 from utils.configuration import default_config, load_config
+from utils.run_comparison import is_run_dir
 from utils.training import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def test_bf16_channels_last_cache_and_batch_augmentation_train_on_cpu(speed_prep
     assert all(abs(float(x.mean())) < 3 and float(x.std()) > 0.2 for x in watch.inputs)  # augmented, normalised
     assert all(y.dtype == torch.bfloat16 for y in watch.outputs)
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
-    (run_dir,) = (tmp_path / "output").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "output").iterdir() if is_run_dir(p)]
     rows = read_metrics(run_dir)
     assert len(rows) == 1 and all(torch.isfinite(torch.tensor(rows[0][k])) for k in ("train_loss", "valid_loss"))
     saved = (run_dir / "config.yml").read_text()

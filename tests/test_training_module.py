@@ -38,7 +38,7 @@ class TinyData(pl.LightningDataModule):
 
 def fit(tmp_path, callbacks=(), **settings):
     cfg = default_config()
-    cfg.update(num_epochs=3, log_to_tensorboard=False, accelerator="cpu", optimizer="SGD",
+    cfg.update(num_epochs=3, log_to_tensorboard=False, accelerator="cpu", optimizer="SGD", output_path=str(tmp_path),
                optimizer_params={"lr": 0.1}, lr_scheduler=None, lr_scheduler_params=None, seed=1)
     cfg.update(settings)
     pl.seed_everything(cfg["seed"], workers=True)

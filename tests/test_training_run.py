@@ -1,5 +1,5 @@
 """End to end: synthetic raw files -> prepared data -> train.py runs (records, TensorBoard, Neptune offline,
-seeds, interruption and resume, DDP on two CPU processes, config errors)."""
+seeds, interruption and resume (one MLflow run), DDP on two CPU processes, config errors)."""
 
 import json
 import os
@@ -19,6 +19,7 @@ import train
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from models import build_network, count_parameters
 from models.net_module import NetModule
+from utils.run_comparison import is_run_dir
 from utils.run_folders import announced_run_folders
 from utils.training import read_metrics, seeds_to_run
 
@@ -54,7 +55,7 @@ def base_args(prepared, tmp_path, epochs=2):
 
 
 def run_dirs(tmp_path):
-    return sorted(path for path in (tmp_path / "output").iterdir() if path.is_dir())
+    return sorted(path for path in (tmp_path / "output").iterdir() if is_run_dir(path))
 
 
 def neptune_store(directory: Path) -> tuple[dict, dict]:
@@ -174,6 +175,12 @@ def test_interrupted_run_keeps_records_and_resumes_at_the_next_epoch(prepared, t
     before = read_metrics(run_dir)
     assert [row["epoch"] for row in before] == [1, 2]
     assert torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"] == 1
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'output' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cars").experiment_id
+    (interrupted,) = client.search_runs([experiment])
+    assert interrupted.info.status == "KILLED" and interrupted.data.metrics["epochs_last"] == 2
 
     assert train.main(["--resume", str(run_dir), "--set", "num_workers=0"]) == 0
     assert run_dirs(tmp_path) == [run_dir]
@@ -181,6 +188,10 @@ def test_interrupted_run_keeps_records_and_resumes_at_the_next_epoch(prepared, t
     assert [row["epoch"] for row in after] == [1, 2, 3] and after[:2] == before
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["state"] == "finished" and summary["epochs_run"] == 3 and len(summary["resumed"]) == 1
+    (resumed,) = client.search_runs([experiment])  # the same MLflow run, continued
+    assert resumed.info.run_id == interrupted.info.run_id == summary["mlflow_run_id"]
+    assert resumed.info.status == "FINISHED" and resumed.data.metrics["epochs_last"] == 3
+    assert [metric.step for metric in client.get_metric_history(resumed.info.run_id, "valid_acc")] == [1, 2, 3]
     last = torch.load(run_dir / "last.ckpt", weights_only=False)
     assert last["epoch"] == 2 and last["global_step"] == 3 * 3  # 3 epochs of 3 batches (20 images, batch 8)
 
@@ -198,6 +209,11 @@ def test_two_process_cpu_ddp_run_completes(prepared, tmp_path):
     assert summary["state"] == "finished" and summary["device"]["devices"] == 2
     assert summary["device"]["strategy"] == "DDPStrategy" and len(read_metrics(run_dir)) == 1
     assert (run_dir / "best.ckpt").is_file() and (run_dir / "last.ckpt").is_file()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'output' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cars").experiment_id])  # rank zero's only
+    assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
 
 
 def test_config_problems_stop_training_before_any_work(prepared, tmp_path, capsys):

@@ -74,8 +74,14 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("neptune_mode", (str,), "async", "Neptune connection mode: async (live), offline (sync later), debug",
             choices=("async", "offline", "debug")),
     Setting("log_to_tensorboard", (bool,), True, "write TensorBoard events under the run folder"),
-    Setting("tags", (list,), [], "tags of the run (Neptune tags, summary.json)", True, str),
-    Setting("description", (str, NoneType), "", "free-text description of the run", True),
+    Setting("log_to_mlflow", (bool,), True, "log the run to MLflow, the runs dashboard (make dashboard)"),
+    Setting("mlflow_tracking_uri", (str, NoneType), None,
+            "MLflow tracking URI: null: the SQLite file <output_path>/mlflow.db; sqlite:///path/mlflow.db; "
+            "http://host:5000 (a shared mlflow server)"),
+    Setting("mlflow_experiment", (str,), "cars", "MLflow experiment of the runs"),
+    Setting("mlflow_log_checkpoints", (bool,), False, "also store best.ckpt and last.ckpt as MLflow artifacts"),
+    Setting("tags", (list,), [], "tags of the run (MLflow and Neptune tags, summary.json)", True, str),
+    Setting("description", (str, NoneType), "", "free-text description of the run (MLflow's run note)", True),
     # locations
     Setting("stanford_raw_data_path", (str,), "input/raw",
             "folder of the raw Stanford Cars files (car_ims.tgz, cars_annos.mat, car_devkit.tgz)"),

@@ -26,6 +26,7 @@ NOT_TRAINING_KEYS = frozenset({
     "seed", "loglevel", "logging_dir", "log_to_neptune", "neptune_username", "neptune_project_name",
     "neptune_api_token", "neptune_mode", "log_to_tensorboard", "tags", "description",
     "stanford_raw_data_path", "output_path", "num_workers",
+    "log_to_mlflow", "mlflow_tracking_uri", "mlflow_experiment", "mlflow_log_checkpoints",
 })
 
 

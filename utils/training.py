@@ -1,4 +1,4 @@
-"""Training runs: run folders, records (metrics.csv, summary.json), callbacks, loggers, Trainer settings, seeds.
+"""Training runs: run folders, records (metrics.csv, summary.json), callbacks, Trainer settings, seeds.
 
 Works on plain objects handed over by train.py (a configuration dict, a LightningDataModule, a LightningModule),
 so it never imports datasets/ or models/.
@@ -29,9 +29,10 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from utils.configuration import config_for_records, neptune_api_token, save_config
+from utils.configuration import config_for_records, save_config
 from utils.run_comparison import read_metrics as read_metrics_file, stat_of
 from utils.timing import format_duration
+from utils.tracking import RunMLFlowLogger, end_mlflow_run, make_loggers, make_mlflow_logger
 
 logger = logging.getLogger(__name__)
 
@@ -322,10 +323,11 @@ class RunRecorder(Callback):
     """Keeps metrics.csv and summary.json of a run up to date after every epoch, and on its end or interruption."""
 
     def __init__(self, run_dir: Path, info: Mapping[str, Any], params: Mapping[str, Any] | None = None,
-                 resumed_from: Path | None = None):
+                 resumed_from: Path | None = None, mlflow_checkpoints: bool = False):
         self.run_dir = Path(run_dir)
         self.params = dict(params or {})
         self.resumed_from = resumed_from
+        self.mlflow_checkpoints = mlflow_checkpoints
         self.rows: list[dict[str, Any]] = []
         self.summary: dict[str, Any] = self._initial_summary(dict(info))
         self._session_start = time.time()
@@ -363,7 +365,9 @@ class RunRecorder(Callback):
 
     def _log_params(self, trainer: pl.Trainer) -> None:
         for run_logger in trainer.loggers:
-            if isinstance(run_logger, TensorBoardLogger):
+            if isinstance(run_logger, RunMLFlowLogger):
+                self.summary["mlflow_run_id"] = run_logger.start(self.params) or self.summary.get("mlflow_run_id")
+            elif isinstance(run_logger, TensorBoardLogger):
                 run_logger.log_hyperparams(self.params, metrics={"best_valid_acc": 0.0, "best_valid_loss": 0.0})
             else:
                 run_logger.log_hyperparams(self.params)
@@ -380,6 +384,8 @@ class RunRecorder(Callback):
         write_metrics(self.run_dir, self.rows)
         self._update_results()
         self._save_summary()
+        for run_logger in _mlflow_loggers(trainer):
+            run_logger.log_summary(self.summary)
         logger.info("epoch %d took %s: %s", row["epoch"], format_duration(time.perf_counter() - self._epoch_start),
                     ", ".join(f"{key} {row[key]:.4g}" for key in METRIC_COLUMNS[1:]))
 
@@ -403,13 +409,19 @@ class RunRecorder(Callback):
             return
         self._save_summary()
         self._report_to_loggers(trainer)
+        self._end_mlflow(trainer)
 
-    def end_untrained(self, reason: str, write: bool) -> None:
+    def end_untrained(self, reason: str, trainer: pl.Trainer) -> None:
         """Record a fit that returned without training an epoch (state failed, with the reason)."""
         self.summary.update(state="failed", stop_reason=reason)
         logger.error("run %s: %s", self.run_dir, reason)
-        if write:
+        if trainer.is_global_zero:
             self._save_summary()
+            self._end_mlflow(trainer)
+
+    def _end_mlflow(self, trainer: pl.Trainer) -> None:
+        for run_logger in _mlflow_loggers(trainer):
+            end_mlflow_run(run_logger, self.summary, self.run_dir, self.mlflow_checkpoints)
 
     def _report_to_loggers(self, trainer: pl.Trainer) -> None:
         best = self.summary.get("best_valid_acc", {}).get("value")
@@ -429,6 +441,7 @@ class RunRecorder(Callback):
             self.summary["error"] = f"{type(exception).__name__}: {exception}"
         if trainer.is_global_zero:
             self._save_summary()
+            self._end_mlflow(trainer)
 
     def _save_summary(self) -> None:
         self.summary["duration_s"] = round(self._previous_duration + time.time() - self._session_start, 3)
@@ -436,30 +449,8 @@ class RunRecorder(Callback):
         write_json(self.run_dir / "summary.json", self.summary)
 
 
-class RunTensorBoardLogger(TensorBoardLogger):
-    """TensorBoardLogger that ignores empty hyper-parameter sets (Lightning's own, as modules log theirs
-    with logger=False), so the run's parameters stay those shown in TensorBoard's HPARAMS tab."""
-
-    @rank_zero_only
-    def log_hyperparams(self, params: Any, metrics: Mapping[str, Any] | None = None, step: int | None = None) -> None:
-        if params:
-            super().log_hyperparams(params, metrics, step)
-
-
-def make_loggers(cfg: Mapping[str, Any], run_dir: Path) -> list[Logger]:
-    """TensorBoard under <run_dir>/tensorboard (log_to_tensorboard) and Neptune (log_to_neptune)."""
-    loggers: list[Logger] = []
-    if cfg["log_to_tensorboard"]:
-        loggers.append(RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
-                                            default_hp_metric=False))
-    if cfg["log_to_neptune"]:
-        from utils.neptune_logger import NeptuneLogger
-
-        loggers.append(NeptuneLogger(
-            project=f"{cfg['neptune_username']}/{cfg['neptune_project_name']}", api_token=neptune_api_token(cfg),
-            mode=cfg["neptune_mode"], tags=cfg["tags"], description=cfg["description"] or "",
-            name=run_dir.name))
-    return loggers
+def _mlflow_loggers(trainer: pl.Trainer) -> list[RunMLFlowLogger]:
+    return [run_logger for run_logger in trainer.loggers if isinstance(run_logger, RunMLFlowLogger)]
 
 
 def make_callbacks(cfg: Mapping[str, Any], run_dir: Path, recorder: RunRecorder) -> list[Callback]:
@@ -479,7 +470,8 @@ def run_training(cfg: Mapping[str, Any], datamodule: pl.LightningDataModule, mod
     """Fit module on datamodule with the run's records, checkpoints and loggers; return summary.json's content."""
     run_dir = Path(run_dir)
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    recorder = RunRecorder(run_dir, info, params, resumed_from=ckpt_path)
+    recorder = RunRecorder(run_dir, info, params, resumed_from=ckpt_path,
+                           mlflow_checkpoints=cfg["mlflow_log_checkpoints"])
     callbacks = make_callbacks(cfg, run_dir, recorder) + list(extra_callbacks)
     loggers = make_loggers(cfg, run_dir)
     trainer = pl.Trainer(**trainer_kwargs(cfg, run_dir, callbacks, loggers))
@@ -487,11 +479,15 @@ def run_training(cfg: Mapping[str, Any], datamodule: pl.LightningDataModule, mod
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(cfg, run_dir)
         recorder.start()
+        # on rank zero only: the MLflow logger opens (and first creates) the tracking store
+        mlflow_logger = make_mlflow_logger(cfg, run_dir, recorder.summary.get("mlflow_run_id"),
+                                           recorder.summary.get("seed_group"))
+        trainer.loggers = [*trainer.loggers, *([mlflow_logger] if mlflow_logger else [])]
     logger.info("run folder: %s", run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if recorder.summary.get("state") == "running":  # Lightning returned without training (no batches)
         recorder.end_untrained("no training batches: the training set is smaller than one batch per process",
-                               trainer.is_global_zero)
+                               trainer)
     summary = recorder.summary
     best = summary.get("best_valid_acc") or {}
     logger.info("run %s after %s epochs (%s): best valid_acc %.4f at epoch %s; records in %s",

@@ -1,0 +1,200 @@
+"""MLflow, the runs dashboard, for real: a SQLite store and an `mlflow server` on 127.0.0.1, read back with
+MlflowClient (parameters, per-epoch metrics, summary columns, tags, note, status, artifacts); resume, imports of run
+folders and Neptune offline runs, bad tracking URIs, and a server killed mid-run."""
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+from pytorch_lightning.callbacks import Callback
+
+import compare_runs
+import train
+from tests.test_training_run import base_args, one_thread, prepared, run_dirs  # noqa: F401 (fixtures)
+from utils.training import read_metrics
+
+LONG_DESCRIPTION = "longer than the 250 characters of Lightning's logger " + "x" * 300
+
+
+def sqlite_uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'output' / 'mlflow.db'}"
+
+
+def only_run(client, experiment="cars"):
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return run
+
+
+def history(client, run, key):
+    return [(metric.step, metric.value) for metric in client.get_metric_history(run.info.run_id, key)]
+
+
+def artifacts(client, run):
+    return sorted(item.path for item in client.list_artifacts(run.info.run_id))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(server: subprocess.Popen, signal_number: int) -> None:
+    """Signal the server's whole process group (mlflow server runs uvicorn as a child) and wait for it."""
+    os.killpg(server.pid, signal_number)
+    server.wait(timeout=60)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 with a SQLite store (no job runner); (process, URI); stopped at the end."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server_artifacts")], stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True)
+    for _ in range(240):
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+    yield server, uri
+    if server.poll() is None:
+        stop(server, signal.SIGTERM)
+    log.close()
+
+
+def test_a_run_logs_the_thesis_table_to_sqlite_in_the_output_folder(prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = base_args(prepared, tmp_path) + ["--set", "tags=[smoke, C-50]", "--set", f"description={LONG_DESCRIPTION}"]
+    assert train.main(args + ["--seeds", "2"]) == 0
+    first, second = run_dirs(tmp_path)
+    client = MlflowClient(sqlite_uri(tmp_path))
+    runs = client.search_runs([client.get_experiment_by_name("cars").experiment_id], order_by=["tags.run_dir ASC"])
+    assert [run.info.run_name for run in runs] == [first.name, second.name]
+    run, rows = runs[0], read_metrics(first)
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["mlflow_run_id"] == run.info.run_id and run.info.status == "FINISHED"
+
+    params = run.data.params
+    assert params["architecture"] == "ghost" and params["optimizer_params.lr"] == "0.001"
+    assert params["lr_scheduler_params.milestones"] == "[67, 82, 95, 107]" and params["image_size"] == "[32, 32]"
+    assert params["runtime"] == "local" and params["parameters"] == str(summary["parameters"])
+    assert params["multiply_adds"] == str(summary["multiply_adds"]) and params["description"] == LONG_DESCRIPTION
+    for key in ("valid_acc", "valid_loss", "train_loss", "train_acc", "lr"):
+        assert history(client, run, key) == [(row["epoch"], pytest.approx(row[key])) for row in rows]
+    metrics = run.data.metrics
+    assert metrics["valid_acc_max"] == pytest.approx(max(row["valid_acc"] for row in rows))
+    assert metrics["valid_loss_min"] == pytest.approx(min(row["valid_loss"] for row in rows))
+    assert metrics["train_acc_max"] == pytest.approx(max(row["train_acc"] for row in rows))
+    assert metrics["train_loss_min"] == pytest.approx(min(row["train_loss"] for row in rows))
+    assert metrics["epochs_last"] == 2 and metrics["duration_s"] == pytest.approx(summary["duration_s"], rel=0.5)
+
+    tags = run.data.tags
+    assert tags["tags"] == "smoke, C-50" and tags["mlflow.note.content"] == LONG_DESCRIPTION
+    assert tags["run_dir"] == str(first.resolve())
+    assert tags["seed_group"] == runs[1].data.tags["seed_group"] == summary["seed_group"]
+    assert (tmp_path / "output" / f"{summary['seed_group']}.json").is_file()
+    assert artifacts(client, run) == ["config.yml", "curves.png", "summary.json"]
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()
+
+
+def test_import_of_run_folders_and_neptune_offline_runs_adds_nothing_the_second_time(
+        prepared, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NEPTUNE_DATA_DIRECTORY", str(tmp_path / ".neptune"))
+    args = base_args(prepared, tmp_path) + [
+        "--set", "log_to_mlflow=false", "--set", "log_to_neptune=true", "--set", "neptune_username=me",
+        "--set", "neptune_project_name=cars", "--set", "neptune_mode=offline", "--set", "tags=[old]",
+        "--set", "description=before MLflow"]
+    assert train.main(args) == 0
+    (run_dir,) = run_dirs(tmp_path)
+    assert not (tmp_path / "output" / "mlflow.db").exists()
+    uri = f"sqlite:///{tmp_path / 'imported.db'}"
+    command = ["--to-mlflow", str(tmp_path / "output"), str(tmp_path / ".neptune"), "--mlflow-uri", uri]
+    assert compare_runs.main(command) == 0
+    assert "2 run(s) imported" in capsys.readouterr().out
+    assert compare_runs.main(command) == 0
+    out = capsys.readouterr().out
+    assert "0 run(s) imported" in out and "2 already there" in out
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("cars").experiment_id
+    folder_run, neptune_run = sorted(client.search_runs([experiment]), key=lambda run: "run_dir" not in run.data.tags)
+    rows = read_metrics(run_dir)
+    assert folder_run.info.run_name == run_dir.name and folder_run.info.status == "FINISHED"
+    assert folder_run.data.params["optimizer_params.lr"] == "0.001" and folder_run.data.params["runtime"] == "local"
+    assert folder_run.data.tags["tags"] == "old" and folder_run.data.tags["mlflow.note.content"] == "before MLflow"
+    assert history(client, folder_run, "valid_acc") == [(row["epoch"], pytest.approx(row["valid_acc"])) for row in rows]
+    assert folder_run.data.metrics["epochs_last"] == 2
+    assert artifacts(client, folder_run) == ["config.yml", "curves.png", "summary.json"]
+
+    assert neptune_run.info.run_name == run_dir.name and neptune_run.data.tags["tags"] == "old"
+    assert neptune_run.data.tags["mlflow.note.content"] == "before MLflow"
+    assert neptune_run.data.params["architecture"] == "ghost" and neptune_run.data.params["optimizer_params.lr"] == "0.001"
+    assert history(client, neptune_run, "valid_acc") == [(0, pytest.approx(rows[0]["valid_acc"])),
+                                                         (1, pytest.approx(rows[1]["valid_acc"]))]
+    assert neptune_run.data.metrics["epochs_last"] == 2
+
+
+def test_bad_tracking_uris_are_config_problems_before_any_work(prepared, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("mine")
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    cases = {unreachable: "no MLflow server answers", "localhost:5000": "not a tracking URI",
+             f"sqlite:///{tmp_path / 'a_file' / 'mlflow.db'}": "a_file is a file",
+             f"sqlite:///{tmp_path / 'a_file'}": "not an SQLite database", "http://": "names no host"}
+    for uri, reason in cases.items():
+        assert train.main(base_args(prepared, tmp_path) + ["--set", f"mlflow_tracking_uri={uri}"]) == 2
+        error = capsys.readouterr().err
+        assert "mlflow_tracking_uri: " in error and uri in error and reason in error
+    assert not (tmp_path / "output").exists() and (tmp_path / "a_file").read_text() == "mine"
+
+
+class KillServerAt(Callback):
+    """Kills the MLflow server (SIGKILL) at the start of a training epoch (0-based)."""
+
+    def __init__(self, server, epoch: int):
+        self.server, self.epoch = server, epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            stop(self.server, signal.SIGKILL)
+
+
+def test_a_shared_server_gets_the_run_and_its_death_mid_run_leaves_training_and_records_intact(
+        prepared, tmp_path, mlflow_server, monkeypatch, caplog):
+    server, uri = mlflow_server
+    args = base_args(prepared, tmp_path) + ["--set", f"mlflow_tracking_uri={uri}", "--set", "tags=[shared]",
+                                            "--set", "mlflow_log_checkpoints=true"]
+    assert train.main(args) == 0
+    (run_dir,) = run_dirs(tmp_path)
+    client = MlflowClient(uri)
+    run = only_run(client)
+    assert run.info.run_name == run_dir.name and run.info.status == "FINISHED" and run.data.tags["tags"] == "shared"
+    assert [step for step, _ in history(client, run, "valid_loss")] == [1, 2]
+    assert artifacts(client, run) == ["best.ckpt", "config.yml", "curves.png", "last.ckpt", "summary.json"]
+    assert not (tmp_path / "output" / "mlflow.db").exists()
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once instead of retrying for minutes
+    with caplog.at_level(logging.WARNING, logger="utils.tracking"):
+        assert train.main(base_args(prepared, tmp_path, epochs=3) + ["--set", f"mlflow_tracking_uri={uri}"],
+                          extra_callbacks=[KillServerAt(server, 1)]) == 0
+    killed_run_dir = run_dirs(tmp_path)[-1]
+    assert [row["epoch"] for row in read_metrics(killed_run_dir)] == [1, 2, 3]
+    summary = json.loads((killed_run_dir / "summary.json").read_text())
+    assert summary["state"] == "finished" and summary["epochs_run"] == 3 and summary["mlflow_run_id"]
+    assert (killed_run_dir / "best.ckpt").is_file() and (killed_run_dir / "last.ckpt").is_file()
+    warnings = [record.message for record in caplog.records if "MLflow tracking at" in record.getMessage()]
+    assert len(warnings) == 1
