@@ -12,8 +12,9 @@ from pathlib import Path
 
 from utils.configuration import ConfigError, configured_output_path
 from utils.output_files import new_file_problems
-from utils.run_comparison import (COLUMNS, RunRecord, column_problems, filter_runs, format_table, group_rows_by_seed,
-                                  load_runs, plot_path_problem, plot_runs, run_files, run_row, sort_rows, write_csv)
+from utils.run_comparison import (COLUMNS, column_problems, filter_runs, format_table, group_rows_by_seed,
+                                  plot_path_problem, plot_runs, run_row, sort_rows, write_csv)
+from utils.run_folders import RunRecord, load_runs, run_files
 from utils.thesis_records import load_thesis_runs, reference_record, unknown_run_problems
 from utils.tracking import MLFLOW_DB, import_to_mlflow, mlflow_uri_problems, neptune_run_dirs
 

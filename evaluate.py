@@ -13,7 +13,7 @@ from models.evaluation import class_label, evaluate_network, write_predictions_c
 from models.run_loading import CheckpointError, device_problem, load_trained_model
 from utils.configuration import ConfigError
 from utils.output_files import new_file_problems
-from utils.run_comparison import RunRecordError, load_run_config, metrics_at_epoch, run_files
+from utils.run_folders import RunRecordError, load_run_config, metrics_at_epoch, run_files
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -14,7 +14,7 @@ from datasets import StanfordCarsDataModule, data_settings, preprocessing_settin
 from models.export import FORMATS, ExportError, export_model, output_problems
 from models.run_loading import CheckpointError, device_problem, load_trained_model
 from utils.configuration import ConfigError
-from utils.run_comparison import RunRecordError, load_run_config, run_class_names, run_files
+from utils.run_folders import RunRecordError, load_run_config, run_class_names, run_files
 
 CHECK_IMAGES = 4
 

@@ -16,7 +16,7 @@ from datasets.stanford_data import PhotoInfo, photo_info, preprocess_image
 from models.evaluation import class_label, predict_top_k
 from models.run_loading import CheckpointError, device_problem, load_trained_model
 from utils.configuration import ConfigError
-from utils.run_comparison import RunRecordError, load_run_config, run_class_names
+from utils.run_folders import RunRecordError, load_run_config, run_class_names
 
 
 def parse_box(text: str) -> tuple[int, int, int, int]:

@@ -27,8 +27,9 @@ from utils.output_files import folder_problems
 from utils.run_folders import announce_run_folder
 from utils.timing import log_execution_time
 from utils.tracking import mlflow_problems
-from utils.training import (TIMESTAMP, aggregate_seeds, format_seed_table, git_commit, plan_runs, release_unused,
-                            resume_target, run_training, runtime_name, seeds_to_run, trainer_problems, write_json)
+from utils.run_folders import TIMESTAMP, plan_runs, release_unused, resume_target, write_json
+from utils.training import (aggregate_seeds, format_seed_table, git_commit, run_training, runtime_name, seeds_to_run,
+                            trainer_problems)
 
 logger = logging.getLogger("train")
 REPO_DIR = Path(__file__).resolve().parent

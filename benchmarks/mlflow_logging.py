@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.configuration import default_config, save_config, tracked_params  # noqa: E402
 from utils.tracking import RunMLFlowLogger, end_mlflow_run, mlflow_tracking_uri, run_tags  # noqa: E402
-from utils.training import write_json, write_metrics  # noqa: E402
+from utils.run_folders import write_json  # noqa: E402
+from utils.training import write_metrics  # noqa: E402
 
 
 def epoch_rows(epoch: int) -> tuple[dict[str, float], dict[str, float]]:

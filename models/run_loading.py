@@ -10,7 +10,7 @@ import torch
 
 from models.arch_dict import build_network
 from models.net_module import NetModule
-from utils.training import cuda_status, torch_build
+from utils.devices import cuda_status, torch_build
 
 DETAIL_LIMIT = 600  # characters of torch's state_dict mismatch report kept in the error (it lists every key)
 

@@ -32,7 +32,8 @@ from models.evaluation import predict_top_k
 from models.run_loading import load_trained_model
 from utils.configuration import load_config
 from tests.test_data_module import save_with_orientation
-from utils.run_comparison import draw_runs, is_run_dir, load_runs, plot_runs, read_metrics
+from utils.run_comparison import draw_runs, plot_runs
+from utils.run_folders import is_run_dir, load_runs, read_metrics
 from utils.thesis_records import load_thesis_runs, reference_record
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ import export_model
 import predict
 import train
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
-from utils.run_comparison import is_run_dir
+from utils.run_folders import is_run_dir
 from utils.training import read_metrics
 
 pytestmark = pytest.mark.cuda

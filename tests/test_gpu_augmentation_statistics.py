@@ -62,13 +62,8 @@ from scipy.stats import ks_2samp
 from datasets.gpu_transforms import build_batch_augmentation, kornia_transform
 from datasets.settings import Augmentation, Preprocessing
 from datasets.stanford_data import LabelRecord, StanfordCarsDataset
+from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR
 
-THESIS_IMAGE = {
-    "RandomHorizontalFlip": {"p": 0.5},
-    "RandomAffine": {"degrees": 25, "translate": [0.1, 0.1], "scale": [0.9, 1.1], "shear": 8},
-    "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
-}
-THESIS_TENSOR = {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SIZE = 64
 SAMPLES = 2000

@@ -10,7 +10,7 @@ import evaluate
 import export_model
 import predict
 import train
-from utils.training import cuda_problems, cuda_requests, resolve_accelerator
+from utils.devices import cuda_problems, cuda_requests, resolve_accelerator
 
 from tests.test_speed_precision import args_for, speed_prepared  # noqa: F401 (a fixture)
 

@@ -14,14 +14,7 @@ import datasets.stanford_data as stanford_data
 from datasets import (Preprocessing, StanfordCarsDataModule, StanfordCarsDataset, generate_synthetic_stanford,
                       prepare_stanford_dataset)
 from datasets.image_cache import build_cache, cache_files, ensure_cache, find_cache
-from tests.flat_settings import flat_settings
-
-THESIS_IMAGE = {
-    "RandomHorizontalFlip": {"p": 0.5},
-    "RandomAffine": {"degrees": 25, "translate": [0.1, 0.1], "scale": [0.9, 1.1], "shear": 8},
-    "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
-}
-THESIS_TENSOR = {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}
+from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR, flat_settings
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,11 @@ from datasets import StanfordCarsDataModule, generate_synthetic_stanford, prepar
 from datasets.device_batches import DeviceBatches
 from datasets.settings import DATA_ON_DEVICE_NEEDS
 from utils.configuration import ConfigError, load_config
-from utils.run_comparison import is_run_dir
+from utils.run_folders import is_run_dir
 from utils.training import read_metrics
 
-from tests.flat_settings import flat_settings
+from tests.flat_settings import THESIS_IMAGE, flat_settings
 from tests.test_speed_precision import TEMPLATE, args_for
-
-THESIS_IMAGE = {
-    "RandomHorizontalFlip": {"p": 0.5},
-    "RandomAffine": {"degrees": 25, "translate": [0.1, 0.1], "scale": [0.9, 1.1], "shear": 8},
-    "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
-}
 
 
 @pytest.fixture(scope="module")

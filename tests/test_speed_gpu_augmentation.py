@@ -11,15 +11,8 @@ from torchvision.transforms import InterpolationMode
 from datasets import (Augmentation, StanfordCarsDataModule, config_problems, generate_synthetic_stanford,
                       prepare_stanford_dataset)
 from datasets.gpu_transforms import GPU_COUNTERPARTS, build_batch_augmentation, kornia_transform
-from tests.flat_settings import flat_settings
+from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR, flat_settings
 from utils.configuration import validate_config
-
-THESIS_IMAGE = {
-    "RandomHorizontalFlip": {"p": 0.5},
-    "RandomAffine": {"degrees": 25, "translate": [0.1, 0.1], "scale": [0.9, 1.1], "shear": 8},
-    "ColorJitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
-}
-THESIS_TENSOR = {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}
 
 
 def smooth_images(batch=1, channels=3, height=40, width=56):

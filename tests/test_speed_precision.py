@@ -12,7 +12,7 @@ from datasets import data_settings, generate_synthetic_stanford, prepare_stanfor
 from models.net_module import NetModule
 from models.settings import module_kwargs
 from utils.configuration import default_config, load_config
-from utils.run_comparison import is_run_dir
+from utils.run_folders import is_run_dir
 from utils.training import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

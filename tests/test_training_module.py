@@ -14,8 +14,8 @@ from models.net_module import NetModule
 from models.optimization import LabelSmoothingCrossEntropy, LrLambda, build_scheduler
 from models.settings import module_kwargs
 from utils.configuration import default_config
-from utils.training import (aggregate_seeds, early_stopping_patience, format_seed_table, plan_runs, read_metrics,
-                            resume_target, run_training, unused_path)
+from utils.run_folders import plan_runs, resume_target, unused_path
+from utils.training import aggregate_seeds, early_stopping_patience, format_seed_table, read_metrics, run_training
 
 NUM_CLASSES = 4
 
@@ -141,7 +141,7 @@ def test_run_folders_are_never_reused(tmp_path, monkeypatch):
 def test_concurrent_plans_never_share_a_folder_and_empty_ones_are_released(tmp_path, monkeypatch):
     from datetime import datetime
 
-    from utils.training import release_unused
+    from utils.run_folders import release_unused
 
     same_second = datetime(2026, 1, 1)
     plans = []

@@ -19,7 +19,7 @@ import train
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from models import build_network, count_parameters
 from models.net_module import NetModule
-from utils.run_comparison import is_run_dir
+from utils.run_folders import is_run_dir
 from utils.run_folders import announced_run_folders
 from utils.training import read_metrics, seeds_to_run
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import importlib.metadata
-import json
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from utils.archives import unsafe_member_reason
 from utils.configuration import apply_overrides, default_config, read_yaml
-from utils.run_folders import announced_run_folders
+from utils.run_folders import announced_run_folders, run_state
 
 # Never replaced by the install: Colab's builds match its NVIDIA driver; the pinned ones may need a newer driver.
 KEPT_PREINSTALLED = ("torch", "torchvision")
@@ -157,7 +156,7 @@ def gpu_check(config_file: str | os.PathLike, train_args: Sequence[str] = ()) ->
     """A line on the CUDA GPU torch sees; without one, a warning saying why and what to do, or RuntimeError
     with train.py's explanation when the configuration (with the --set options of train_args) asks for a GPU."""
     # imported here: this module is imported before the install cell, which torch must not precede
-    from utils.training import COLAB_ADVICE, cuda_requests, cuda_status, cuda_unavailable_message, torch_build
+    from utils.devices import COLAB_ADVICE, cuda_requests, cuda_status, cuda_unavailable_message, torch_build
 
     available, reason = cuda_status()
     if available:
@@ -268,14 +267,6 @@ def run_dirs(output_path: str | os.PathLike) -> list[Path]:
     if not output_path.is_dir():
         return []
     return sorted((p for p in output_path.iterdir() if (p / "summary.json").is_file()), key=_run_sort_key)
-
-
-def run_state(run_dir: str | os.PathLike) -> str | None:
-    """The `state` recorded in a run's summary.json (None when unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8")).get("state")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _resumable_runs(output_path: str | os.PathLike, state: str) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Reading run records (config.yml, summary.json, metrics.csv) and the dashboard table, seed groups and plots."""
+"""The thesis's dashboard table of run records: columns, filters, sorting, seed groups, CSV and curves."""
 
 from __future__ import annotations
 
@@ -8,18 +8,14 @@ import math
 import os
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from utils.checks import is_number
-from utils.configuration import load_config
+from utils.run_folders import RunRecord
 from utils.timing import format_duration
 
-RECORD_FILES = ("summary.json", "config.yml", "metrics.csv")
-BEST_CHECKPOINT = "best.ckpt"
 # Keys that say where or how a run was logged, not what was trained: runs differing only in these
 # (and the seed) form one seed group.
 NOT_TRAINING_KEYS = frozenset({
@@ -28,24 +24,6 @@ NOT_TRAINING_KEYS = frozenset({
     "stanford_raw_data_path", "output_path", "num_workers",
     "log_to_mlflow", "mlflow_tracking_uri", "mlflow_experiment", "mlflow_log_checkpoints",
 })
-
-
-class RunRecordError(ValueError):
-    """A run record that cannot be read; the message names the file at fault."""
-
-
-@dataclass
-class RunRecord:
-    """One run folder: its summary, resolved configuration and per-epoch metrics."""
-
-    path: Path
-    summary: dict[str, Any]
-    config: dict[str, Any]
-    metrics: list[dict[str, float | None]] = field(default_factory=list)
-
-    @property
-    def run_id(self) -> str:
-        return self.path.name
 
 
 @dataclass(frozen=True)
@@ -66,89 +44,6 @@ class Stat:
         return f"{show(self.mean)} ± {show(self.std)} [{show(self.min)}, {show(self.max)}]"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunRecordError(f"{path}: damaged run record, not readable JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise RunRecordError(f"{path}: damaged run record, expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise RunRecordError(f"{path}: damaged run record, not readable YAML ({error})") from None
-    if not isinstance(data, dict):
-        raise RunRecordError(f"{path}: damaged run record, expected a mapping, got {type(data).__name__}")
-    return data
-
-
-def _number(text: str | None, path: Path, line: int, column: str) -> float | None:
-    if text is None or text.strip() == "":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise RunRecordError(f"{path}: damaged run record, line {line} column {column}: "
-                             f"{text!r} is not a number") from None
-
-
-def read_metrics(path: Path) -> list[dict[str, float | None]]:
-    """Rows of metrics.csv as floats (empty cells as None); one row per epoch."""
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = [{key: _number(value, path, reader.line_num, key) for key, value in row.items() if key}
-                    for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise RunRecordError(f"{path}: damaged run record, not readable CSV ({error})") from None
-    if rows and "epoch" not in rows[0]:
-        raise RunRecordError(f"{path}: damaged run record, no 'epoch' column")
-    return rows
-
-
-def is_run_dir(path: Path) -> bool:
-    """True for a folder holding any of the run-record files."""
-    return path.is_dir() and any((path / name).exists() for name in RECORD_FILES)
-
-
-def read_run(path: str | os.PathLike) -> RunRecord:
-    """Read one run folder; raise RunRecordError naming the damaged file."""
-    path = Path(path)
-    summary_path, config_path, metrics_path = (path / name for name in RECORD_FILES)
-    summary = _read_json(summary_path) if summary_path.exists() else {}
-    config = _read_yaml(config_path) if config_path.exists() else {}
-    metrics = read_metrics(metrics_path) if metrics_path.exists() else []
-    return RunRecord(path=path, summary=summary, config=config, metrics=metrics)
-
-
-def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
-    """Run folders among the given folders and their direct sub-folders, sorted by path."""
-    found: set[Path] = set()
-    for root in map(Path, roots):
-        if is_run_dir(root):
-            found.add(root)
-        elif root.is_dir():
-            found.update(child for child in root.iterdir() if is_run_dir(child))
-    return sorted(found)
-
-
-def load_runs(roots: Iterable[str | os.PathLike]) -> tuple[list[RunRecord], list[str]]:
-    """Every readable run under `roots`, and one problem line per damaged or missing record."""
-    roots = list(roots)
-    problems = [f"{root}: no such folder" for root in map(Path, roots) if not root.is_dir()]
-    runs = []
-    for run_dir in find_run_dirs(roots):
-        try:
-            runs.append(read_run(run_dir))
-        except RunRecordError as error:
-            problems.append(f"{error} (skipped)")
-    return runs, problems
-
-
 # ---- columns -------------------------------------------------------------------------------------------
 
 
@@ -161,7 +56,7 @@ def _best(run: RunRecord, name: str, pick: Callable[[list[float]], float]) -> fl
     return pick(values) if values else None
 
 
-def run_state(run: RunRecord) -> str:
+def _state(run: RunRecord) -> str:
     """The summary's state: running, finished, interrupted or failed (unknown without summary.json)."""
     state = run.summary.get("state")
     return str(state) if state else "unknown (no summary.json)"
@@ -218,7 +113,7 @@ def _image_size(run: RunRecord) -> str | None:
 
 COLUMNS: dict[str, Callable[[RunRecord], Any]] = {
     "run_id": lambda run: run.run_id,
-    "state": run_state,
+    "state": _state,
     "duration": _duration,
     "runtime": _runtime,
     "architecture": lambda run: run.config.get("architecture"),
@@ -419,7 +314,7 @@ def draw_runs(runs: Sequence[RunRecord], references: Sequence[RunRecord] = ()) -
         acc, loss = _validation_curves(run)
         if not acc and not loss:
             continue
-        label = f"{run.run_id} ({run_state(run)})" if "marker" in style else f"thesis {run.run_id}"
+        label = f"{run.run_id} ({_state(run)})" if "marker" in style else f"thesis {run.run_id}"
         for axis, curve in ((acc_axis, acc), (loss_axis, loss)):
             if curve:
                 axis.plot(*zip(*curve), label=label, **style)
@@ -444,83 +339,3 @@ def plot_runs(runs: Sequence[RunRecord], path: str | os.PathLike, references: Se
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return drawn
-
-
-# ---- locating a run for evaluate / predict / export -----------------------------------------------------
-
-
-def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(run folder, checkpoint) from a run folder (its best.ckpt) or a checkpoint file inside a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        checkpoint = path / BEST_CHECKPOINT
-        if not checkpoint.is_file():
-            found = ", ".join(sorted(p.name for p in path.glob("*.ckpt"))) or "none"
-            raise RunRecordError(f"{path}: no {BEST_CHECKPOINT} in this run folder (checkpoints found: {found}); "
-                                 "pass a checkpoint file instead")
-        run_dir = path
-    elif path.is_file():
-        checkpoint, run_dir = path, path.parent
-    else:
-        raise RunRecordError(f"{path}: no such run folder or checkpoint file")
-    if not (run_dir / "config.yml").is_file():
-        raise RunRecordError(f"{run_dir / 'config.yml'}: missing; the checkpoint must sit in its run folder "
-                             "next to the config.yml that train.py wrote")
-    return run_dir, checkpoint
-
-
-def run_files(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> list[Path]:
-    """A run's records and checkpoints: files no command may write over."""
-    run_dir = Path(run_dir)
-    files = [run_dir / name for name in RECORD_FILES] + sorted(run_dir.glob("*.ckpt"))
-    return files + ([Path(checkpoint)] if checkpoint is not None else [])
-
-
-def metrics_at_epoch(run_dir: str | os.PathLike, epoch: int) -> dict[str, float | None] | None:
-    """The metrics.csv row of one epoch (None when absent)."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
-        return None
-    return next((row for row in read_metrics(path) if row.get("epoch") == epoch), None)
-
-
-def load_run_config(path: str | os.PathLike, data_path: str | os.PathLike | None = None) -> tuple[Path, Path, dict]:
-    """(run folder, checkpoint, validated run configuration) for a run folder or checkpoint; -d overrides the data."""
-    run_dir, checkpoint = resolve_run(path)
-    cfg = load_config(run_dir / "config.yml")
-    if data_path is not None:
-        labels = Path(data_path) / "test_labels.csv"
-        if not labels.is_file():
-            raise RunRecordError(f"{data_path}: not prepared data ({labels.name} not found); give the folder "
-                                 "that prepare_stanford_dataset.py wrote")
-        cfg["stanford_data_path"] = str(data_path)
-    return run_dir, checkpoint, cfg
-
-
-def run_class_names(run_dir: str | os.PathLike, num_classes: int,
-                    from_data: Callable[[], Sequence[str]] | None = None,
-                    prefer_data: bool = False) -> tuple[list[str], str | None]:
-    """(class names, warning or None): those in the run's summary.json, else from_data(), else 'class N'.
-
-    With ``prefer_data`` (data the user named) from_data() comes first, and its errors and a class count
-    other than the network's are errors.
-    """
-    if prefer_data and from_data is not None:
-        names = list(from_data())
-        if len(names) != num_classes:
-            raise RunRecordError(f"the prepared data has {len(names)} classes, the run's network {num_classes}")
-        return names, None
-    path = Path(run_dir) / RECORD_FILES[0]
-    try:
-        recorded = _read_json(path).get("class_names") if path.is_file() else None
-    except RunRecordError:
-        recorded = None
-    if isinstance(recorded, list) and len(recorded) == num_classes:
-        return [str(name) for name in recorded], None
-    problem = f"{path} records no class names"
-    if from_data is not None:
-        try:
-            return list(from_data()), None
-        except (FileNotFoundError, ValueError) as error:
-            problem = f"{problem} and the prepared data is unavailable ({error})"
-    return [f"class {i}" for i in range(1, num_classes + 1)], f"{problem}; showing class ids"

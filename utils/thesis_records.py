@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.checks import did_you_mean
-from utils.run_comparison import RunRecord
+from utils.run_folders import RunRecord
 
 THESIS_RUNS_PATH = Path(__file__).resolve().parents[1] / "experiments" / "thesis_runs.json"
 

@@ -26,7 +26,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from utils.configuration import neptune_api_token, tracked_params
 from utils.output_files import new_file_problems
-from utils.run_comparison import RunRecord, plot_runs, read_run
+from utils.run_comparison import plot_runs
+from utils.run_folders import RunRecord, read_run
 
 logger = logging.getLogger(__name__)
 

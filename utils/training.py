@@ -1,4 +1,4 @@
-"""Training runs: run folders, records (metrics.csv, summary.json), callbacks, Trainer settings, seeds.
+"""Training runs: Trainer settings and their checks, the run-record callback, seeds.
 
 Works on plain objects handed over by train.py (a configuration dict, a LightningDataModule, a LightningModule),
 so it never imports datasets/ or models/.
@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import warnings
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,10 +26,12 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_only
 
 from utils.configuration import config_for_records, save_config
-from utils.run_comparison import read_metrics as read_metrics_file, stat_of
+from utils.devices import cuda_problems, resolve_accelerator
+from utils.run_comparison import stat_of
+from utils.run_folders import TIMESTAMP, unused_path, write_json
+from utils.run_folders import read_metrics as read_metrics_file
 from utils.timing import format_duration
 from utils.tracking import RunMLFlowLogger, end_mlflow_run, make_loggers, make_mlflow_logger
 
@@ -38,15 +39,6 @@ logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "valid_acc_top5", "lr")
 DEFAULT_PATIENCE = 15
-PLAN_ENV = "CARS_RUN_PLAN"  # run folders and seeds chosen by the launching process, read by DDP workers
-TIMESTAMP = "%Y%m%d-%H%M%S"
-CUDA_ACCELERATORS = ("gpu", "cuda")
-FP16_PRECISIONS = (16, "16", "16-mixed")  # float16 autocast: Lightning replaces it with bfloat16 on the CPU
-CPU_SETTING = {"accelerator": "accelerator: cpu", "devices": "devices: 1 (or another count of CPU processes)",
-               "precision": "precision: bf16-mixed or 32"}
-COLAB_ADVICE = ("On Colab: keep Colab's preinstalled torch and torchvision (do not install the pinned ones over them; "
-                "train_colab.ipynb installs the other requirements only; if they were replaced, use Runtime > "
-                "Disconnect and delete runtime) and pick a GPU runtime (Runtime > Change runtime type > GPU).")
 
 
 def runtime_name() -> str:
@@ -71,82 +63,6 @@ def early_stopping_patience(cfg: Mapping[str, Any]) -> int:
     if cfg.get("lr_scheduler") == "ReduceLROnPlateau":
         return 3 * int((cfg.get("lr_scheduler_params") or {}).get("patience", 10))
     return DEFAULT_PATIENCE
-
-
-def cuda_requests(cfg: Mapping[str, Any]) -> dict[str, str]:
-    """{key: shown value} of the settings that ask for a CUDA GPU; with accelerator auto, GPU indices and fp16."""
-    accelerator = cfg.get("accelerator", "auto")
-    if accelerator in CUDA_ACCELERATORS:
-        return {"accelerator": accelerator}
-    if accelerator != "auto":
-        return {}
-    requests = {}
-    devices = cfg.get("devices", 1)
-    if isinstance(devices, list) or (isinstance(devices, str) and "," in devices):
-        requests["devices"] = f"{devices} (GPU indices)"
-    if cfg.get("precision") in FP16_PRECISIONS:
-        requests["precision"] = f"{cfg['precision']} (float16 mixed precision runs on CUDA GPUs)"
-    return requests
-
-
-def cuda_status() -> tuple[bool, str]:
-    """(whether torch can use a CUDA GPU, why not: torch's own warning or error text when it gives one)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        available = torch.cuda.is_available()
-    if available:
-        return True, ""
-    reasons = [str(warning.message) for warning in caught]
-    if reasons:
-        return False, " ".join(reasons)
-    if torch.version.cuda is None:
-        return False, "this torch build has no CUDA support (a CPU-only build)"
-    try:  # torch warns only at the first check of a process; initialising CUDA says why every time
-        torch.cuda.init()
-    except Exception as error:  # RuntimeError, or AssertionError from torch's own checks
-        return False, str(error)
-    return False, "torch.cuda.is_available() is False and torch gives no reason"
-
-
-def torch_build() -> str:
-    """'torch 2.14.1+cu130, built for CUDA 13.0': the installed torch and the CUDA version it was built for."""
-    return f"torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none (a CPU-only build)'}"
-
-
-def cuda_unavailable_message(requests: Mapping[str, str], reason: str) -> str:
-    """The one explanation of a CUDA request on a machine where torch can use no CUDA GPU."""
-    asked = " and ".join(f"{key}: {value}" for key, value in requests.items())
-    cpu_settings = " and ".join(CPU_SETTING[key] for key in requests)
-    verb = "asks" if len(requests) == 1 else "ask"
-    return (f"{asked} {verb} for a CUDA GPU, but torch can use no CUDA GPU on this machine.\n"
-            f"    Reason: {reason}\n"
-            f"    Installed: {torch_build()}.\n"
-            f"    {COLAB_ADVICE}\n"
-            "    Locally: install a torch build that matches the NVIDIA driver (nvidia-smi shows the newest CUDA "
-            f"it supports; https://pytorch.org/get-started/locally/), or set {cpu_settings} to train on the CPU.")
-
-
-def cuda_problems(cfg: Mapping[str, Any]) -> list[str]:
-    """One problem when cfg asks for a CUDA GPU (cuda_requests) and torch can use none; never a silent CPU run."""
-    requests = cuda_requests(cfg)
-    if not requests:
-        return []
-    available, reason = cuda_status()
-    return [] if available else [cuda_unavailable_message(requests, reason)]
-
-
-def resolve_accelerator(cfg: Mapping[str, Any]) -> str:
-    """'auto' becomes CUDA when available, else CPU with a warning; a CUDA request without CUDA raises RuntimeError."""
-    problems = cuda_problems(cfg)
-    if problems:
-        raise RuntimeError(problems[0])
-    accelerator = cfg.get("accelerator", "auto")
-    if accelerator != "auto":
-        return accelerator
-    if torch.cuda.is_available():
-        return "cuda"
-    logger.warning("CUDA is not available: training on the CPU, which is slow for full-size runs")
-    return "cpu"
 
 
 # Set by the launchers that start one process per machine (torchrun, SLURM, LSF, manual multi-node DDP).
@@ -196,52 +112,6 @@ def trainer_kwargs(cfg: Mapping[str, Any], run_dir: Path, callbacks: Sequence[Ca
     }
 
 
-def plan_runs(output_path: str | os.PathLike, architecture: str, seeds: Sequence[int],
-              now: datetime | None = None) -> list[dict[str, Any]]:
-    """New run folders (<architecture>_<timestamp>[_seed<N>]), created now, one per seed; shared with DDP workers."""
-    worker_plan = os.environ.get(PLAN_ENV)
-    if worker_plan and rank_zero_only.rank != 0:
-        return json.loads(worker_plan)
-    stamp = (now or datetime.now()).strftime(TIMESTAMP)
-    plan: list[dict[str, Any]] = []
-    for seed in seeds:
-        base = f"{architecture}_{stamp}" + (f"_seed{seed}" if len(seeds) > 1 else "")
-        plan.append({"run_dir": str(reserve_folder(Path(output_path) / base)), "seed": seed})
-    os.environ[PLAN_ENV] = json.dumps(plan)
-    return plan
-
-
-def reserve_folder(path: Path) -> Path:
-    """Create path, or path_2, path_3, ...: the first that did not exist (two runs never share a folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    candidate, number = path, 1
-    while True:
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            number += 1
-            candidate = path.with_name(f"{path.name}_{number}")
-
-
-def release_unused(plan: Sequence[Mapping[str, Any]]) -> None:
-    """Remove the planned run folders that stayed empty (a run stopped before it wrote anything)."""
-    for entry in plan:
-        folder = Path(entry["run_dir"])
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
-def unused_path(path: Path, taken: Iterable[Path] = ()) -> Path:
-    """path, or path_2, path_3, ... whichever does not exist yet (and is not in taken)."""
-    taken = set(taken)
-    candidate, number = path, 1
-    while candidate.exists() or candidate in taken:
-        number += 1
-        candidate = path.with_name(f"{path.name}_{number}")
-    return candidate
-
-
 def draw_seed() -> int:
     """A fresh seed for runs configured with seed: null."""
     return random.SystemRandom().randrange(2**31)
@@ -255,23 +125,6 @@ def seeds_to_run(seed: int | None, requested: Sequence[int] | None) -> list[int]
     if len(requested) == 1:
         return [base + offset for offset in range(requested[0])]
     return list(requested)
-
-
-def resume_target(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(run folder, checkpoint) from a run folder (its last.ckpt) or a checkpoint file."""
-    path = Path(path)
-    ckpt = path / "last.ckpt" if path.is_dir() else path
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"--resume {path}: no checkpoint {ckpt} (expected a run folder with last.ckpt "
-                                "or a .ckpt file)")
-    if not zipfile.is_zipfile(ckpt):
-        raise FileNotFoundError(f"--resume {path}: {ckpt} is not a checkpoint (train.py's .ckpt files are "
-                                "PyTorch zip archives)")
-    run_dir = ckpt.parent
-    for record in ("config.yml", "summary.json"):
-        if not (run_dir / record).is_file():
-            raise FileNotFoundError(f"--resume {path}: {run_dir} is not a run folder of train.py (no {record})")
-    return run_dir, ckpt
 
 
 def write_run_config(cfg: Mapping[str, Any], run_dir: Path) -> None:
@@ -304,13 +157,6 @@ def write_metrics(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    partial.replace(path)
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON atomically (a crash never leaves half a file)."""
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     partial.replace(path)
 
 
