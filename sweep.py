@@ -105,7 +105,12 @@ def launch(args: argparse.Namespace) -> int:
     queued = queue_units(study, optuna_study, args.only)
     print(f"study {study.name} in {url}: {queued} runs queued; starting {args.workers} worker(s)")
     environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count())
-    codes = wait_for_workers(start_workers(worker_command(args, url), environments))
+    processes = start_workers(worker_command(args, url), environments)
+    codes = wait_for_workers(processes)
+    for process, code in zip(processes, codes):
+        if code < 0:
+            print(f"worker {process.pid} was ended by signal {-code}; its run is queued again by the next worker "
+                  f"looking for work after --grace {args.grace} s, or by the same command again", file=sys.stderr)
     if any(code == 130 for code in codes):
         print("stopped; run the same command again to resume the study", file=sys.stderr)
         return 130

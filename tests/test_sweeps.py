@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 import sweep
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from utils.study_file import read_study
-from utils.sweeps import open_storage, unit_of
+from utils.sweeps import open_storage, unit_of, worker_environments
 from utils.thesis_records import load_thesis_runs, thesis_config
 from utils.thesis_study import thesis_study
 from utils.training import read_metrics
@@ -305,3 +305,12 @@ def test_thesis_study_is_the_56_records_with_the_thesis_descriptions(prepared, t
     assert sweep.main([str(ROOT / "experiments" / "thesis.yml"), "-c", str(TEMPLATE), *settings, "--check"]) == 0
     search = ROOT / "experiments" / "c50_search.yml"
     assert sweep.main([str(search), "-c", str(TEMPLATE), *settings, "--check"]) == 0, capsys.readouterr().err
+
+
+def test_each_worker_gets_its_own_gpu_round_robin_or_a_share_of_the_cpu():
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in worker_environments(3, ["0", "1"], 0)] == ["0", "1", "0"]
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in worker_environments(2, None, 4)] == ["0", "1"]
+    on_cpu = worker_environments(2, None, 0)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in on_cpu] == ["", ""]
+    assert on_cpu[0]["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert worker_environments(1, ["cpu"], 8)[0]["CUDA_VISIBLE_DEVICES"] == ""

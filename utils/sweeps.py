@@ -414,6 +414,7 @@ def run_trial(study: Study, optuna_study: optuna.Study, storage: RDBStorage, tri
             logger.info("trial %d: %s (%s) in %s", trial.number, unit_of(trial).key,
                         trial.user_attrs.get("description"), run_dir)
             callback = TrialCallback(trial, study.metric, claimed_at)
+            trial.set_user_attr("sweep_s", round(time.perf_counter() - claimed_at, 3))
             summary = train_unit(cfg, run_dir, settings.train_fn, [callback])
             _finish(optuna_study, trial, study, run_dir, summary, callback.pruned_epoch)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit after its graceful stop
