@@ -1,0 +1,140 @@
+"""Run a study of many train.py runs (a list, a grid or an Optuna search) on every worker given, and report it.
+
+python sweep.py STUDY.yml [--workers N] [--devices 0,1,... | cpu] [--storage URL] [--only ID ...]
+                [-c CONFIG] [--set key=value ...] [--check]
+python sweep.py --report STUDY.yml [--storage URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+import torch
+
+import train
+from utils.configuration import ConfigError
+from utils.logger import setup_logging
+from utils.study_file import Study, base_settings, load_study
+from utils.sweep_report import write_report
+from utils.sweeps import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, WorkerSettings, default_storage, folder_conflicts,
+                          open_storage, open_study, queue_units, run_worker, sampler_problems, start_workers,
+                          unfinished_units, wait_for_workers, worker_environments)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", help="study file (YAML: base, and runs:, grid: or search:)")
+    parser.add_argument("--report", action="store_true", help="print the study's table; write report.csv/.png")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    parser.add_argument("--devices", help="GPU indices for the workers, round robin (e.g. 0,1), or cpu "
+                                          "(default: every visible GPU, else the CPU)")
+    parser.add_argument("--storage", help="SQLAlchemy URL of the study's storage, shared by every machine's workers "
+                                          "(default: sqlite file <output_path>/<study>/optuna.db)")
+    parser.add_argument("--only", nargs="+", default=[], metavar="ID", help="run only these configurations")
+    parser.add_argument("-c", "--config", help="base configuration file (replaces the study's base.config)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a base key for every run, as train.py --set")
+    parser.add_argument("--check", action="store_true", help="check the study file and every run, then stop")
+    parser.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT_S, metavar="SECONDS",
+                        help=f"seconds between a worker's heartbeats (default {DEFAULT_HEARTBEAT_S})")
+    parser.add_argument("--grace", type=int, default=DEFAULT_GRACE_S, metavar="SECONDS",
+                        help="seconds without a heartbeat before a trial is taken as lost and queued again "
+                             f"(default {DEFAULT_GRACE_S})")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.workers < 1 or args.heartbeat < 1 or args.grace <= args.heartbeat:
+        parser.error("--workers and --heartbeat must be >= 1, and --grace longer than --heartbeat")
+    if args.devices == "cpu":
+        args.overrides.append("accelerator=cpu")
+    return args
+
+
+def device_list(devices: str | None) -> list[str] | None:
+    """--devices as a list (None: every visible GPU, else the CPU)."""
+    return [item.strip() for item in devices.split(",") if item.strip()] if devices else None
+
+
+def storage_url(study: Study, args: argparse.Namespace) -> str:
+    return args.storage or default_storage(study, base_settings(study, args.overrides)["output_path"])
+
+
+def report(args: argparse.Namespace) -> int:
+    study = load_study(args.study, args.overrides, base_config=args.config)
+    url = storage_url(study, args)
+    try:
+        optuna_study = optuna.load_study(study_name=study.name, storage=open_storage(url))
+    except KeyError:
+        print(f"{args.study}: no study {study.name!r} in {url}; run: python sweep.py {args.study}", file=sys.stderr)
+        return 2
+    folder = Path(base_settings(study, args.overrides)["output_path"]) / study.name
+    table, csv_path, plot_path = write_report(study, optuna_study, folder)
+    print(table)
+    print(f"\nwritten: {csv_path}, {plot_path}")
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    study = load_study(args.study, args.overrides, only=args.only, base_config=args.config)
+    base = base_settings(study, args.overrides)
+    setup_logging(base["loglevel"], base["logging_dir"])
+    settings = WorkerSettings(train.train_once, args.overrides, args.only, args.heartbeat, args.grace)
+    return run_worker(study, args.storage, settings)
+
+
+def worker_command(args: argparse.Namespace, url: str) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), args.study, "--worker", "--storage", url,
+               "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    command += ["-c", args.config] if args.config else []
+    command += [item for override in args.overrides for item in ("--set", override)]
+    return command + (["--only", *args.only] if args.only else [])
+
+
+def launch(args: argparse.Namespace) -> int:
+    study = load_study(args.study, args.overrides, train.PRE_RUN_CHECKS, args.only, args.config,
+                       [sampler_problems, lambda study: folder_conflicts(study, args.overrides, args.only)])
+    if args.check:
+        print(f"{args.study}: every run passed every pre-run check")
+        return 0
+    url = storage_url(study, args)
+    storage = open_storage(url, args.heartbeat, args.grace)
+    optuna_study = open_study(study, storage)
+    queued = queue_units(study, optuna_study, args.only)
+    print(f"study {study.name} in {url}: {queued} runs queued; starting {args.workers} worker(s)")
+    environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count())
+    processes = start_workers(worker_command(args, url), environments)
+    codes = wait_for_workers(processes)
+    for process, code in zip(processes, codes):
+        if code < 0:
+            print(f"worker {process.pid} was ended by signal {-code}; its run is queued again by the next worker "
+                  f"looking for work after --grace {args.grace} s, or by the same command again", file=sys.stderr)
+    if any(code == 130 for code in codes):
+        print("stopped; run the same command again to resume the study", file=sys.stderr)
+        return 130
+    left = unfinished_units(study, optuna_study, args.only)
+    if left:
+        print(f"workers stopped with {len(left)} runs unfinished ({', '.join(unit.key for unit in left)}; see their "
+              "errors); run the same command again to resume", file=sys.stderr)
+        return 1
+    print(f"study {study.name} done; see: python sweep.py --report {args.study}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.report:
+            return report(args)
+        if args.worker:
+            return worker(args)
+        return launch(args)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""sweep.py: study files checked before any trial, workers as real processes on SQLite and on a PostgreSQL server,
+a worker killed with SIGKILL, Ctrl-C, pruning, the report and the thesis's study file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+import sweep
+from datasets import generate_synthetic_stanford, prepare_stanford_dataset
+from utils.study_file import read_study
+from utils.sweeps import open_storage, unit_of, worker_environments
+from utils.thesis_records import load_thesis_runs, thesis_config
+from utils.thesis_study import thesis_study
+from utils.training import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "config_template.yml"
+FAST = ["--heartbeat", "1", "--grace", "8"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep_data")
+    generate_synthetic_stanford(root / "raw", num_classes=3, images_per_class=8, min_width=40, max_width=64)
+    prepare_stanford_dataset(root / "raw", root / "stanford", progress=False)
+    return root / "stanford"
+
+
+def write_study(tmp_path, prepared, body, epochs=2, name="tiny"):
+    """A study file on the tiny data: base = the template at 32x32, a few epochs, outputs under tmp_path."""
+    base = {"config": str(TEMPLATE), "overrides": {
+        "stanford_data_path": str(prepared), "output_path": str(tmp_path / "output"),
+        "logging_dir": str(tmp_path / "logs"), "image_size": [32, 32], "num_epochs": epochs, "batch_size": 8,
+        "num_workers": 0, "output_channels": 64, "log_to_tensorboard": False}}
+    path = tmp_path / f"{name}.yml"
+    path.write_text(yaml.safe_dump({"name": name, "base": base, **body}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def sweep_command(*args):
+    return [sys.executable, str(ROOT / "sweep.py"), *map(str, args)]
+
+
+def run_sweep(*args, timeout=600):
+    result = subprocess.run(sweep_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
+
+
+def load(url, name="tiny"):
+    return optuna.load_study(study_name=name, storage=open_storage(url))
+
+
+def sqlite_url(tmp_path, name="tiny"):
+    return f"sqlite:///{tmp_path / 'output' / name / 'optuna.db'}"
+
+
+THREE_RUNS = {"seeds": 2, "runs": [
+    {"id": "A", "description": "weight decay 0.1", "overrides": {"optimizer_params.weight_decay": 0.1}},
+    {"id": "B", "description": "dropout 0.3", "overrides": {"dropout": 0.3}},
+    {"id": "C", "description": "learning rate 0.003", "overrides": {"optimizer_params": {"lr": 0.003}}}]}
+
+
+def assert_each_unit_finished_once(study, configs, seeds, output):
+    complete = [trial for trial in study.get_trials() if trial.state == TrialState.COMPLETE]
+    units = sorted((unit_of(trial).config_id, unit_of(trial).seed) for trial in complete)
+    assert units == sorted((config, seed) for config in configs for seed in seeds)
+    for config in configs:
+        for seed in seeds:
+            run_dir = output / f"{config}_seed{seed}"
+            summary = json.loads((run_dir / "summary.json").read_text())
+            assert summary["state"] == "finished" and summary["seed"] == seed
+            assert f"study:{study.study_name}" in summary["tags"] and f"trial:{config}" in summary["tags"]
+            assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]
+
+
+def test_two_workers_on_sqlite_train_each_configuration_once_per_seed_and_report_it(prepared, tmp_path):
+    path = write_study(tmp_path, prepared, THREE_RUNS)
+    code, output = run_sweep(path, "--workers", "2", *FAST)
+    assert code == 0, output
+    study = load(sqlite_url(tmp_path))
+    assert_each_unit_finished_once(study, "ABC", [42, 43], tmp_path / "output" / "tiny")
+    assert {trial.state for trial in study.get_trials()} == {TrialState.COMPLETE}
+    assert len({trial.user_attrs["worker"] for trial in study.get_trials()}) <= 2
+
+    code, output = run_sweep(path, *FAST)  # a finished study: nothing queued, nothing trained again
+    assert code == 0 and "0 runs queued" in output, output
+    assert len(load(sqlite_url(tmp_path)).get_trials()) == 6
+
+    code, output = run_sweep("--report", path)
+    assert code == 0, output
+    with (tmp_path / "output" / "tiny" / "report.csv").open() as handle:
+        rows = {row["id"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == ["A", "B", "C"] and (tmp_path / "output" / "tiny" / "report.png").is_file()
+    for config in "ABC":
+        best = [max(row["valid_acc"] for row in read_metrics(tmp_path / "output" / "tiny" / f"{config}_seed{seed}"))
+                for seed in (42, 43)]
+        assert float(rows[config]["valid_acc_max_mean"]) == pytest.approx(statistics.fmean(best))
+        assert float(rows[config]["valid_acc_max_std"]) == pytest.approx(statistics.stdev(best))
+        assert rows[config]["state"] == "finished" and rows[config]["seeds"] == "2"
+    assert "learning rate 0.003" in output and "±" in output
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url(tmp_path):
+    """A PostgreSQL server on 127.0.0.1 from the pgserver wheel: initialised by pgserver, restarted on a TCP port."""
+    import pgserver
+
+    data = tmp_path / "pgdata"
+    server = pgserver.get_server(data, cleanup_mode=None)
+    user = server.system_user  # postgres refuses to run as root: pgserver runs it as its own user then
+    port = free_port()
+    pgserver.pg_ctl(["-w", "-m", "fast", "-o", f"-h 127.0.0.1 -p {port} -k {data}", "-l", str(data / "log"),
+                     "restart"], pgdata=data, user=user, timeout=60)
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=user, timeout=60)
+
+
+def test_two_workers_share_a_grid_study_on_a_postgresql_server(prepared, tmp_path, postgres_url):
+    path = write_study(tmp_path, prepared, {"seeds": [5, 6], "grid": {"dropout": [0.1, 0.2, 0.3]}})
+    code, output = run_sweep(path, "--workers", "2", "--storage", postgres_url, *FAST)
+    assert code == 0, output
+    study = load(postgres_url)
+    assert_each_unit_finished_once(study, ["G-1", "G-2", "G-3"], [5, 6], tmp_path / "output" / "tiny")
+    assert yaml.safe_load((tmp_path / "output" / "tiny" / "G-3_seed6" / "config.yml").read_text())["dropout"] == 0.3
+    assert not (tmp_path / "output" / "tiny" / "optuna.db").exists()
+    code, output = run_sweep("--report", path, "--storage", postgres_url)
+    assert code == 0 and "dropout=0.3" in output, output
+
+
+def wait_for(condition, timeout=300, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_with_checkpoint(url):
+    """A running trial whose run folder holds last.ckpt of a finished epoch: (trial, run folder)."""
+    try:
+        trials = load(url).get_trials(states=(TrialState.RUNNING,))
+    except Exception:  # the study is not created yet
+        return None
+    for trial in trials:
+        run_dir = Path(trial.user_attrs.get("run_dir", "/nonexistent"))
+        if (run_dir / "last.ckpt").is_file() and read_metrics(run_dir):
+            return trial, run_dir
+    return None
+
+
+def test_a_worker_killed_mid_trial_is_noticed_and_its_trial_resumes_from_last_ckpt(prepared, tmp_path):
+    path = write_study(tmp_path, prepared, {"runs": [{"id": "A"}, {"id": "B", "overrides": {"dropout": 0.3}}]},
+                       epochs=8)
+    launcher = subprocess.Popen(sweep_command(path, "--workers", "2", *FAST), cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    trial, run_dir = wait_for(lambda: running_with_checkpoint(sqlite_url(tmp_path)), what="a checkpointed epoch")
+    os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    epochs_at_kill = len(read_metrics(run_dir))
+    output, _ = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, output
+    assert epochs_at_kill < 8
+    study = load(sqlite_url(tmp_path))
+    unit = unit_of(trial)
+    trials = [item for item in study.get_trials() if unit_of(item) == unit]
+    assert [item.state for item in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == trial.number
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["state"] == "finished" and summary["resumed"][0]["checkpoint"] == str(run_dir / "last.ckpt")
+    assert [row["epoch"] for row in read_metrics(run_dir)] == list(range(1, 9))
+    assert sorted(unit_of(item).config_id for item in study.get_trials(states=(TrialState.COMPLETE,))) == ["A", "B"]
+
+
+def test_ctrl_c_hands_the_trial_back_and_the_same_command_resumes_it(prepared, tmp_path):
+    path = write_study(tmp_path, prepared, {"runs": [{"id": "A"}]}, epochs=8)
+    launcher = subprocess.Popen(sweep_command(path, *FAST), cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _, run_dir = wait_for(lambda: running_with_checkpoint(sqlite_url(tmp_path)), what="a checkpointed epoch")
+    os.killpg(launcher.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the launcher and its worker
+    output, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 130, output
+    assert json.loads((run_dir / "summary.json").read_text())["state"] == "interrupted"
+    states = [trial.state for trial in load(sqlite_url(tmp_path)).get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]
+
+    code, output = run_sweep(path, *FAST)
+    assert code == 0, output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["state"] == "finished" and len(summary["resumed"]) == 1
+    assert [row["epoch"] for row in read_metrics(run_dir)] == list(range(1, 9))
+
+
+def test_pruned_trials_are_recorded_as_pruned(prepared, tmp_path):
+    body = {"search": {"trials": 2, "sampler": {"type": "random", "seed": 0},
+                       "pruner": {"type": "threshold", "lower": 1.01},  # no accuracy reaches it: pruned at epoch 1
+                       "space": {"dropout": {"type": "float", "low": 0.1, "high": 0.4},
+                                 "lr_scheduler_params.milestones": {"type": "categorical",
+                                                                    "choices": [[1, 2], [2, 3]]}}}}
+    path = write_study(tmp_path, prepared, body, epochs=3)
+    code, output = run_sweep(path, *FAST)
+    assert code == 0, output
+    trials = load(sqlite_url(tmp_path)).get_trials()
+    assert [trial.state for trial in trials] == [TrialState.PRUNED] * 2
+    assert all(list(trial.intermediate_values) == [1] for trial in trials)
+    for trial in trials:
+        summary = json.loads((Path(trial.user_attrs["run_dir"]) / "summary.json").read_text())
+        assert summary["state"] == "pruned" and summary["epochs_run"] == 1
+        config = yaml.safe_load((Path(trial.user_attrs["run_dir"]) / "config.yml").read_text())
+        assert config["lr_scheduler_params"]["milestones"] in ([1, 2], [2, 3])
+    code, output = run_sweep("--report", path)
+    assert code == 0 and output.count("pruned") >= 2 and "T-000" in output, output
+
+
+BAD_STUDIES = {
+    "unknown keys": ({"seed": 3, "runs": [{"id": "A", "overrides": {"dropuot": 0.3}, "note": 1}]},
+                     ["seed: unknown key; did you mean seeds?", "runs[0].note: unknown key",
+                      "runs A: dropuot: unknown key; did you mean dropout?"]),
+    "one kind": ({"runs": [{"id": "A"}], "grid": {"dropout": [0.1]}},
+                 ["expected exactly one of runs:, grid:, search:, found runs, grid"]),
+    "runs": ({"runs": [{"id": "A"}, {"id": "A"}, {"id": "b c"}, "C-1"]},
+             ["runs[1].id: A is listed twice", "runs[2].id: 'b c' is not a run id", "runs[3]: expected a mapping"]),
+    "pre-run checks": ({"runs": [{"id": "A", "overrides": {"optimizer": "Adamm"}},
+                                 {"id": "B", "overrides": {"image_augmentations": {"RandomFlip": {}}}},
+                                 {"id": "C", "overrides": {"stanford_data_path": "/nonexistent"}}]},
+                      ["runs A: optimizer: ", "runs B: image_augmentations.RandomFlip: unknown transform",
+                       "runs C: stanford_data_path: /nonexistent is not prepared Stanford Cars data"]),
+    "grid": ({"grid": {"dropout": 0.3, "batch_size": []}},
+             ["grid.dropout: expected a non-empty list", "grid.batch_size: expected a non-empty list"]),
+    "search": ({"search": {"trials": 0, "sampler": "grid", "pruner": {"type": "median", "n_startup_trials": -1},
+                           "space": {"dropout": {"type": "float", "low": 0.5, "high": 0.1},
+                                     "optimizer_params.lr": {"type": "float", "low": 0, "high": 0.1, "log": True},
+                                     "batch_size": {"type": "int", "low": 8.5, "high": 16},
+                                     "optimizer": {"type": "categorical", "choices": []},
+                                     "output_channels": {"type": "uniform"}}}},
+               ["search.trials: expected the number of configurations", "search.sampler: 'grid' is not one of tpe",
+                "search.space.dropout: low (0.5) must be below high (0.1)",
+                "search.space.optimizer_params.lr: log: true needs low > 0",
+                "search.space.batch_size.low: expected an integer", "search.space.optimizer.choices: expected a non-empty",
+                "search.space.output_channels: expected a distribution"]),
+    "search values fail checks": ({"search": {"trials": 2, "pruner": {"type": "median", "n_startup_trials": -1},
+                                              "space": {"dropout": {"type": "categorical", "choices": [0.2, "x"]}}}},
+                                  ["search.space.dropout='x': dropout: expected number", "search.pruner: "]),
+    "seeds and objective": ({"seeds": 0, "objective": {"metric": "valid_f1", "direction": "up"},
+                             "reference": "paper", "runs": [{"id": "A"}]},
+                            ["seeds: expected a count N >= 1", "objective.metric: 'valid_f1' is not one of",
+                             "objective.direction: 'up' is not one of", "reference: 'paper' is not one of"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STUDIES))
+def test_every_problem_of_a_study_file_is_reported_before_any_trial(case, prepared, tmp_path, capsys):
+    body, messages = BAD_STUDIES[case]
+    path = write_study(tmp_path, prepared, body)
+    assert sweep.main([str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"{path}: ") and " configuration problem" in error
+    for message in messages:
+        assert message in error
+    assert not (tmp_path / "output").exists()
+
+
+def test_only_names_listed_configurations_and_a_folder_of_other_settings_is_refused(prepared, tmp_path, capsys):
+    path = write_study(tmp_path, prepared, THREE_RUNS)
+    assert sweep.main([str(path), "--only", "A", "D", "--check"]) == 2
+    assert "--only D: no such configuration (ids: A, B, C)" in capsys.readouterr().err
+    run_dir = tmp_path / "output" / "tiny" / "A_seed42"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yml").write_text("dropout: 0.9\n")
+    assert sweep.main([str(path), "--only", "A", "--check"]) == 2
+    assert f"A: {run_dir} holds a run of other settings" in capsys.readouterr().err
+    assert sweep.main([str(path), "--only", "B", "C", "--check"]) == 0
+
+
+def test_thesis_study_is_the_56_records_with_the_thesis_descriptions(prepared, tmp_path, capsys):
+    study = read_study(ROOT / "experiments" / "thesis.yml")
+    runs = load_thesis_runs()
+    raw = yaml.safe_load((ROOT / "experiments" / "thesis.yml").read_text())
+    descriptions = {run["id"]: run["description"] for run in raw["runs"]}
+    assert raw == thesis_study(descriptions)
+    assert [config.id for config in study.configurations] == list(runs)
+    assert all(config.overrides == thesis_config(runs[config.id]) for config in study.configurations)
+    assert descriptions["C-50"] == "LR scheduler adjustment: milestones = [67, 82, 95, 107]"
+    settings = ["--set", f"stanford_data_path={prepared}", "--set", f"output_path={tmp_path / 'output'}"]
+    assert sweep.main([str(ROOT / "experiments" / "thesis.yml"), "-c", str(TEMPLATE), *settings, "--check"]) == 0
+    search = ROOT / "experiments" / "c50_search.yml"
+    assert sweep.main([str(search), "-c", str(TEMPLATE), *settings, "--check"]) == 0, capsys.readouterr().err
+
+
+def test_each_worker_gets_its_own_gpu_round_robin_or_a_share_of_the_cpu():
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in worker_environments(3, ["0", "1"], 0)] == ["0", "1", "0"]
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in worker_environments(2, None, 4)] == ["0", "1"]
+    on_cpu = worker_environments(2, None, 0)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in on_cpu] == ["", ""]
+    assert on_cpu[0]["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert worker_environments(1, ["cpu"], 8)[0]["CUDA_VISIBLE_DEVICES"] == ""

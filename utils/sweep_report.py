@@ -1,0 +1,115 @@
+"""A study's report: one row per configuration as in the thesis's table, mean ± std over seeds, CSV and plot."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from utils.run_comparison import Stat, format_table, plot_runs, run_row, stat_of, write_csv
+from utils.run_folders import RunRecord, is_run_dir, read_run
+from utils.study_file import Study, Unit
+from utils.sweeps import trials_by_unit
+from utils.thesis_records import load_thesis_runs, reference_record
+
+COLUMNS = ("id", "description", "state", "seeds", "epochs", "train_acc_max", "valid_acc_max", "objective")
+THESIS_COLUMNS = ("thesis_epochs", "thesis_train_acc", "thesis_valid_acc")
+# Which trial of a unit speaks for it, and the state the report shows.
+STATE_ORDER = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)
+STATE_NAMES = {TrialState.COMPLETE: "finished", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
+               TrialState.WAITING: "waiting", TrialState.FAIL: "failed"}
+
+
+@dataclass
+class UnitResult:
+    """Where a unit stands: its deciding trial's state, its run records when they exist, the objective value."""
+
+    state: str
+    run: RunRecord | None
+    value: float | None
+
+
+def unit_result(trials: Sequence[FrozenTrial]) -> UnitResult:
+    """The result of a unit from its trials: a finished trial first, then pruned, running, waiting, failed."""
+    trial = min(trials, key=lambda item: (STATE_ORDER.index(item.state), -item.number))
+    run_dir = trial.user_attrs.get("run_dir")
+    run = read_run(run_dir) if run_dir and is_run_dir(Path(run_dir)) else None
+    value = trial.value if trial.state == TrialState.COMPLETE else None
+    return UnitResult(STATE_NAMES[trial.state], run, value)
+
+
+def _configurations(study: Study, groups: Mapping[Unit, Sequence[FrozenTrial]]) -> list[tuple[str, str]]:
+    """(id, description) of each configuration, in the study's order (search: in sampling order)."""
+    if study.kind != "search":
+        return [(config.id, config.description) for config in study.configurations]
+    descriptions = {unit.config_id: trials[0].user_attrs.get("description", "") for unit, trials in groups.items()}
+    return sorted(descriptions.items())
+
+
+def _state_text(states: Sequence[str]) -> str:
+    counts = Counter(states)
+    if len(counts) == 1:
+        return states[0]
+    return ", ".join(f"{state} {count}" for state, count in counts.items())
+
+
+def _thesis_cells(config_id: str, thesis_runs: Mapping[str, Any]) -> dict[str, Any]:
+    run = thesis_runs.get(config_id)
+    if run is None:
+        return {}
+    return {"thesis_epochs": len(run.metrics), "thesis_train_acc": max(row["train_acc"] for row in run.metrics),
+            "thesis_valid_acc": max(row["valid_acc"] for row in run.metrics)}
+
+
+def report_rows(study: Study, optuna_study: optuna.Study) -> tuple[list[dict[str, Any]], list[RunRecord]]:
+    """One row per configuration (results as Stat over its seeds) and the run records behind them."""
+    groups = trials_by_unit(optuna_study)
+    thesis_runs = load_thesis_runs() if study.reference == "thesis" else {}
+    rows, records = [], []
+    for config_id, description in _configurations(study, groups):
+        units = [Unit(config_id, seed) for seed in study.seeds]
+        results = [unit_result(groups[unit]) if unit in groups else UnitResult("not queued", None, None)
+                   for unit in units]
+        runs = [result.run for result in results if result.run is not None]
+        records += runs
+        run_rows = [run_row(run) for run in runs]
+        row = {"id": config_id, "description": description, "state": _state_text([r.state for r in results]),
+               "seeds": len(runs)}
+        row.update({name: stat_of([item[name] for item in run_rows]) for name in COLUMNS[4:7]})
+        row["objective"] = stat_of([result.value for result in results])
+        rows.append({**row, **_thesis_cells(config_id, thesis_runs)})
+    return rows, records
+
+
+def _cell(value: Any) -> Any:
+    """mean ± std over seeds; one seed's value alone."""
+    if not isinstance(value, Stat):
+        return value
+    if value.n == 1:
+        return value.mean
+    return f"{value.mean:.4g} ± {value.std:.2g}"
+
+
+def report_columns(study: Study) -> list[str]:
+    """The report's columns: the thesis's figures too for a study of the thesis's runs."""
+    return [*COLUMNS, *THESIS_COLUMNS] if study.reference == "thesis" else list(COLUMNS)
+
+
+def write_report(study: Study, optuna_study: optuna.Study, folder: Path) -> tuple[str, Path, Path]:
+    """The printed table, and report.csv and report.png written in the study's folder."""
+    rows, records = report_rows(study, optuna_study)
+    columns = report_columns(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, plot_path = folder / "report.csv", folder / "report.png"
+    write_csv(rows, columns, csv_path)
+    thesis_runs = load_thesis_runs() if study.reference == "thesis" else {}
+    shown = {row["id"] for row in rows if row["seeds"]}
+    references = [reference_record(run) for run_id, run in thesis_runs.items() if run_id in shown]
+    plot_runs(records, plot_path, references)
+    table = format_table([{name: _cell(row.get(name)) for name in columns} for row in rows], columns)
+    return table, csv_path, plot_path
