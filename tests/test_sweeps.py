@@ -3,6 +3,7 @@ a worker killed with SIGKILL, Ctrl-C, pruning, the report and the thesis's study
 
 from __future__ import annotations
 
+import atexit
 import csv
 import json
 import os
@@ -133,6 +134,7 @@ def postgres_url(tmp_path):
                      "restart"], pgdata=data, user=user, timeout=60)
     yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=user, timeout=60)
+    atexit.unregister(server._cleanup)  # stopped above; its exit hook would log to pytest's closed streams
 
 
 def test_two_workers_share_a_grid_study_on_a_postgresql_server(prepared, tmp_path, postgres_url):
