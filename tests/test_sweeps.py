@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 import sweep
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
-from utils.study_file import read_study
+from utils.study_file import read_study, unit_config
 from utils.sweeps import open_storage, unit_of, worker_environments
 from utils.thesis_records import load_thesis_runs, thesis_config
 from utils.thesis_study import thesis_study
@@ -307,6 +307,16 @@ def test_thesis_study_is_the_56_records_with_the_thesis_descriptions(prepared, t
     assert sweep.main([str(ROOT / "experiments" / "thesis.yml"), "-c", str(TEMPLATE), *settings, "--check"]) == 0
     search = ROOT / "experiments" / "c50_search.yml"
     assert sweep.main([str(search), "-c", str(TEMPLATE), *settings, "--check"]) == 0, capsys.readouterr().err
+
+
+def test_a_units_configuration_keeps_the_order_of_its_transforms(prepared, tmp_path):
+    """Transforms apply in the order listed: C-18's record puts the flip before the affine and the jitter."""
+    study = read_study(ROOT / "experiments" / "thesis.yml")
+    recorded = study.configuration("C-18").overrides["image_augmentations"]
+    assert list(recorded)[:2] == ["RandomHorizontalFlip", "RandomAffine"]
+    study.base_config = str(TEMPLATE)
+    cfg = unit_config(study, study.configuration("C-18").overrides, 0, [f"stanford_data_path={prepared}"])
+    assert list(cfg["image_augmentations"]) == list(recorded)
 
 
 def test_each_worker_gets_its_own_gpu_round_robin_or_a_share_of_the_cpu():

@@ -190,10 +190,10 @@ def schema_rows() -> list[tuple[str, str, str]]:
     for setting in SCHEMA:
         if setting.children:
             rows.append((setting.name, "", setting.comment))
-            rows.extend((f"{setting.name}.{child.name}", _yaml_inline(child.default), _description(child))
+            rows.extend((f"{setting.name}.{child.name}", yaml_inline(child.default), _description(child))
                         for child in setting.children)
         else:
-            rows.append((setting.name, _yaml_inline(setting.default), _description(setting)))
+            rows.append((setting.name, yaml_inline(setting.default), _description(setting)))
     return rows
 
 
@@ -213,7 +213,8 @@ def schema_markdown_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _yaml_inline(value: Any) -> str:
+def yaml_inline(value: Any) -> str:
+    """A value as one line of YAML, mappings in their own order (as --set reads it back)."""
     return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip().removesuffix("...").strip()
 
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from utils.configuration import MAX_SEED, ConfigError, load_config, read_yaml
+from utils.configuration import MAX_SEED, ConfigError, load_config, read_yaml, yaml_inline
 
 TOP_KEYS = ("name", "base", "runs", "grid", "search", "seeds", "objective", "reference")
 KINDS = ("runs", "grid", "search")
@@ -91,8 +90,7 @@ class Study:
 
 def override_text(key: str, value: Any) -> str:
     """A train.py --set argument: key=value with the value as inline YAML (read back as the same value)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
-    return f"{key}={text.removesuffix('...').strip()}"
+    return f"{key}={yaml_inline(value)}"
 
 
 def override_texts(overrides: Mapping[str, Any]) -> list[str]:

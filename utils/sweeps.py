@@ -32,7 +32,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from pytorch_lightning.callbacks import Callback
 
-from utils.configuration import ConfigError, config_for_records
+from utils.configuration import ConfigError, config_for_records, yaml_inline
 from utils.run_comparison import NOT_TRAINING_KEYS
 from utils.run_folders import write_json
 from utils.study_file import Study, Unit, unit_config
@@ -163,7 +163,7 @@ def _suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> dic
     values = {}
     for key, spec in space.items():
         if spec["type"] == "categorical":
-            texts = [yaml.safe_dump(choice, default_flow_style=True).strip() for choice in spec["choices"]]
+            texts = [yaml_inline(choice) for choice in spec["choices"]]
             values[key] = yaml.safe_load(trial.suggest_categorical(key, texts))
         elif spec["type"] == "float":
             values[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False),
