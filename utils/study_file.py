@@ -8,7 +8,6 @@ trained with one seed, one train.py run in its own folder.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
+from utils.checks import did_you_mean, is_integer, is_number
 from utils.configuration import MAX_SEED, ConfigError, load_config, read_yaml, yaml_inline
 
 TOP_KEYS = ("name", "base", "runs", "grid", "search", "seeds", "objective", "reference")
@@ -109,17 +109,8 @@ def unit_config(study: Study, overrides: Mapping[str, Any], seed: int, cli_overr
 
 
 def _unknown(where: str, keys: Iterable[Any], known: Sequence[str]) -> list[str]:
-    problems = []
-    for key in keys:
-        if key not in known:
-            near = difflib.get_close_matches(str(key), list(known), n=2, cutoff=0.6)
-            hint = f"did you mean {', '.join(near)}?" if near else f"valid: {', '.join(known)}"
-            problems.append(f"{where}{key}: unknown key; {hint}")
-    return problems
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return [f"{where}{key}: unknown key; {did_you_mean(key, known, most=2) or 'valid: ' + ', '.join(known)}"
+            for key in keys if key not in known]
 
 
 def _mapping(value: Any, where: str, problems: list[str]) -> dict[str, Any]:
@@ -208,7 +199,7 @@ def _distribution_problems(where: str, spec: Any) -> list[str]:
     low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
     wanted = int if kind == "int" else float
     for name, value in (("low", low), ("high", high)):
-        if not _is_number(value) or (wanted is int and not isinstance(value, int)):
+        if not (is_number(value) and math.isfinite(value)) or (wanted is int and not isinstance(value, int)):
             problems.append(f"{where}.{name}: expected {'an integer' if wanted is int else 'a number'}, got {value!r}")
     if not isinstance(log, bool):
         problems.append(f"{where}.log: expected true or false, got {log!r}")
@@ -243,7 +234,7 @@ def _search(raw: Any, problems: list[str]) -> tuple[dict[str, Any], int, dict[st
     for key, spec in space.items():
         problems += _distribution_problems(f"search.space.{key}", spec)
     trials = search.get("trials")
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+    if not is_integer(trials) or trials < 1:
         problems.append(f"search.trials: expected the number of configurations to try (>= 1), got {trials!r}")
         trials = 0
     sampler, found = _named_option("search.sampler", search.get("sampler"), SAMPLERS, "tpe")
@@ -257,10 +248,9 @@ def _seeds(raw: Any, problems: list[str]) -> list[int] | int:
     """A list of seeds, or a count N (seeds base seed .. base seed + N - 1, resolved later)."""
     if raw is None:
         return 1
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+    if is_integer(raw) and raw >= 1:
         return raw
-    if isinstance(raw, list) and raw and all(isinstance(seed, int) and not isinstance(seed, bool)
-                                             and 0 <= seed <= MAX_SEED for seed in raw):
+    if isinstance(raw, list) and raw and all(is_integer(seed) and 0 <= seed <= MAX_SEED for seed in raw):
         if len(set(raw)) == len(raw):
             return list(raw)
     problems.append(f"seeds: expected a count N >= 1 (the base seed and the N - 1 after it) or a list of distinct "

@@ -24,6 +24,7 @@ from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
+from utils.checks import is_number
 from utils.configuration import neptune_api_token, tracked_params
 from utils.output_files import new_file_problems
 from utils.run_comparison import plot_runs
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit of a parameter value
+MAX_BATCH_PARAMS, MAX_BATCH_METRICS = 100, 1000  # MLflow's limits per log_batch call
 MLFLOW_STATUS = {"running": "RUNNING", "finished": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 LIGHTNING_STATUS = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}
 NOTE_TAG = "mlflow.note.content"
@@ -257,8 +259,7 @@ def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
               "valid_loss_min": (summary.get("best") or {}).get("valid_loss"),
               "train_loss_min": summary.get("best_train_loss"),
               "epochs_last": summary.get("epochs_run"), "duration_s": summary.get("duration_s")}
-    return {key: float(value) for key, value in values.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)}
+    return {key: float(value) for key, value in values.items() if is_number(value) and not math.isnan(value)}
 
 
 def run_tags(cfg: Mapping[str, Any], run_dir: Path, seed_group: str | None = None) -> dict[str, str]:
@@ -323,9 +324,8 @@ class RunMLFlowLogger(MLFlowLogger):
         if changed:
             logger.warning("MLflow keeps a run's first parameter values; changed on resume (see config.yml): %s",
                            ", ".join(f"{key}={texts[key]}" for key in changed))
-        new = [Param(key, text) for key, text in texts.items() if key not in logged]
-        for start in range(0, len(new), 100):  # MLflow's limit per batch
-            self.experiment.log_batch(self.run_id, params=new[start:start + 100])
+        log_in_batches(self.experiment, self.run_id, params=[Param(key, text) for key, text in texts.items()
+                                                             if key not in logged])
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -356,6 +356,14 @@ class RunMLFlowLogger(MLFlowLogger):
         if self._initialized:
             final = self._status or LIGHTNING_STATUS.get(status, "FAILED")
             self._safely(lambda: self.experiment.set_terminated(self.run_id, final))
+
+
+def log_in_batches(client: Any, run_id: str, params: Sequence[Any] = (), metrics: Sequence[Any] = ()) -> None:
+    """client.log_batch within MLflow's limits per call: 100 parameters, 1,000 metrics."""
+    for start in range(0, len(params), MAX_BATCH_PARAMS):
+        client.log_batch(run_id, params=params[start:start + MAX_BATCH_PARAMS])
+    for start in range(0, len(metrics), MAX_BATCH_METRICS):
+        client.log_batch(run_id, metrics=metrics[start:start + MAX_BATCH_METRICS])
 
 
 def existing_run_id(uri: str, run_id: str | None) -> str | None:
@@ -460,10 +468,7 @@ def _log_run(client: Any, experiment_id: str, tags: Mapping[str, str], params: M
     metrics = [Metric(key, value, stamp, step) for key, points in series.items() for step, value in points]
     last = max((step for points in series.values() for step, _ in points), default=0)
     metrics += [Metric(key, value, stamp, last) for key, value in summary.items()]
-    for start in range(0, len(params_list), 100):
-        client.log_batch(run_id, params=params_list[start:start + 100])
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+    log_in_batches(client, run_id, params_list, metrics)
     for path in files:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status)
@@ -538,7 +543,7 @@ def import_neptune_run(client: Any, experiment_id: str, run_dir: Path) -> str | 
     params = {key.removeprefix("parameters/").replace("/", "."): value
               for key, value in values.items() if key.startswith("parameters/")}
     summary = {key.removeprefix("summary/"): float(value) for key, value in values.items()
-               if key.startswith("summary/") and isinstance(value, (int, float)) and not isinstance(value, bool)}
+               if key.startswith("summary/") and is_number(value)}
     metrics = {key.removeprefix("metrics/"): points for key, points in series.items() if key.startswith("metrics/")}
     tags = {MLFLOW_RUN_NAME: str(values.get("sys/name") or run_dir.name), NEPTUNE_RUN_TAG: run_dir.name,
             "tags": ", ".join(values.get("sys/tags", [])), NOTE_TAG: str(values.get("sys/description") or "")}
