@@ -202,10 +202,7 @@ def run_class_names(run_dir: str | os.PathLike, num_classes: int,
             raise RunRecordError(f"the prepared data has {len(names)} classes, the run's network {num_classes}")
         return names, None
     path = Path(run_dir) / RECORD_FILES[0]
-    try:
-        recorded = _read_json(path).get("class_names") if path.is_file() else None
-    except RunRecordError:
-        recorded = None
+    recorded = read_summary(run_dir).get("class_names")
     if isinstance(recorded, list) and len(recorded) == num_classes:
         return [str(name) for name in recorded], None
     problem = f"{path} records no class names"
@@ -295,9 +292,15 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     partial.replace(path)
 
 
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A run folder's summary.json ({} when absent or unreadable)."""
+    path = Path(run_dir) / RECORD_FILES[0]
+    try:
+        return _read_json(path) if path.is_file() else {}
+    except RunRecordError:
+        return {}
+
+
 def run_state(run_dir: str | os.PathLike) -> str | None:
     """The `state` recorded in a run's summary.json (None when unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8")).get("state")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return read_summary(run_dir).get("state")

@@ -10,7 +10,6 @@ folder's last.ckpt makes the retry continue where the killed one stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,7 +33,7 @@ from pytorch_lightning.callbacks import Callback
 
 from utils.configuration import ConfigError, config_for_records, yaml_inline
 from utils.run_comparison import NOT_TRAINING_KEYS
-from utils.run_folders import write_json
+from utils.run_folders import read_summary, write_json
 from utils.study_file import Study, Unit, unit_config
 from utils.training import read_metrics
 
@@ -291,15 +290,6 @@ def run_folder(study: Study, cfg: Mapping[str, Any], unit: Unit) -> Path:
     """<output_path>/<study>/<id>, with _seed<N> when the study has several seeds."""
     name = unit.config_id if len(study.seeds) == 1 else f"{unit.config_id}_seed{unit.seed}"
     return Path(cfg["output_path"]) / study.name / name
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """The run folder's summary.json ({} when absent or unreadable)."""
-    path = run_dir / "summary.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def _training_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
