@@ -50,10 +50,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def photo_tensor(path: str | os.PathLike, cfg: Mapping[str, Any],
-                 box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+def photo_tensor(path: str | os.PathLike, cfg: Mapping[str, Any], box: tuple[int, int, int, int] | None = None,
+                 info: PhotoInfo | None = None) -> torch.Tensor:
     """A photo as the run's network sees validation images [C, H, W]; with a box, the training box treatment."""
-    return preprocess_image(path, preprocessing_settings(cfg), box)
+    return preprocess_image(path, preprocessing_settings(cfg), box, info)
 
 
 def photo_notes(info: PhotoInfo, cfg: Mapping[str, Any]) -> list[str]:
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.images:
         try:
             info = photo_info(path)
-            tensor = photo_tensor(path, cfg, args.bbox)
+            tensor = photo_tensor(path, cfg, args.bbox, info)
         except Exception as error:  # PIL raises many types for broken files; each is worded, never a traceback
             reason = str(error) if type(error) is ValueError else unreadable_reason(error)
             print(f"predict.py: error: {path}: {reason}", file=sys.stderr)

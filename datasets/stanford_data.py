@@ -146,14 +146,15 @@ def photo_info(path: str | os.PathLike) -> PhotoInfo:
 
 
 def preprocess_image(path: str | os.PathLike, preprocessing: Preprocessing,
-                     box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                     box: tuple[int, int, int, int] | None = None, info: PhotoInfo | None = None) -> torch.Tensor:
     """One photo as the validation pipeline gives it to the network, [C, H, W] (with a box: the training crop,
     background erasing included when the preprocessing has it).
 
     The photo is turned upright by its EXIF orientation, and the box refers to the upright photo. Raises
-    ValueError for a box outside the image, and the errors of ``photo_info`` for a file that cannot be read.
+    ValueError for a box outside the image, and the errors of ``photo_info`` for a file that cannot be read
+    (``info``: the photo's ``photo_info`` when the caller has it, so the file is not checked twice).
     """
-    width, height = photo_info(path).size
+    width, height = (info or photo_info(path)).size
     if box is not None and (box[2] >= width or box[3] >= height):
         raise ValueError(f"box {box} lies outside the {width}x{height} image")
     target_wh = (preprocessing.image_size[1], preprocessing.image_size[0])
