@@ -134,18 +134,20 @@ def preprocessing_settings(cfg: Mapping[str, Any]) -> Preprocessing:
     """The configuration's preprocessing (normalisation parameters of its colour mode)."""
     grayscale = cfg["convert_to_grayscale"]
     params = cfg["normalization_params_grayscale" if grayscale else "normalization_params_rgb"]
-    return Preprocessing(cfg["image_size"], grayscale, cfg["normalize"], params["mean"], params["std"],
-                         cfg["crop_to_bboxes"], cfg["erase_background"])
+    return Preprocessing(image_size=cfg["image_size"], grayscale=grayscale, normalize=cfg["normalize"],
+                         mean=params["mean"], std=params["std"], crop_to_bboxes=cfg["crop_to_bboxes"],
+                         erase_background=cfg["erase_background"])
 
 
 def data_settings(cfg: Mapping[str, Any]) -> DataSettings:
     """A validated configuration's data settings."""
     augmentation = Augmentation(
-        copy.deepcopy(cfg["image_augmentations"]) if cfg["augment_images"] else None,
-        copy.deepcopy(cfg["tensor_augmentations"]) if cfg["augment_tensors"] else None,
-        cfg["augmentation_device"])
-    loading = Loading(cfg["batch_size"], cfg["validation_batch_size"], cfg["num_workers"], cfg["pin_memory"],
-                      cfg["persistent_workers"], cfg["prefetch_factor"],
-                      cfg["seed"] if cfg["seed"] is not None else 0, cfg["cache_images"], cfg["cache_path"],
-                      cfg["data_on_device"])
+        image=copy.deepcopy(cfg["image_augmentations"]) if cfg["augment_images"] else None,
+        tensor=copy.deepcopy(cfg["tensor_augmentations"]) if cfg["augment_tensors"] else None,
+        device=cfg["augmentation_device"])
+    loading = Loading(batch_size=cfg["batch_size"], validation_batch_size=cfg["validation_batch_size"],
+                      num_workers=cfg["num_workers"], pin_memory=cfg["pin_memory"],
+                      persistent_workers=cfg["persistent_workers"], prefetch_factor=cfg["prefetch_factor"],
+                      seed=cfg["seed"] if cfg["seed"] is not None else 0, cache_images=cfg["cache_images"],
+                      cache_path=cfg["cache_path"], data_on_device=cfg["data_on_device"])
     return DataSettings(cfg["stanford_data_path"], preprocessing_settings(cfg), augmentation, loading)
