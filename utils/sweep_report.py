@@ -66,10 +66,11 @@ def _thesis_cells(config_id: str, thesis_runs: Mapping[str, Any]) -> dict[str, A
             "thesis_valid_acc": max(row["valid_acc"] for row in run.metrics)}
 
 
-def report_rows(study: Study, optuna_study: optuna.Study) -> tuple[list[dict[str, Any]], list[RunRecord]]:
-    """One row per configuration (results as Stat over its seeds) and the run records behind them."""
+def report_rows(study: Study, optuna_study: optuna.Study,
+                thesis_runs: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[RunRecord]]:
+    """One row per configuration (results as Stat over its seeds, the thesis's figures from thesis_runs) and the
+    run records behind them."""
     groups = trials_by_unit(optuna_study)
-    thesis_runs = load_thesis_runs() if study.reference == "thesis" else {}
     rows, records = [], []
     for config_id, description in _configurations(study, groups):
         units = [Unit(config_id, seed) for seed in study.seeds]
@@ -102,12 +103,12 @@ def report_columns(study: Study) -> list[str]:
 
 def write_report(study: Study, optuna_study: optuna.Study, folder: Path) -> tuple[str, Path, Path]:
     """The printed table, and report.csv and report.png written in the study's folder."""
-    rows, records = report_rows(study, optuna_study)
+    thesis_runs = load_thesis_runs() if study.reference == "thesis" else {}
+    rows, records = report_rows(study, optuna_study, thesis_runs)
     columns = report_columns(study)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, plot_path = folder / "report.csv", folder / "report.png"
     write_csv(rows, columns, csv_path)
-    thesis_runs = load_thesis_runs() if study.reference == "thesis" else {}
     shown = {row["id"] for row in rows if row["seeds"]}
     references = [reference_record(run) for run_id, run in thesis_runs.items() if run_id in shown]
     plot_runs(records, plot_path, references)
