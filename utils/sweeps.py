@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import event
 from pytorch_lightning.callbacks import Callback
 
 from utils.configuration import ConfigError, config_for_records, yaml_inline
@@ -69,11 +70,32 @@ def default_storage(study: Study, output_path: str | os.PathLike) -> str:
 
 def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, grace_s: int = DEFAULT_GRACE_S) -> RDBStorage:
     """Optuna's SQL storage with heartbeats; a trial silent for grace_s seconds is failed and queued again."""
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    sqlite = url.startswith("sqlite")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+    if sqlite:
+        serialize_sqlite_transactions(storage.engine)
+    return storage
+
+
+def serialize_sqlite_transactions(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins (BEGIN IMMEDIATE).
+
+    SQLite ignores SELECT ... FOR UPDATE, so two workers could both read a trial as WAITING and both move it to
+    RUNNING (both training it); with the lock taken first, the second reads it as RUNNING and leaves it.
+    """
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below starts each transaction
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed are not reused
 
 
 def make_sampler(study: Study) -> optuna.samplers.BaseSampler:
