@@ -78,12 +78,13 @@ def to_mlflow(args: argparse.Namespace, runs: list[RunRecord]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        default_folder = configured_output_path(args.config)
-    except ConfigError as error:
-        print(f"compare_runs.py: error: {error}", file=sys.stderr)
-        return 2
-    if not args.folders:  # the thesis runs alone can be shown before any training
+    if not args.folders:
+        try:
+            default_folder = configured_output_path(args.config)
+        except ConfigError as error:
+            print(f"compare_runs.py: error: {error}", file=sys.stderr)
+            return 2
+        # the thesis runs alone can be shown before any training
         args.folders = [default_folder] if Path(default_folder).is_dir() or not args.reference else []
     available = [*COLUMNS, "runs"] if args.seeds else list(COLUMNS)
     columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else list(COLUMNS)

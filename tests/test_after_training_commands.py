@@ -289,6 +289,9 @@ def test_default_folder_is_the_configs_output_path(runs, capsys, tmp_path, monke
     (tmp_path / "other.yml").write_text("output_path: 3\n")
     code, _, err = run(compare_runs, ["-c", "other.yml"], capsys)
     assert code == 2 and "other.yml" in err and "output_path" in err
+    (tmp_path / "config.yml").write_text("output_path: 3\n")  # read only when no folder is named
+    code, out, _ = run(compare_runs, [runs.output, "--tag", "gray", "--columns", "run_id"], capsys)
+    assert code == 0 and out.splitlines()[2:] == [runs.gray.name]
 
 
 # ---- evaluate.py ---------------------------------------------------------------------------------------
