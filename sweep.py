@@ -21,8 +21,8 @@ from utils.logger import setup_logging
 from utils.study_file import Study, base_settings, load_study
 from utils.sweep_report import write_report
 from utils.sweeps import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, WorkerSettings, default_storage, folder_conflicts,
-                          open_storage, open_study, queue_units, run_worker, sampler_problems, start_workers,
-                          unfinished_units, wait_for_workers, worker_environments)
+                          open_storage, open_study, prepare_tracking, queue_units, run_worker, sampler_problems,
+                          start_workers, unfinished_units, wait_for_workers, worker_environments)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -104,6 +104,7 @@ def launch(args: argparse.Namespace) -> int:
     optuna_study = open_study(study, storage)
     queued = queue_units(study, optuna_study, args.only)
     print(f"study {study.name} in {url}: {queued} runs queued; starting {args.workers} worker(s)")
+    prepare_tracking(study, args.overrides, args.only)
     environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count())
     processes = start_workers(worker_command(args, url), environments)
     codes = wait_for_workers(processes)

@@ -18,12 +18,13 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 import sweep
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset
-from utils.study_file import read_study, unit_config
-from utils.sweeps import open_storage, unit_of, worker_environments
+from utils.study_file import load_study, read_study, unit_config
+from utils.sweeps import open_storage, prepare_tracking, unit_of, worker_environments
 from utils.thesis_records import load_thesis_runs, thesis_config
 from utils.thesis_study import thesis_study
 from utils.training import read_metrics
@@ -96,6 +97,10 @@ def test_two_workers_on_sqlite_train_each_configuration_once_per_seed_and_report
     assert_each_unit_finished_once(study, "ABC", [42, 43], tmp_path / "output" / "tiny")
     assert {trial.state for trial in study.get_trials()} == {TrialState.COMPLETE}
     assert len({trial.user_attrs["worker"] for trial in study.get_trials()}) <= 2
+    assert "MLflow tracking" not in output, output  # both workers logged every run to the one mlflow.db
+    client = MlflowClient(f"sqlite:///{tmp_path / 'output' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cars")
+    assert len(client.search_runs([experiment.experiment_id])) == 6
 
     code, output = run_sweep(path, *FAST)  # a finished study: nothing queued, nothing trained again
     assert code == 0 and "0 runs queued" in output, output
@@ -326,3 +331,14 @@ def test_each_worker_gets_its_own_gpu_round_robin_or_a_share_of_the_cpu():
     assert [env["CUDA_VISIBLE_DEVICES"] for env in on_cpu] == ["", ""]
     assert on_cpu[0]["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
     assert worker_environments(1, ["cpu"], 8)[0]["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_the_launcher_creates_the_mlflow_store_and_experiment_before_the_workers_start(prepared, tmp_path):
+    path = write_study(tmp_path, prepared, {"runs": [
+        {"id": "A", "overrides": {"mlflow_experiment": "first"}},
+        {"id": "B", "overrides": {"mlflow_experiment": "second"}},
+        {"id": "C", "overrides": {"mlflow_experiment": "third", "log_to_mlflow": False}}]})
+    prepare_tracking(load_study(path))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'output' / 'mlflow.db'}")
+    names = {experiment.name for experiment in client.search_experiments()}
+    assert {"first", "second"} <= names and "third" not in names

@@ -36,6 +36,7 @@ from utils.configuration import ConfigError, config_for_records, yaml_inline
 from utils.run_comparison import NOT_TRAINING_KEYS
 from utils.run_folders import read_summary, write_json
 from utils.study_file import Study, Unit, unit_config
+from utils.tracking import mlflow_tracking_uri, prepare_mlflow_experiment
 from utils.training import read_metrics
 
 logger = logging.getLogger(__name__)
@@ -341,6 +342,25 @@ def folder_conflicts(study: Study, cli_overrides: Sequence[str] = (), only: Sequ
         conflict = folder_conflict(run_folder(study, cfg, unit), cfg)
         problems += [f"{unit.config_id}: {conflict}"] if conflict else []
     return problems
+
+
+def prepare_tracking(study: Study, cli_overrides: Sequence[str] = (), only: Sequence[str] = ()) -> None:
+    """Create the MLflow store and experiment of every unit once, before workers start and race to create them."""
+    if study.kind == "search":
+        configs = [unit_config(study, {}, study.seeds[0], cli_overrides)]
+    else:
+        configs = [unit_config(study, study.configuration(unit.config_id).overrides, unit.seed, cli_overrides)
+                   for unit in study.units(only)]
+    prepared = set()
+    for cfg in configs:
+        store = (mlflow_tracking_uri(cfg), cfg["mlflow_experiment"])
+        if cfg["log_to_mlflow"] is not True or store in prepared:
+            continue
+        prepared.add(store)
+        try:
+            prepare_mlflow_experiment(cfg)
+        except Exception as error:  # the runs then try themselves, and train on without MLflow if they fail
+            logger.warning("could not prepare MLflow experiment %r at %s: %s", store[1], store[0], error)
 
 
 def train_unit(cfg: Mapping[str, Any], run_dir: Path, train_fn: TrainFn,

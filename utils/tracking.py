@@ -441,6 +441,12 @@ def _client_and_experiment(uri: str, experiment: str) -> tuple[Any, str]:
     return client, client.create_experiment(experiment, artifact_location=artifact_location(uri))
 
 
+def prepare_mlflow_experiment(cfg: Mapping[str, Any]) -> None:
+    """With log_to_mlflow: create the tracking store and the experiment now (before workers race to create them)."""
+    if cfg.get("log_to_mlflow") is True:
+        _client_and_experiment(mlflow_tracking_uri(cfg), str(cfg["mlflow_experiment"]))
+
+
 def _tagged_run_exists(client: Any, experiment_id: str, key: str, value: str) -> bool:
     escaped = value.replace("'", "\\'")
     return bool(client.search_runs([experiment_id], f"tags.`{key}` = '{escaped}'", max_results=1))
