@@ -81,7 +81,7 @@ class Runs:
 def _train(data, output, tmp, settings, *extra, callbacks=()):
     args = ["-c", str(TEMPLATE), "-d", str(data), *extra]
     for setting in ["image_size=[32, 32]", "batch_size=8", "num_workers=0", "output_channels=64",
-                    "accelerator=cpu", "log_to_tensorboard=false", f"output_path={output}",
+                    "accelerator=cpu", "log_to_tensorboard=false", "log_to_mlflow=false", f"output_path={output}",
                     f"logging_dir={tmp / 'logs'}", "optimizer_params={lr: 0.003, weight_decay: 0.05}",
                     "lr_scheduler=null", "lr_scheduler_params=null", *settings]:
         args += ["--set", setting]

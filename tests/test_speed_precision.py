@@ -30,7 +30,7 @@ def speed_prepared(tmp_path_factory):
 def args_for(prepared, tmp_path, *settings):
     base = ["image_size=[32, 32]", "num_epochs=1", "batch_size=4", "num_workers=0", "output_channels=64",
             f"output_path={tmp_path / 'output'}", f"logging_dir={tmp_path / 'logs'}", "log_to_tensorboard=false",
-            "accelerator=cpu", *settings]
+            "log_to_mlflow=false", "accelerator=cpu", *settings]
     return ["-c", str(TEMPLATE), "-d", str(prepared)] + [part for s in base for part in ("--set", s)]
 
 

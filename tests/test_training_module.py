@@ -38,8 +38,8 @@ class TinyData(pl.LightningDataModule):
 
 def fit(tmp_path, callbacks=(), **settings):
     cfg = default_config()
-    cfg.update(num_epochs=3, log_to_tensorboard=False, accelerator="cpu", optimizer="SGD", output_path=str(tmp_path),
-               optimizer_params={"lr": 0.1}, lr_scheduler=None, lr_scheduler_params=None, seed=1)
+    cfg.update(num_epochs=3, log_to_tensorboard=False, log_to_mlflow=False, accelerator="cpu", optimizer="SGD",
+               output_path=str(tmp_path), optimizer_params={"lr": 0.1}, lr_scheduler=None, lr_scheduler_params=None, seed=1)
     cfg.update(settings)
     pl.seed_everything(cfg["seed"], workers=True)
     network = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, NUM_CLASSES))

@@ -45,9 +45,11 @@ def prepared(tmp_path_factory):
     return root / "stanford"
 
 
-def base_args(prepared, tmp_path, epochs=2):
+def base_args(prepared, tmp_path, epochs=2, mlflow=False):
+    """A tiny run of the template; MLflow only where a test reads it (a new store costs seconds)."""
     settings = ["image_size=[32, 32]", f"num_epochs={epochs}", "batch_size=8", "num_workers=0",
-                "output_channels=64", f"output_path={tmp_path / 'output'}", f"logging_dir={tmp_path / 'logs'}"]
+                "output_channels=64", f"output_path={tmp_path / 'output'}", f"logging_dir={tmp_path / 'logs'}",
+                f"log_to_mlflow={str(mlflow).lower()}"]
     args = ["-c", str(TEMPLATE), "-d", str(prepared)]
     for setting in settings:
         args += ["--set", setting]
@@ -166,7 +168,7 @@ def test_interrupted_run_keeps_records_and_resumes_at_the_next_epoch(prepared, t
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):
-            train.main(base_args(prepared, tmp_path, epochs=3), extra_callbacks=[InterruptAt(2)])
+            train.main(base_args(prepared, tmp_path, epochs=3, mlflow=True), extra_callbacks=[InterruptAt(2)])
     finally:
         signal.signal(signal.SIGINT, handler)
     (run_dir,) = run_dirs(tmp_path)
@@ -197,7 +199,7 @@ def test_interrupted_run_keeps_records_and_resumes_at_the_next_epoch(prepared, t
 
 
 def test_two_process_cpu_ddp_run_completes(prepared, tmp_path):
-    args = base_args(prepared, tmp_path, epochs=1) + [
+    args = base_args(prepared, tmp_path, epochs=1, mlflow=True) + [
         "--set", "strategy=ddp", "--set", "devices=2", "--set", "accelerator=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("CARS_RUN_PLAN", None)
