@@ -9,8 +9,10 @@ Every setting is a real ``train.main`` run (checkpoints and records written ever
 - cache; cache + batch augmentation on the training device (kornia; "GPU augmentation" on a GPU);
   that + bf16-mixed + channels_last;
 - data on device: the cached images held in GPU memory, batches drawn and augmented there, bf16,
-  channels_last, validation batches of 512, fused AdamW; and that + CUDA graphs (``compile_mode:
-  reduce-overhead``).
+  channels_last, validation batches of 512, fused AdamW; that + CUDA graphs (``compile_mode:
+  reduce-overhead``); that + ``cudnn_benchmark``; and ``compile_mode: max-autotune`` (Triton's convolution
+  and matmul templates timed per shape, with CUDA graphs) + ``cudnn_benchmark``. Settings 7 and 8 are for CUDA:
+  on a CPU they only add compilation.
 
 Each setting runs ``--epochs`` epochs; the last one is reported (earlier ones pay for worker start-up and
 compilation, reported as the first epoch's extra seconds). ``--profile N`` profiles some training steps of
@@ -68,6 +70,10 @@ SETTINGS = {
     "data on device + bf16 + channels_last + valid batch 512 + fused AdamW": DEVICE_DATA,
     "that + CUDA graphs (compile reduce-overhead)": DEVICE_DATA + ("compile_model=true",
                                                                    "compile_mode=reduce-overhead"),
+    "that + cuDNN autotuning (cudnn_benchmark)": DEVICE_DATA + ("compile_model=true", "compile_mode=reduce-overhead",
+                                                                "cudnn_benchmark=true"),
+    "data on device + max-autotune + cudnn_benchmark": DEVICE_DATA + ("compile_model=true", "compile_mode=max-autotune",
+                                                                      "cudnn_benchmark=true"),
 }
 
 

@@ -6,6 +6,7 @@
 #         kornia-versus-torchvision statistics on the GPU
 # steps:  the training-step benchmark (ours vs timm's ghostnet_100), fp32 and bf16 + channels_last
 # full:   the epoch-time benchmark at full Stanford size (8,144 + 8,041 generated images), every setting
+# tuned:  the epoch-time benchmark at full size, the tuned settings: cudnn_benchmark, then max-autotune
 # curve:  the learning curves of the default and the fast path over 3 seeds
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,8 @@ for stage in "$@"; do
              --warmup 5 --bf16 --channels-last ;;
     full)  timeout 380 python3 benchmarks/epoch_time.py --train 8144 --test 8041 --epochs 2 --skip-loader \
              --workers 16 --settings 6,5,1,4,3,2 --profile 6 --out "$OUT" --work /tmp/bench_full ;;
+    tuned) timeout 560 python3 benchmarks/epoch_time.py --train 8144 --test 8041 --epochs 2 --skip-loader \
+             --workers 16 --settings 7,8 --out "$OUT" --work /tmp/bench_full ;;
     curve) python3 benchmarks/learning_curve.py --classes 24 --per-class 40 --epochs 15 --seeds 3 --compile \
              --work /tmp/curve ;;
     *) echo "unknown stage $stage"; exit 2 ;;

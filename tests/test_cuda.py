@@ -35,7 +35,8 @@ ACCELERATOR = "gpu" if ON_CUDA else "cpu"
 COMPARED = (("device", DEVICE), ("cpu", "cpu"))  # (file name, --device) of the after-training commands
 RESUMED = "bf16_channels_last"  # the run resumed and then evaluated, predicted and exported
 FAST = ["cache_images=true", "augmentation_device=gpu", "data_on_device=true", "validation_batch_size=64",
-        "precision=bf16-mixed", "channels_last=true", "compile_model=true", "compile_mode=reduce-overhead"]
+        "precision=bf16-mixed", "channels_last=true", "compile_model=true", "compile_mode=reduce-overhead",
+        "cudnn_benchmark=true"]
 SETTINGS = {
     "fp32": [],
     "cache": ["cache_images=true"],
@@ -54,6 +55,7 @@ class Placement(Callback):
     def __init__(self):
         self.parameter_devices: set[str] = set()
         self.steps: list[tuple[str, torch.dtype, bool, torch.dtype]] = []  # input device, dtype, channels-last, output
+        self.cudnn_benchmark: set[bool] = set()
 
     def on_fit_start(self, trainer, pl_module):
         # outside torch.compile's graph (a graph break), so it sees the real tensors and keeps none of them
@@ -67,6 +69,7 @@ class Placement(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.parameter_devices |= {parameter.device.type for parameter in pl_module.parameters()}
+        self.cudnn_benchmark.add(torch.backends.cudnn.benchmark)
 
 
 @dataclass
@@ -125,6 +128,7 @@ def assert_trained_on_the_device(run, epochs):
     precision = next((s.split("=", 1)[1] for s in run.settings if s.startswith("precision=")), "32")
     channels_last = "channels_last=true" in run.settings
     assert run.placement.steps, "no training step reached the network"
+    assert run.placement.cudnn_benchmark == {ON_CUDA and "cudnn_benchmark=true" in run.settings}
     for device, dtype, is_channels_last, output_dtype in run.placement.steps:
         assert (device, dtype) == (DEVICE, torch.float32)
         assert is_channels_last or not channels_last

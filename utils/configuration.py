@@ -165,6 +165,9 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("compile_mode", (str,), "default",
             "torch.compile mode with compile_model: default, reduce-overhead (CUDA graphs: far fewer kernel "
             "launches), max-autotune, max-autotune-no-cudagraphs", True, choices=COMPILE_MODES),
+    Setting("cudnn_benchmark", (bool,), False,
+            "on CUDA: cuDNN times its convolution algorithms on the first batches of each shape and keeps the "
+            "fastest (results differ in the last bits; runs are no longer bit-reproducible)", True),
     Setting("accelerator", (str,), "auto", "auto (CUDA when available, else CPU), gpu, cpu, mps, ...",
             choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
     Setting("devices", (int, str, list), 1, "devices per node: a count, 'auto' or a list of indices", True, int),

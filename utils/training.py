@@ -107,6 +107,7 @@ def trainer_kwargs(cfg: Mapping[str, Any], run_dir: Path, callbacks: Sequence[Ca
         "max_epochs": cfg["num_epochs"], "accelerator": accelerator, "devices": cfg["devices"],
         "strategy": cfg["strategy"], "num_nodes": cfg["num_nodes"], "precision": cfg["precision"],
         "deterministic": "warn" if accelerator == "cpu" else None,
+        "benchmark": cfg["cudnn_benchmark"] if accelerator != "cpu" else None,
         "callbacks": list(callbacks), "logger": list(loggers) if loggers else False,
         "default_root_dir": str(run_dir), "log_every_n_steps": 1,
     }
