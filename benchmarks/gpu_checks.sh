@@ -4,7 +4,8 @@
 # smoke:  the fast path (data on device, CUDA graphs) for 2 epochs on 640 + 640 images, with a profile
 # tests:  pytest -m cuda (train.py in every speed setting, resume, evaluate/predict/export on cuda) and the
 #         kornia-versus-torchvision statistics on the GPU
-# steps:  the training-step benchmark (ours vs timm's ghostnet_100), fp32 and bf16 + channels_last
+# steps:  the training-step benchmark (ours vs timm's ghostnet_100), fp32 and bf16 + channels_last, and the
+#         host-overhead benchmark on the GPU machine's CPU
 # full:   the epoch-time benchmark at full Stanford size (8,144 + 8,041 generated images), every setting
 # tuned:  the epoch-time benchmark at full size, the tuned settings: cudnn_benchmark, then max-autotune
 # curve:  the learning curves of the default and the fast path over 3 seeds
@@ -33,7 +34,8 @@ for stage in "$@"; do
            python3 -m pytest tests/test_gpu_augmentation_statistics.py -q -p no:cacheprovider ;;
     steps) timeout 50 python3 -m benchmarks.train_step --device cuda --batch-size 64 --rounds 3 --steps 10 --warmup 5
            timeout 50 python3 -m benchmarks.train_step --device cuda --batch-size 64 --rounds 3 --steps 10 \
-             --warmup 5 --bf16 --channels-last ;;
+             --warmup 5 --bf16 --channels-last
+           python3 benchmarks/host_overhead.py --rounds 3 ;;
     full)  timeout 380 python3 benchmarks/epoch_time.py --train 8144 --test 8041 --epochs 2 --skip-loader \
              --workers 16 --settings 6,5,1,4,3,2 --profile 6 --out "$OUT" --work /tmp/bench_full ;;
     tuned) timeout 560 python3 benchmarks/epoch_time.py --train 8144 --test 8041 --epochs 2 --skip-loader \
