@@ -55,6 +55,7 @@ from datasets import (Augmentation, DataSettings, Loading, Preprocessing, Stanfo
                       data_settings)
 from datasets.stanford_data_module import default_num_workers  # noqa: E402
 from utils.configuration import default_config, load_config  # noqa: E402
+from utils.run_folders import is_run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_TRAIN, FULL_TEST, FULL_EPOCHS = 8144, 8041, 200
@@ -295,7 +296,7 @@ def run_setting(name: str, settings: tuple[str, ...], data: Path, work: Path, wo
         profiler.report()
     print(f"  {name}: {timer.epochs[-1]} ({time.perf_counter() - start:.1f} s in all)", file=sys.stderr)
     first = timer.epochs[0].train_s + timer.epochs[0].valid_s
-    run_dir = max((work / "output").iterdir(), key=os.path.getmtime)
+    run_dir = max(filter(is_run_dir, (work / "output").iterdir()), key=os.path.getmtime)  # not mlflow.db
     best = json.loads((run_dir / "summary.json").read_text())["best_valid_acc"]["value"]
     return Result(name, timer.epochs[-1], first, build_s, best)
 

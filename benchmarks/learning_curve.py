@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
 from datasets import generate_synthetic_stanford, prepare_stanford_dataset  # noqa: E402
+from utils.run_folders import is_run_dir  # noqa: E402
 from utils.training import read_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def run(data: Path, work: Path, settings: tuple[str, ...], seed: int, epochs: in
     args = ["-c", str(ROOT / "config_template.yml"), "-d", str(data)] + [p for s in base for p in ("--set", s)]
     if train.main(args) != 0:
         raise RuntimeError(f"train.py failed for seed {seed} with {settings}")
-    run_dir = max(output.iterdir(), key=os.path.getmtime)
+    run_dir = max(filter(is_run_dir, output.iterdir()), key=os.path.getmtime)  # not mlflow.db
     summary = json.loads((run_dir / "summary.json").read_text())
     if summary["state"] != "finished":
         raise RuntimeError(f"{run_dir}: {summary['state']}")

@@ -47,7 +47,7 @@ class NetModule(pl.LightningModule):
         loss = self.criterion(logits, targets)
         # The metrics accumulate every step and go to self.log once, at the epoch's last batch: Lightning's logging
         # costs the host about 0.5 ms a call and step (benchmarks/host_overhead.py), time a fast GPU waits for.
-        self.train_loss.update(loss.detach(), len(targets))
+        self.train_loss.update(loss.detach().expand(len(targets)))  # per image; a Python weight is a host copy
         self.train_acc.update(logits, targets)
         if self.trainer.is_last_batch:
             self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import traceback
 
 import pytest
 import torch
 from pytorch_lightning.callbacks import Callback
+from torch.overrides import TorchFunctionMode
 
 import train
 from datasets import StanfordCarsDataModule, generate_synthetic_stanford, prepare_stanford_dataset
@@ -128,3 +130,49 @@ def test_train_py_trains_with_data_on_device(device_data, tmp_path, monkeypatch)
     assert [row["epoch"] for row in rows] == [1, 2]
     assert all(torch.isfinite(torch.tensor(row["valid_loss"])) for row in rows)
     assert inputs.devices == {"cpu"} and inputs.sizes[-2:] == [6, 2]  # 8 test images in batches of 6
+
+
+HOST_READS = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy", "nonzero"}
+
+
+class HostTrips(TorchFunctionMode):
+    """Tensor calls that make a CUDA host wait for the GPU: values read back, or Python values copied to a device."""
+
+    def __init__(self):
+        super().__init__()
+        self.active = False
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        creates_on_device = name in ("tensor", "as_tensor") and (kwargs or {}).get("device") is not None
+        if self.active and (name in HOST_READS or creates_on_device):
+            caller = traceback.extract_stack(limit=2)[0]
+            self.calls.append(f"{name} at {caller.filename}:{caller.lineno}")
+        return func(*args, **(kwargs or {}))
+
+
+class SteadySteps(Callback):
+    """Records the second epoch from its second training step (the first augments the chunk) until its last step
+    starts (that one hands the epoch's metrics to the loggers), the fetching of batches in between included."""
+
+    def __init__(self, trips):
+        self.trips = trips
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.trips.active = trainer.current_epoch == 1 and 1 <= batch_idx < trainer.num_training_batches - 1
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.trips.active = False
+
+
+def test_training_steps_on_device_data_never_wait_for_the_device(device_data, tmp_path, monkeypatch):
+    """Between augmentation chunks a step reads nothing back and copies no Python value to the device (a per-step
+    self.log of the learning rate did: a blocking copy, so on a GPU the host waited for every step to finish)."""
+    monkeypatch.chdir(tmp_path)
+    trips = HostTrips()
+    settings = ["cache_images=true", "augmentation_device=gpu", "data_on_device=true", f"cache_path={tmp_path / 'c'}",
+                "num_epochs=2", "batch_size=2", "optimizer_params.fused=true"]
+    with trips:
+        assert train.main(args_for(device_data, tmp_path, *settings), extra_callbacks=[SteadySteps(trips)]) == 0
+    assert trips.calls == []
