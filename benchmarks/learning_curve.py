@@ -42,7 +42,7 @@ def make_set(work: Path, classes: int, per_class: int, workers: int) -> Path:
     prepared = work / "stanford"
     if not prepared.exists():
         generate_synthetic_stanford(work / "raw", num_classes=classes, images_per_class=per_class, min_width=480,
-                                    max_width=900, seed=3, archives=False, overwrite=True, workers=workers)
+                                    max_width=900, seed=3, archives=False, overwrite=True, workers=max(1, workers))
         prepare_stanford_dataset(work / "raw", prepared, progress=False)
     return prepared
 

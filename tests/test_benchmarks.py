@@ -1,0 +1,38 @@
+"""Each benchmark the README quotes runs to its table at a tiny size (the figures themselves are not checked: a
+benchmark's numbers belong in the README, not in assertions). A GPU session has minutes: a benchmark broken by a
+change elsewhere must fail here first."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# benchmark -> (tiny arguments, with {work} for a scratch folder; a line its table prints)
+BENCHMARKS = {
+    "epoch_time": (["--train", "8", "--test", "8", "--epochs", "1", "--settings", "1,3", "--loader-train", "8",
+                    "--workers", "0", "--generate-workers", "1", "--work", "{work}", "--out", "{work}"],
+                   "| reference-like (no cache, CPU aug, fp32) |"),
+    "host_overhead": (["--steps", "10", "--rounds", "1"], "| self.log every step (before) |"),
+    "learning_curve": (["--classes", "2", "--per-class", "4", "--epochs", "1", "--seeds", "2", "--image-size", "32",
+                        "--precision", "32", "--workers", "0", "--work", "{work}"], "Welch's t-test"),
+    "train_step": (["--batch-size", "2", "--image-size", "64", "--rounds", "1", "--steps", "1", "--warmup", "1",
+                    "--threads", "1"], "| timm ghostnet_100 |"),
+    "data_pipeline": (["--images", "8", "--repeats", "1", "--work", "{work}"], "| pipeline | images/s |"),
+    "mlflow_logging": (["--epochs", "2"], "| store | per epoch, median |"),
+    "sweep_overhead": (["--runs", "1", "--size", "32", "--work", "{work}"], "worker start-up (launch to first trial)"),
+}
+
+
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_benchmark_runs_to_its_table(name, tmp_path):
+    arguments, expected = BENCHMARKS[name]
+    command = [sys.executable, "-m", f"benchmarks.{name}", *(part.format(work=tmp_path) for part in arguments)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert expected in result.stdout, output[-3000:]
