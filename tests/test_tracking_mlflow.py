@@ -79,7 +79,8 @@ def mlflow_server(tmp_path):
 
 def test_a_run_logs_the_thesis_table_to_sqlite_in_the_output_folder(prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = base_args(prepared, tmp_path) + ["--set", "tags=[smoke, C-50]", "--set", f"description={LONG_DESCRIPTION}"]
+    args = base_args(prepared, tmp_path, mlflow=True) + ["--set", "tags=[smoke, C-50]",
+                                                         "--set", f"description={LONG_DESCRIPTION}"]
     assert train.main(args + ["--seeds", "2"]) == 0
     first, second = run_dirs(tmp_path)
     client = MlflowClient(sqlite_uri(tmp_path))
@@ -115,7 +116,7 @@ def test_a_run_logs_the_thesis_table_to_sqlite_in_the_output_folder(prepared, tm
 def test_import_of_run_folders_and_neptune_offline_runs_adds_nothing_the_second_time(
         prepared, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NEPTUNE_DATA_DIRECTORY", str(tmp_path / ".neptune"))
-    args = base_args(prepared, tmp_path) + [
+    args = base_args(prepared, tmp_path, mlflow=True) + [
         "--set", "log_to_mlflow=false", "--set", "log_to_neptune=true", "--set", "neptune_username=me",
         "--set", "neptune_project_name=cars", "--set", "neptune_mode=offline", "--set", "tags=[old]",
         "--set", "description=before MLflow"]
@@ -156,7 +157,7 @@ def test_bad_tracking_uris_are_config_problems_before_any_work(prepared, tmp_pat
              f"sqlite:///{tmp_path / 'a_file' / 'mlflow.db'}": "a_file is a file",
              f"sqlite:///{tmp_path / 'a_file'}": "not an SQLite database", "http://": "names no host"}
     for uri, reason in cases.items():
-        assert train.main(base_args(prepared, tmp_path) + ["--set", f"mlflow_tracking_uri={uri}"]) == 2
+        assert train.main(base_args(prepared, tmp_path, mlflow=True) + ["--set", f"mlflow_tracking_uri={uri}"]) == 2
         error = capsys.readouterr().err
         assert "mlflow_tracking_uri: " in error and uri in error and reason in error
     assert not (tmp_path / "output").exists() and (tmp_path / "a_file").read_text() == "mine"
@@ -176,8 +177,8 @@ class KillServerAt(Callback):
 def test_a_shared_server_gets_the_run_and_its_death_mid_run_leaves_training_and_records_intact(
         prepared, tmp_path, mlflow_server, monkeypatch, caplog):
     server, uri = mlflow_server
-    args = base_args(prepared, tmp_path) + ["--set", f"mlflow_tracking_uri={uri}", "--set", "tags=[shared]",
-                                            "--set", "mlflow_log_checkpoints=true"]
+    args = base_args(prepared, tmp_path, mlflow=True) + [
+        "--set", f"mlflow_tracking_uri={uri}", "--set", "tags=[shared]", "--set", "mlflow_log_checkpoints=true"]
     assert train.main(args) == 0
     (run_dir,) = run_dirs(tmp_path)
     client = MlflowClient(uri)
@@ -189,8 +190,8 @@ def test_a_shared_server_gets_the_run_and_its_death_mid_run_leaves_training_and_
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once instead of retrying for minutes
     with caplog.at_level(logging.WARNING, logger="utils.tracking"):
-        assert train.main(base_args(prepared, tmp_path, epochs=3) + ["--set", f"mlflow_tracking_uri={uri}"],
-                          extra_callbacks=[KillServerAt(server, 1)]) == 0
+        args = base_args(prepared, tmp_path, epochs=3, mlflow=True) + ["--set", f"mlflow_tracking_uri={uri}"]
+        assert train.main(args, extra_callbacks=[KillServerAt(server, 1)]) == 0
     killed_run_dir = run_dirs(tmp_path)[-1]
     assert [row["epoch"] for row in read_metrics(killed_run_dir)] == [1, 2, 3]
     summary = json.loads((killed_run_dir / "summary.json").read_text())
