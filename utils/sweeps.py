@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,14 +331,22 @@ def folder_conflict(run_dir: Path, cfg: Mapping[str, Any]) -> str | None:
             "move that folder away or give the study another name")
 
 
+def unit_configs(study: Study, cli_overrides: Sequence[str] = (),
+                 only: Sequence[str] = ()) -> Iterator[tuple[Unit, dict[str, Any]]]:
+    """Each unit of a runs: or grid: study (or those of --only) with its configuration. Units whose configuration
+    fails are left out (the configuration checks report them); a search study has none until it draws them."""
+    for unit in study.units(only):
+        try:
+            cfg = unit_config(study, study.configuration(unit.config_id).overrides, unit.seed, cli_overrides)
+        except ConfigError:
+            continue
+        yield unit, cfg
+
+
 def folder_conflicts(study: Study, cli_overrides: Sequence[str] = (), only: Sequence[str] = ()) -> list[str]:
     """Run folders of the study's units that hold runs of other settings (checked before any trial starts)."""
     problems = []
-    for unit in study.units(only) if study.kind != "search" else []:
-        try:
-            cfg = unit_config(study, study.configuration(unit.config_id).overrides, unit.seed, cli_overrides)
-        except ConfigError:  # reported by the configuration checks
-            continue
+    for unit, cfg in unit_configs(study, cli_overrides, only):
         conflict = folder_conflict(run_folder(study, cfg, unit), cfg)
         problems += [f"{unit.config_id}: {conflict}"] if conflict else []
     return problems
@@ -349,8 +357,7 @@ def prepare_tracking(study: Study, cli_overrides: Sequence[str] = (), only: Sequ
     if study.kind == "search":
         configs = [unit_config(study, {}, study.seeds[0], cli_overrides)]
     else:
-        configs = [unit_config(study, study.configuration(unit.config_id).overrides, unit.seed, cli_overrides)
-                   for unit in study.units(only)]
+        configs = [cfg for _, cfg in unit_configs(study, cli_overrides, only)]
     prepared = set()
     for cfg in configs:
         store = (mlflow_tracking_uri(cfg), cfg["mlflow_experiment"])
