@@ -62,8 +62,9 @@ def _thesis_cells(config_id: str, thesis_runs: Mapping[str, Any]) -> dict[str, A
     run = thesis_runs.get(config_id)
     if run is None:
         return {}
-    return {"thesis_epochs": len(run.metrics), "thesis_train_acc": max(row["train_acc"] for row in run.metrics),
-            "thesis_valid_acc": max(row["valid_acc"] for row in run.metrics)}
+    recorded = run_row(reference_record(run))
+    return {"thesis_epochs": recorded["epochs"], "thesis_train_acc": recorded["train_acc_max"],
+            "thesis_valid_acc": recorded["valid_acc_max"]}
 
 
 def report_rows(study: Study, optuna_study: optuna.Study,

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from utils.thesis_records import load_thesis_runs, thesis_config
+from utils.thesis_records import ThesisRun, load_thesis_runs, thesis_config
 
 HEADER = """\
 # The thesis's study: its 56 recorded runs C-1 .. C-66, each with the settings its record holds
@@ -33,16 +33,17 @@ def table_descriptions(text: str) -> dict[str, str]:
     return {match[1]: match[2].strip() for line in text.splitlines() if (match := TABLE_LINE.match(line))}
 
 
-def thesis_study(descriptions: Mapping[str, str]) -> dict[str, Any]:
-    """The study file's content: base config.yml, one run per record in the thesis's order."""
+def thesis_study(descriptions: Mapping[str, str], records: Mapping[str, ThesisRun] | None = None) -> dict[str, Any]:
+    """The study file's content: base config.yml, one run per record (read here if not given) in the thesis's order."""
+    records = load_thesis_runs() if records is None else records
     runs = [{"id": run_id, "description": descriptions[run_id], "overrides": thesis_config(run)}
-            for run_id, run in load_thesis_runs().items()]
+            for run_id, run in records.items()]
     return {"name": "thesis", "reference": "thesis", "base": {"config": "config.yml"}, "runs": runs}
 
 
-def thesis_study_text(descriptions: Mapping[str, str]) -> str:
+def thesis_study_text(descriptions: Mapping[str, str], records: Mapping[str, ThesisRun] | None = None) -> str:
     """The study file as YAML text, with its header."""
-    body = yaml.safe_dump(thesis_study(descriptions), sort_keys=False, default_flow_style=None, width=120,
+    body = yaml.safe_dump(thesis_study(descriptions, records), sort_keys=False, default_flow_style=None, width=120,
                           allow_unicode=True)
     return HEADER + body
 
@@ -53,11 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     descriptions = table_descriptions(Path(args[0]).read_text(encoding="utf-8"))
-    missing = [run_id for run_id in load_thesis_runs() if run_id not in descriptions]
+    records = load_thesis_runs()
+    missing = [run_id for run_id in records if run_id not in descriptions]
     if missing:
         print(f"{args[0]}: no table line for {', '.join(missing)}", file=sys.stderr)
         return 2
-    sys.stdout.write(thesis_study_text(descriptions))
+    sys.stdout.write(thesis_study_text(descriptions, records))
     return 0
 
 
