@@ -38,6 +38,21 @@ def data_make_raw(tmp_path):
     return make
 
 
+@_data_pytest.fixture(scope="session")
+def make_prepared(tmp_path_factory):
+    """Factory for module fixtures: generate a synthetic raw Stanford set in a new folder, prepare it, return the
+    prepared folder."""
+    from datasets import generate_synthetic_stanford, prepare_stanford_dataset
+
+    def make(name, **generate_kwargs):
+        root = tmp_path_factory.mktemp(name)
+        generate_synthetic_stanford(root / "raw", **generate_kwargs)
+        prepare_stanford_dataset(root / "raw", root / "prepared", progress=False)
+        return root / "prepared"
+
+    return make
+
+
 @_data_pytest.fixture(autouse=True, scope="session")
 def close_progress_bars():
     """Trainings interrupted on purpose leave Lightning's tqdm bars open; close them inside the session so they

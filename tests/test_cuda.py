@@ -22,7 +22,6 @@ import evaluate
 import export_model
 import predict
 import train
-from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from utils.run_folders import is_run_dir
 from utils.training import read_metrics
 
@@ -81,12 +80,9 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def stanford(tmp_path_factory):
+def stanford(make_prepared):
     """6 classes, 16 generated Stanford-sized images each (480-900 px wide), about half of them validation."""
-    root = tmp_path_factory.mktemp("cuda_data")
-    generate_synthetic_stanford(root / "raw", num_classes=6, images_per_class=16, min_width=480, max_width=900)
-    prepare_stanford_dataset(root / "raw", root / "stanford", progress=False)
-    return root / "stanford"
+    return make_prepared("cuda_data", num_classes=6, images_per_class=16, min_width=480, max_width=900)
 
 
 def args_for(data, folder, settings):

@@ -11,19 +11,15 @@ import torch
 
 import datasets.image_cache as image_cache
 import datasets.stanford_data as stanford_data
-from datasets import (Preprocessing, StanfordCarsDataModule, StanfordCarsDataset, generate_synthetic_stanford,
-                      prepare_stanford_dataset)
+from datasets import Preprocessing, StanfordCarsDataModule, StanfordCarsDataset
 from datasets.image_cache import build_cache, cache_files, ensure_cache, find_cache
 from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR, flat_settings
 
 
 @pytest.fixture(scope="module")
-def speed_data(tmp_path_factory):
+def speed_data(make_prepared):
     """Prepared synthetic data: 4 classes, 8 train and 8 test images of 48-96 px (7th images grayscale)."""
-    root = tmp_path_factory.mktemp("speed_cache")
-    generate_synthetic_stanford(root / "raw", num_classes=4, images_per_class=4, seed=3)
-    prepare_stanford_dataset(root / "raw", root / "prepared", progress=False)
-    return root / "prepared"
+    return make_prepared("speed_cache", num_classes=4, images_per_class=4, seed=3)
 
 
 @pytest.fixture

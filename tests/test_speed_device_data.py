@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import Callback
 from torch.overrides import TorchFunctionMode
 
 import train
-from datasets import StanfordCarsDataModule, generate_synthetic_stanford, prepare_stanford_dataset
+from datasets import StanfordCarsDataModule
 from datasets.device_batches import DeviceBatches
 from datasets.settings import DATA_ON_DEVICE_NEEDS
 from utils.configuration import ConfigError, load_config
@@ -23,12 +23,9 @@ from tests.test_speed_precision import TEMPLATE, args_for
 
 
 @pytest.fixture(scope="module")
-def device_data(tmp_path_factory):
+def device_data(make_prepared):
     """Prepared synthetic data: 4 classes, 12 train and 8 test images of 40-64 px."""
-    root = tmp_path_factory.mktemp("device_data")
-    generate_synthetic_stanford(root / "raw", num_classes=4, images_per_class=5, min_width=40, max_width=64, seed=5)
-    prepare_stanford_dataset(root / "raw", root / "prepared", progress=False)
-    return root / "prepared"
+    return make_prepared("device_data", num_classes=4, images_per_class=5, min_width=40, max_width=64, seed=5)
 
 
 @pytest.fixture

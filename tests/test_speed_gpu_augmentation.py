@@ -8,8 +8,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from datasets import (Augmentation, StanfordCarsDataModule, config_problems, generate_synthetic_stanford,
-                      prepare_stanford_dataset)
+from datasets import Augmentation, StanfordCarsDataModule, config_problems
 from datasets.gpu_transforms import GPU_COUNTERPARTS, build_batch_augmentation, kornia_transform
 from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR, flat_settings
 from utils.configuration import validate_config
@@ -112,11 +111,8 @@ def test_unsupported_transforms_and_arguments_are_config_problems():
 
 
 @pytest.fixture(scope="module")
-def speed_gpu_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("speed_gpu")
-    generate_synthetic_stanford(root / "raw", num_classes=3, images_per_class=6, seed=5)
-    prepare_stanford_dataset(root / "raw", root / "prepared", progress=False)
-    return root / "prepared"
+def speed_gpu_data(make_prepared):
+    return make_prepared("speed_gpu", num_classes=3, images_per_class=6, seed=5)
 
 
 @pytest.mark.parametrize("cache_images", [False, True])

@@ -8,7 +8,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 import train
-from datasets import data_settings, generate_synthetic_stanford, prepare_stanford_dataset
+from datasets import data_settings
 from models.net_module import NetModule
 from models.settings import module_kwargs
 from utils.configuration import default_config, load_config
@@ -20,11 +20,8 @@ TEMPLATE = ROOT / "config_template.yml"
 
 
 @pytest.fixture(scope="module")
-def speed_prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("speed_training")
-    generate_synthetic_stanford(root / "raw", num_classes=4, images_per_class=4, min_width=40, max_width=64)
-    prepare_stanford_dataset(root / "raw", root / "stanford", progress=False)
-    return root / "stanford"
+def speed_prepared(make_prepared):
+    return make_prepared("speed_training", num_classes=4, images_per_class=4, min_width=40, max_width=64)
 
 
 def args_for(prepared, tmp_path, *settings):

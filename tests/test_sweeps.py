@@ -22,7 +22,6 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 import sweep
-from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from utils.study_file import load_study, read_study, unit_config
 from utils.sweeps import open_storage, prepare_tracking, unit_of, worker_environments
 from utils.thesis_records import load_thesis_runs, thesis_config
@@ -35,11 +34,8 @@ FAST = ["--heartbeat", "1", "--grace", "8"]
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep_data")
-    generate_synthetic_stanford(root / "raw", num_classes=3, images_per_class=8, min_width=40, max_width=64)
-    prepare_stanford_dataset(root / "raw", root / "stanford", progress=False)
-    return root / "stanford"
+def prepared(make_prepared):
+    return make_prepared("sweep_data", num_classes=3, images_per_class=8, min_width=40, max_width=64)
 
 
 def write_study(tmp_path, prepared, body, epochs=2, name="tiny"):

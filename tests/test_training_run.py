@@ -16,7 +16,6 @@ from pytorch_lightning.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
-from datasets import generate_synthetic_stanford, prepare_stanford_dataset
 from models import build_network, count_parameters
 from models.net_module import NetModule
 from utils.run_folders import is_run_dir
@@ -38,11 +37,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("training_data")
-    generate_synthetic_stanford(root / "raw", num_classes=4, images_per_class=10, min_width=40, max_width=64)
-    prepare_stanford_dataset(root / "raw", root / "stanford", progress=False)
-    return root / "stanford"
+def prepared(make_prepared):
+    return make_prepared("training_data", num_classes=4, images_per_class=10, min_width=40, max_width=64)
 
 
 def base_args(prepared, tmp_path, epochs=2, mlflow=False):
