@@ -124,9 +124,10 @@ class DataSettings:
             raise ValueError(DATA_ON_DEVICE_NEEDS)
 
     def for_evaluation(self, num_workers: int = 0, batch_size: int | None = None) -> DataSettings:
-        """Reading the validation data on the CPU: no augmentation, no cache files, `num_workers` processes."""
-        loading = replace(self.loading, num_workers=num_workers, cache_images=False, data_on_device=False,
-                          batch_size=batch_size or self.loading.batch_size)
+        """Reading the validation data on the CPU: no augmentation, no cache files, `num_workers` processes;
+        `batch_size`, when given, for the validation batches too."""
+        sizes = {"batch_size": batch_size, "validation_batch_size": batch_size} if batch_size else {}
+        loading = replace(self.loading, num_workers=num_workers, cache_images=False, data_on_device=False, **sizes)
         return replace(self, augmentation=Augmentation(), loading=loading)
 
 

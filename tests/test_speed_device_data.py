@@ -59,6 +59,16 @@ def test_training_order_is_the_data_loaders_for_the_same_seed(data_copy):
             torch.testing.assert_close(images, plain_images.float() / 255)
 
 
+def test_an_evaluation_batch_size_also_sizes_the_validation_batches(data_copy):
+    """evaluate.py --batch-size reads the validation loader: it must win over the run's validation_batch_size."""
+    settings = flat_settings(data_copy, image_size=(24, 32), batch_size=5, validation_batch_size=6, num_workers=0)
+    assert settings.for_evaluation().loading.validation_batch_size == 6
+    data = StanfordCarsDataModule(settings.for_evaluation(batch_size=3), show_progress=False)
+    data.prepare_data()
+    data.setup("validate")
+    assert [len(targets) for _, targets in data.val_dataloader()] == [3, 3, 2]  # 8 test images
+
+
 def test_validation_batches_equal_the_cpu_pipeline_and_follow_validation_batch_size(data_copy):
     cpu = module(data_copy, validation_batch_size=6)
     device = on_device(data_copy, validation_batch_size=6)
