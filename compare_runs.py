@@ -14,9 +14,8 @@ from utils.configuration import ConfigError, configured_output_path
 from utils.output_files import new_file_problems
 from utils.run_comparison import (COLUMNS, column_problems, filter_runs, format_table, group_rows_by_seed,
                                   plot_path_problem, plot_runs, run_row, sort_rows, write_csv)
-from utils.run_folders import RunRecord, load_runs, run_files
+from utils.run_folders import MLFLOW_DB, RunRecord, load_runs, run_files
 from utils.thesis_records import load_thesis_runs, reference_record, unknown_run_problems
-from utils.tracking import MLFLOW_DB, import_to_mlflow, mlflow_uri_problems, neptune_run_dirs
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -63,6 +62,8 @@ def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str
 
 def to_mlflow(args: argparse.Namespace, runs: list[RunRecord]) -> int:
     """Import run folders and Neptune offline runs into MLflow; runs already there are left as they are."""
+    from utils.tracking import import_to_mlflow, mlflow_uri_problems, neptune_run_dirs  # torch: only for imports
+
     problems = mlflow_uri_problems(args.mlflow_uri, "--mlflow-uri")
     if problems:
         print("compare_runs.py: error: " + "; ".join(problems), file=sys.stderr)

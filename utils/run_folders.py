@@ -35,6 +35,7 @@ def announced_run_folders(lines: list[str]) -> list[Path]:
 
 
 RECORD_FILES = ("summary.json", "config.yml", "metrics.csv")
+MLFLOW_DB = "mlflow.db"  # the MLflow store beside the run folders of an output folder (log_to_mlflow)
 
 
 BEST_CHECKPOINT = "best.ckpt"

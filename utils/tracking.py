@@ -28,11 +28,10 @@ from utils.checks import is_number
 from utils.configuration import neptune_api_token, tracked_params
 from utils.output_files import new_file_problems
 from utils.run_comparison import plot_runs
-from utils.run_folders import RunRecord, read_run
+from utils.run_folders import MLFLOW_DB, RunRecord, read_run
 
 logger = logging.getLogger(__name__)
 
-MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit of a parameter value
 MAX_BATCH_PARAMS, MAX_BATCH_METRICS = 100, 1000  # MLflow's limits per log_batch call
@@ -353,8 +352,9 @@ class RunMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        if self._initialized:
-            final = self._status or LIGHTNING_STATUS.get(status, "FAILED")
+        """Mark the run with Lightning's status unless end() has already marked it with the summary's state."""
+        if self._initialized and self._status is None:
+            final = LIGHTNING_STATUS.get(status, "FAILED")
             self._safely(lambda: self.experiment.set_terminated(self.run_id, final))
 
 
@@ -409,11 +409,11 @@ def make_loggers(cfg: Mapping[str, Any], run_dir: Path) -> list[Logger]:
     return loggers
 
 
-def run_artifacts(run_dir: Path, scratch: Path, checkpoints: bool = False) -> list[Path]:
+def run_artifacts(run: RunRecord, scratch: Path, checkpoints: bool = False) -> list[Path]:
     """A run's files for MLflow: config.yml, summary.json, curves.png (drawn into scratch), and the checkpoints."""
-    run_dir = Path(run_dir)
+    run_dir = run.path
     curves = scratch / "curves.png"
-    plot_runs([read_run(run_dir)], curves)
+    plot_runs([run], curves)
     files = [run_dir / "config.yml", run_dir / "summary.json", curves]
     if checkpoints:
         files += [run_dir / "best.ckpt", run_dir / "last.ckpt"]
@@ -424,7 +424,7 @@ def end_mlflow_run(run_logger: RunMLFlowLogger, summary: Mapping[str, Any], run_
                    checkpoints: bool) -> None:
     """End a run's MLflow run: summary columns, artifacts (curves drawn in a temporary folder), state."""
     with tempfile.TemporaryDirectory() as scratch:
-        files = run_artifacts(run_dir, Path(scratch), checkpoints) if not run_logger.failed else []
+        files = run_artifacts(read_run(run_dir), Path(scratch), checkpoints) if not run_logger.failed else []
         run_logger.end(summary, files)
 
 
@@ -503,7 +503,7 @@ def import_run_folder(client: Any, experiment_id: str, run: RunRecord) -> str | 
     status = MLFLOW_STATUS.get(str(run.summary.get("state")), "FAILED")
     tags = run_tags(config, run.path, run.summary.get(SEED_GROUP_TAG))
     with tempfile.TemporaryDirectory() as scratch:
-        files = run_artifacts(run.path, Path(scratch))
+        files = run_artifacts(run, Path(scratch))
         return _log_run(client, experiment_id, tags, params, _record_series(run), summary_metrics(run.summary),
                         status, files)
 

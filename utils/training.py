@@ -33,7 +33,7 @@ from utils.run_comparison import stat_of
 from utils.run_folders import TIMESTAMP, unused_path, write_json
 from utils.run_folders import read_metrics as read_metrics_file
 from utils.timing import format_duration
-from utils.tracking import RunMLFlowLogger, end_mlflow_run, make_loggers, make_mlflow_logger
+from utils.tracking import NeptuneLogger, RunMLFlowLogger, end_mlflow_run, make_loggers, make_mlflow_logger
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class RunRecorder(Callback):
         for run_logger in trainer.loggers:
             if isinstance(run_logger, TensorBoardLogger) and best is not None:
                 run_logger.log_metrics({"best_valid_acc": best, "best_valid_loss": best_loss}, trainer.global_step)
-            if hasattr(run_logger, "log_summary"):
+            if isinstance(run_logger, NeptuneLogger):  # MLflow gets the whole summary when its run ends
                 run_logger.log_summary({key: self.summary.get(key) for key in (
                     "epochs_run", "stop_reason", "state", "duration_s", "multiply_adds", "parameters")})
 
