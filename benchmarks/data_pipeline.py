@@ -34,6 +34,13 @@ REFERENCE_PER_CORE = 120.0  # the original project at full dataset size (FACTS.m
 THESIS_TEXT_ERASING = {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}  # the thesis text's template (not C-50)
 
 
+def thesis_text_pipeline(augmentation_device: str = "cpu") -> tuple[Preprocessing, Augmentation]:
+    """The thesis text's training pipeline: box crop, background erasing, the schema's transforms and RandomErasing."""
+    preprocessing = Preprocessing(IMAGE_SIZE, crop_to_bboxes=True, erase_background=True)
+    augmentation = Augmentation(default_config()["image_augmentations"], THESIS_TEXT_ERASING, augmentation_device)
+    return preprocessing, augmentation
+
+
 def make_data(work: Path, images: int, workers: int = 1) -> Path:
     """Generate (with ``workers`` processes) and prepare a Stanford-sized synthetic set (reused when present)."""
     prepared = work / "stanford"
@@ -69,8 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         data = make_data(work, args.images)
-        preprocessing = Preprocessing(IMAGE_SIZE, crop_to_bboxes=True, erase_background=True)
-        augmentation = Augmentation(default_config()["image_augmentations"], THESIS_TEXT_ERASING)
+        preprocessing, augmentation = thesis_text_pipeline()
         train = StanfordCarsDataset(data, "train", True, preprocessing, augmentation)
         valid = StanfordCarsDataset(data, "train", False, preprocessing)
         count = len(train)

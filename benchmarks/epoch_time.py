@@ -50,11 +50,10 @@ from pytorch_lightning.callbacks import Callback
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
-from benchmarks.data_pipeline import THESIS_TEXT_ERASING, make_data  # noqa: E402
-from datasets import (Augmentation, DataSettings, Loading, Preprocessing, StanfordCarsDataModule,  # noqa: E402
-                      data_settings)
+from benchmarks.data_pipeline import make_data, thesis_text_pipeline  # noqa: E402
+from datasets import DataSettings, Loading, StanfordCarsDataModule, data_settings  # noqa: E402
 from datasets.stanford_data_module import default_num_workers  # noqa: E402
-from utils.configuration import default_config, load_config  # noqa: E402
+from utils.configuration import load_config  # noqa: E402
 from utils.run_folders import is_run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,8 +303,7 @@ def run_setting(name: str, settings: tuple[str, ...], data: Path, work: Path, wo
 def data_module(data: Path, workers: int, cache_dir: Path, cache_images: bool,
                 augmentation_device: str = "cpu") -> StanfordCarsDataModule:
     """The training data of the loader-alone table: box crop, background erasing, the schema's transforms."""
-    preprocessing = Preprocessing((227, 227), crop_to_bboxes=True, erase_background=True)
-    augmentation = Augmentation(default_config()["image_augmentations"], THESIS_TEXT_ERASING, augmentation_device)
+    preprocessing, augmentation = thesis_text_pipeline(augmentation_device)
     loading = Loading(batch_size=64, num_workers=workers, seed=0, cache_images=cache_images,
                       cache_path=str(cache_dir))
     return StanfordCarsDataModule(DataSettings(data, preprocessing, augmentation, loading), show_progress=False)
