@@ -320,12 +320,12 @@ def run_streaming(command: Sequence[str], cwd: str | os.PathLike | None = None) 
     # its own session: an interrupt of the kernel's process group reaches it once, from here
     process = subprocess.Popen(list(command), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=environment, start_new_session=True)
-    lines: list[str] = []
+    folders: list[Path] = []
     try:
-        _forward(process, lines)
+        _forward(process, folders)
     except KeyboardInterrupt:
         process.send_signal(signal.SIGINT)
-        _forward(process, lines)
+        _forward(process, folders)
         process.wait()
         raise
     finally:
@@ -334,11 +334,11 @@ def run_streaming(command: Sequence[str], cwd: str | os.PathLike | None = None) 
         process.stdout.close()
     if process.wait() != 0:
         raise subprocess.CalledProcessError(process.returncode, list(command))
-    return announced_run_folders(lines)
+    return folders
 
 
-def _forward(process: subprocess.Popen, lines: list[str]) -> None:
-    """Write the process's output through as it comes; append its complete lines to `lines`."""
+def _forward(process: subprocess.Popen, folders: list[Path]) -> None:
+    """Write the process's output through as it comes; append the run folders its lines announce to `folders`."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
     for chunk in iter(lambda: process.stdout.read1(65536), b""):
@@ -346,7 +346,7 @@ def _forward(process: subprocess.Popen, lines: list[str]) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         *complete, pending = (pending + text).split("\n")
-        lines.extend(complete)
+        folders.extend(announced_run_folders(complete))
     text = decoder.decode(b"", final=True)
     sys.stdout.write(text)
-    lines.extend((pending + text).splitlines())
+    folders.extend(announced_run_folders((pending + text).splitlines()))
