@@ -10,17 +10,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from utils.configuration import ConfigError, configured_output_path
+from utils.config import ConfigError
+from utils.config.loading import configured_output_path
 from utils.output_files import new_file_problems
-from utils.run_comparison import (COLUMNS, column_problems, filter_runs, format_table, group_rows_by_seed,
-                                  plot_path_problem, plot_runs, run_row, sort_rows, write_csv)
-from utils.run_folders import MLFLOW_DB, RunRecord, load_runs, run_files
-from utils.thesis_records import load_thesis_runs, reference_record, unknown_run_problems
+from utils.runs.folders import MLFLOW_DB, run_files
+from utils.runs.plots import plot_path_problem, plot_runs
+from utils.runs.records import RunRecord, load_runs
+from utils.runs.table import (COLUMN_NAMES, column_problems, filter_runs, format_table, group_rows_by_seed, run_row,
+                              sort_rows, write_csv)
+from utils.runs.thesis import load_thesis_runs, reference_record, unknown_run_problems
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     epilog=f"columns: {', '.join(COLUMNS)} (with --seeds also: runs)")
+                                     epilog=f"columns: {', '.join(COLUMN_NAMES)} (with --seeds also: runs)")
     parser.add_argument("folders", nargs="*",
                         help="output folders holding run folders, or run folders "
                              "(default: output_path of the config file, else output)")
@@ -62,7 +65,9 @@ def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str
 
 def to_mlflow(args: argparse.Namespace, runs: list[RunRecord]) -> int:
     """Import run folders and Neptune offline runs into MLflow; runs already there are left as they are."""
-    from utils.tracking import import_to_mlflow, mlflow_uri_problems, neptune_run_dirs  # torch: only for imports
+    from utils.runs.mlflow import import_to_mlflow  # imports torch: only for imports
+    from utils.tracking.mlflow_store import mlflow_uri_problems
+    from utils.tracking.neptune import neptune_run_dirs
 
     problems = mlflow_uri_problems(args.mlflow_uri, "--mlflow-uri")
     if problems:
@@ -87,8 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         # the thesis runs alone can be shown before any training
         args.folders = [default_folder] if Path(default_folder).is_dir() or not args.reference else []
-    available = [*COLUMNS, "runs"] if args.seeds else list(COLUMNS)
-    columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else list(COLUMNS)
+    available = [*COLUMN_NAMES, "runs"] if args.seeds else list(COLUMN_NAMES)
+    columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else list(COLUMN_NAMES)
     if args.seeds and not args.columns:
         columns.insert(1, "runs")
     problems = column_problems([*columns, args.sort], available) if columns else ["--columns: no column names given"]

@@ -8,12 +8,14 @@ from collections.abc import Sequence
 
 import torch
 
-from datasets import StanfordCarsDataModule, data_settings
+from datasets.settings import data_settings
+from datasets.stanford_data_module import StanfordCarsDataModule
 from models.evaluation import class_label, evaluate_network, write_predictions_csv
 from models.run_loading import CheckpointError, device_problem, load_trained_model
-from utils.configuration import ConfigError
+from utils.config import ConfigError
 from utils.output_files import new_file_problems
-from utils.run_folders import RunRecordError, load_run_config, metrics_at_epoch, run_files
+from utils.runs.folders import load_run_config, run_files
+from utils.runs.records import RunRecordError, metrics_at_epoch
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -40,17 +42,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
+        run_dir, checkpoint, config = load_run_config(args.run, args.data)
         problems = new_file_problems(args.out, args.force, run_files(run_dir, checkpoint)) if args.out else []
         if problems:
             raise ValueError("; ".join(problems))
-        data = StanfordCarsDataModule(data_settings(cfg).for_evaluation(args.workers, args.batch_size),
+        data = StanfordCarsDataModule(data_settings(config).for_evaluation(args.workers, args.batch_size),
                                       show_progress=False)
         data.setup("validate")
         if len(data.val_dataset) == 0:
             raise ValueError(f"{data.data_path / 'test_labels.csv'} lists no images to evaluate")
-        trained = load_trained_model(checkpoint, cfg["architecture"], data.img_channels, cfg["dropout"],
-                                     cfg["output_channels"])
+        trained = load_trained_model(checkpoint, config.architecture, data.img_channels, config.dropout,
+                                     config.output_channels)
     except (RunRecordError, ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
@@ -65,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"images: {result.num_samples}")
     print(f"top-1 accuracy: {result.top1:.4f}")
     print(f"top-{result.top_k} accuracy: {result.top5:.4f}")
-    print(f"validation loss ({cfg['loss_function']}): {result.loss:.4f}")
+    print(f"validation loss ({config.loss_function}): {result.loss:.4f}")
     logged = metrics_at_epoch(run_dir, trained.epoch)
     if logged and logged.get("valid_acc") is not None:
         print(f"logged at epoch {trained.epoch}: valid_acc {logged['valid_acc']:.4f}, "

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from datasets import StanfordCarsDataModule, data_settings, preprocessing_settings
+from datasets.settings import data_settings, preprocessing_settings
+from datasets.stanford_data_module import StanfordCarsDataModule
 from models.export import FORMATS, ExportError, export_model, output_problems
 from models.run_loading import CheckpointError, device_problem, load_trained_model
-from utils.configuration import ConfigError
-from utils.run_folders import RunRecordError, load_run_config, run_class_names, run_files
+from utils.config import Config, ConfigError
+from utils.runs.folders import load_run_config, run_files
+from utils.runs.records import RunRecordError, run_class_names
 
 CHECK_IMAGES = 4
 
@@ -37,35 +38,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def data_or_none(cfg: Mapping[str, Any]) -> tuple[StanfordCarsDataModule | None, str | None]:
+def data_or_none(config: Config) -> tuple[StanfordCarsDataModule | None, str | None]:
     """The run's prepared data, or None and the reason it is unavailable."""
     try:
-        return StanfordCarsDataModule(data_settings(cfg).for_evaluation(), show_progress=False), None
+        return StanfordCarsDataModule(data_settings(config).for_evaluation(), show_progress=False), None
     except (FileNotFoundError, ValueError) as error:
         return None, str(error)
 
 
-def check_images(data: StanfordCarsDataModule | None, cfg: Mapping[str, Any]) -> torch.Tensor:
+def check_images(data: StanfordCarsDataModule | None, config: Config) -> torch.Tensor:
     """A few validation images, or seeded random inputs of the right shape when there is no data."""
     if data is not None:
         data.setup("validate")
         count = min(CHECK_IMAGES, len(data.val_dataset))
         return torch.stack([data.val_dataset[index][0] for index in range(count)])
-    return torch.randn(CHECK_IMAGES, preprocessing_settings(cfg).channels, *cfg["image_size"],
+    return torch.randn(CHECK_IMAGES, preprocessing_settings(config).channels, *config.image_size,
                        generator=torch.Generator().manual_seed(0))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
+        run_dir, checkpoint, config = load_run_config(args.run, args.data)
         out = Path(args.out) if args.out else run_dir / f"model{FORMATS[args.format]}"
         problems = output_problems(out, args.format, args.force, run_files(run_dir, checkpoint))
         if problems:
             raise ExportError("; ".join(problems))
-        trained = load_trained_model(checkpoint, cfg["architecture"], preprocessing_settings(cfg).channels,
-                                     cfg["dropout"], cfg["output_channels"])
-        data, reason = data_or_none(cfg)
+        trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,
+                                     config.dropout, config.output_channels)
+        data, reason = data_or_none(config)
         if data is None and args.data is not None:
             raise ExportError(f"{args.data}: {reason}")
         class_names, warning = run_class_names(run_dir, trained.num_classes,
@@ -80,14 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     metadata = {
-        "architecture": cfg["architecture"], "run": run_dir.name, "checkpoint": checkpoint.name,
+        "architecture": config.architecture, "run": run_dir.name, "checkpoint": checkpoint.name,
         "checkpoint_epoch": trained.epoch, "num_classes": trained.num_classes,
         "class_names": class_names, "class_ids": list(range(1, trained.num_classes + 1)),
         "input_name": "images", "output_name": "logits", "output": "logits; apply softmax for probabilities",
-        "preprocessing": preprocessing_settings(cfg).metadata(),
+        "preprocessing": preprocessing_settings(config).metadata(),
     }
     try:
-        report = export_model(trained.module.network, out, args.format, check_images(data, cfg), metadata,
+        report = export_model(trained.module.network, out, args.format, check_images(data, config), metadata,
                               force=args.force, device=args.device)
     except ExportError as error:
         print(f"export_model.py: error: {error}", file=sys.stderr)

@@ -5,18 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
-from datasets import StanfordCarsDataModule, data_settings, preprocessing_settings
+from datasets.settings import data_settings, preprocessing_settings
+from datasets.stanford_data_module import StanfordCarsDataModule
 from datasets.photos import unreadable_reason
 from datasets.stanford_data import PhotoInfo, photo_info, preprocess_image
 from models.evaluation import class_label, predict_top_k
 from models.run_loading import CheckpointError, device_problem, load_trained_model
-from utils.configuration import ConfigError
-from utils.run_folders import RunRecordError, load_run_config, run_class_names
+from utils.config import Config, ConfigError
+from utils.runs.folders import load_run_config
+from utils.runs.records import RunRecordError, run_class_names
 
 
 def parse_box(text: str) -> tuple[int, int, int, int]:
@@ -50,16 +51,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def photo_tensor(path: str | os.PathLike, cfg: Mapping[str, Any], box: tuple[int, int, int, int] | None = None,
+def photo_tensor(path: str | os.PathLike, config: Config, box: tuple[int, int, int, int] | None = None,
                  info: PhotoInfo | None = None) -> torch.Tensor:
     """A photo as the run's network sees validation images [C, H, W]; with a box, the training box treatment."""
-    return preprocess_image(path, preprocessing_settings(cfg), box, info)
+    return preprocess_image(path, preprocessing_settings(config), box, info)
 
 
-def photo_notes(info: PhotoInfo, cfg: Mapping[str, Any]) -> list[str]:
+def photo_notes(info: PhotoInfo, config: Config) -> list[str]:
     """What the user should know about how a readable photo was used: enlarged, or only its first frame."""
     notes = []
-    height, width = (int(side) for side in cfg["image_size"])
+    height, width = config.image_size
     if info.size[0] < width or info.size[1] < height:
         notes.append(f"only {info.size[0]}x{info.size[1]} pixels, enlarged to the network's {width}x{height} "
                      "input: the answer can be no better than the photo")
@@ -71,12 +72,12 @@ def photo_notes(info: PhotoInfo, cfg: Mapping[str, Any]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run_dir, checkpoint, cfg = load_run_config(args.run, args.data)
-        trained = load_trained_model(checkpoint, cfg["architecture"], preprocessing_settings(cfg).channels,
-                                     cfg["dropout"], cfg["output_channels"])
+        run_dir, checkpoint, config = load_run_config(args.run, args.data)
+        trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,
+                                     config.dropout, config.output_channels)
         class_names, warning = run_class_names(
             run_dir, trained.num_classes,
-            lambda: StanfordCarsDataModule(data_settings(cfg).for_evaluation(), False).class_names,
+            lambda: StanfordCarsDataModule(data_settings(config).for_evaluation(), False).class_names,
             prefer_data=args.data is not None)
     except (RunRecordError, ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)
@@ -89,13 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.images:
         try:
             info = photo_info(path)
-            tensor = photo_tensor(path, cfg, args.bbox, info)
+            tensor = photo_tensor(path, config, args.bbox, info)
         except Exception as error:  # PIL raises many types for broken files; each is worded, never a traceback
             reason = str(error) if type(error) is ValueError else unreadable_reason(error)
             print(f"predict.py: error: {path}: {reason}", file=sys.stderr)
             failed.append(path)
             continue
-        for note in photo_notes(info, cfg):
+        for note in photo_notes(info, config):
             print(f"predict.py: warning: {path}: {note}", file=sys.stderr)
         probabilities, indices = predict_top_k(network, tensor.unsqueeze(0).to(device), args.top)
         print(path)

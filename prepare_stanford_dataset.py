@@ -12,9 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from datasets import (DataPreparationError, check_archive_target, default_archive_path, make_data_archive,
-                      prepare_stanford_dataset)
-from utils.configuration import ConfigError, load_config
+from datasets.preparation import DataPreparationError, check_archive_target, default_archive_path, make_data_archive, prepare_stanford_dataset
+from utils.config import ConfigError, load_config
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -38,7 +37,7 @@ def config_paths(config_path: str, need_config: bool) -> dict[str, Any]:
             )
         return {}
     config = load_config(path)
-    return {k: config[k] for k in ("stanford_raw_data_path", "stanford_data_path")}
+    return {"stanford_raw_data_path": config.stanford_raw_data_path, "stanford_data_path": config.stanford_data_path}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

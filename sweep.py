@@ -15,14 +15,17 @@ from pathlib import Path
 import optuna
 import torch
 
-import train
-from utils.configuration import ConfigError
+from utils.config import ConfigError, parse_overrides
 from utils.logger import setup_logging
-from utils.study_file import Study, base_settings, load_study
-from utils.sweep_report import write_report
-from utils.sweeps import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, WorkerSettings, default_storage, folder_conflicts,
-                          open_storage, open_study, prepare_tracking, queue_units, run_worker, sampler_problems,
-                          start_workers, unfinished_units, wait_for_workers, worker_environments)
+from utils.runs.training import RUN_CHECKS
+from utils.sweeps.configurations import load_study, open_study
+from utils.sweeps.launcher import (folder_conflicts, prepare_tracking, start_workers, wait_for_workers,
+                                   worker_environments)
+from utils.sweeps.report import write_report
+from utils.sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, default_storage, open_optuna_study,
+                                  open_storage, queue_runs, sampler_problems, unfinished_runs)
+from utils.sweeps.study_file import Study
+from utils.sweeps.worker import WorkerSettings, run_worker
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -59,18 +62,18 @@ def device_list(devices: str | None) -> list[str] | None:
 
 
 def storage_url(study: Study, args: argparse.Namespace) -> str:
-    return args.storage or default_storage(study, base_settings(study, args.overrides)["output_path"])
+    return args.storage or default_storage(study, study.base.output_path)
 
 
 def report(args: argparse.Namespace) -> int:
-    study = load_study(args.study, args.overrides, base_config=args.config)
+    study = open_study(args.study, parse_overrides(args.overrides), args.config)
     url = storage_url(study, args)
     try:
         optuna_study = optuna.load_study(study_name=study.name, storage=open_storage(url))
     except KeyError:
         print(f"{args.study}: no study {study.name!r} in {url}; run: python sweep.py {args.study}", file=sys.stderr)
         return 2
-    folder = Path(base_settings(study, args.overrides)["output_path"]) / study.name
+    folder = Path(study.base.output_path) / study.name
     table, csv_path, plot_path = write_report(study, optuna_study, folder)
     print(table)
     print(f"\nwritten: {csv_path}, {plot_path}")
@@ -78,11 +81,9 @@ def report(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    study = load_study(args.study, args.overrides, only=args.only, base_config=args.config)
-    base = base_settings(study, args.overrides)
-    setup_logging(base["loglevel"], base["logging_dir"])
-    settings = WorkerSettings(train.train_once, args.overrides, args.only, args.heartbeat, args.grace)
-    return run_worker(study, args.storage, settings)
+    study = open_study(args.study, parse_overrides(args.overrides), args.config)
+    setup_logging(study.base.loglevel, study.base.logging_dir)
+    return run_worker(study, args.storage, WorkerSettings(args.only, args.heartbeat, args.grace))
 
 
 def worker_command(args: argparse.Namespace, url: str) -> list[str]:
@@ -94,17 +95,17 @@ def worker_command(args: argparse.Namespace, url: str) -> list[str]:
 
 
 def launch(args: argparse.Namespace) -> int:
-    study = load_study(args.study, args.overrides, train.PRE_RUN_CHECKS, args.only, args.config,
-                       [sampler_problems, lambda study: folder_conflicts(study, args.overrides, args.only)])
+    study = load_study(args.study, parse_overrides(args.overrides), RUN_CHECKS, args.only, args.config,
+                       [sampler_problems, lambda study: folder_conflicts(study, args.only)])
     if args.check:
         print(f"{args.study}: every run passed every pre-run check")
         return 0
     url = storage_url(study, args)
     storage = open_storage(url, args.heartbeat, args.grace)
-    optuna_study = open_study(study, storage)
-    queued = queue_units(study, optuna_study, args.only)
+    optuna_study = open_optuna_study(study, storage)
+    queued = queue_runs(study, optuna_study, args.only)
     print(f"study {study.name} in {url}: {queued} runs queued; starting {args.workers} worker(s)")
-    prepare_tracking(study, args.overrides, args.only)
+    prepare_tracking(study, args.only)
     environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count())
     processes = start_workers(worker_command(args, url), environments)
     codes = wait_for_workers(processes)
@@ -115,9 +116,9 @@ def launch(args: argparse.Namespace) -> int:
     if any(code == 130 for code in codes):
         print("stopped; run the same command again to resume the study", file=sys.stderr)
         return 130
-    left = unfinished_units(study, optuna_study, args.only)
+    left = unfinished_runs(study, optuna_study, args.only)
     if left:
-        print(f"workers stopped with {len(left)} runs unfinished ({', '.join(unit.key for unit in left)}; see their "
+        print(f"workers stopped with {len(left)} runs unfinished ({', '.join(run.key for run in left)}; see their "
               "errors); run the same command again to resume", file=sys.stderr)
         return 1
     print(f"study {study.name} done; see: python sweep.py --report {args.study}")

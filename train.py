@@ -9,33 +9,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
 
-import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-import datasets
-import models
-from models.net_module import NetModule
-from models.settings import module_kwargs, network_kwargs
-from utils.configuration import MAX_SEED, ConfigError, load_config, tracked_params
+from utils.config import MAX_SEED, ConfigError, load_config, parse_overrides
 from utils.logger import setup_logging
-from utils.output_files import folder_problems
-from utils.run_folders import announce_run_folder
-from utils.timing import log_execution_time
-from utils.tracking import mlflow_problems
-from utils.run_folders import TIMESTAMP, plan_runs, release_unused, resume_target, write_json
-from utils.training import (aggregate_seeds, format_seed_table, git_commit, run_training, runtime_name, seeds_to_run,
-                            trainer_problems)
+from utils.runs.folders import resume_target
+from utils.runs.seeds import format_seed_table, seeds_to_run
+from utils.runs.training import RUN_CHECKS, train_run, train_seeds
 
 logger = logging.getLogger("train")
-REPO_DIR = Path(__file__).resolve().parent
-# Every check a configuration passes before any data or model work; all problems are reported together.
-PRE_RUN_CHECKS = (datasets.config_problems, datasets.prepared_data_problems, models.config_problems,
-                  trainer_problems, folder_problems, mlflow_problems)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -60,82 +44,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = None,
-               extra_callbacks: Iterable[Callback] = (), seed_group: str | None = None) -> dict[str, Any]:
-    """Build data module, network and module from cfg and train them; return the run's summary."""
-    if pl.utilities.rank_zero_only.rank == 0:
-        announce_run_folder(run_dir)
-    pl.seed_everything(cfg["seed"], workers=True)
-    with log_execution_time("preparing data"):
-        datamodule = datasets.StanfordCarsDataModule(datasets.data_settings(cfg))
-    network = models.build_network(**network_kwargs(cfg, datamodule.num_classes, datamodule.img_channels))
-    module = NetModule(network, datamodule.num_classes, **module_kwargs(cfg))
-    parameters = models.count_parameters(network)
-    multiply_adds = models.count_multiply_adds(network, cfg["image_size"], datamodule.img_channels)
-    if cfg["compile_model"]:
-        network.compile(mode=cfg["compile_mode"])  # in place: checkpoints keep the plain parameter names
-    info = {"architecture": cfg["architecture"], "parameters": parameters, "multiply_adds": multiply_adds,
-            "image_size": list(cfg["image_size"]), "num_classes": datamodule.num_classes,
-            "class_names": list(datamodule.class_names), "seed": cfg["seed"],
-            "runtime": runtime_name(), "git_commit": git_commit(REPO_DIR), "tags": list(cfg["tags"]),
-            "description": cfg["description"], "run_dir": str(run_dir)}
-    if seed_group:
-        info["seed_group"] = seed_group
-    params = {**tracked_params(cfg), "runtime": info["runtime"], "parameters": parameters,
-              "multiply_adds": multiply_adds, "num_classes": datamodule.num_classes}
-    logger.info("%s: %d parameters, %d multiply-adds at %s", cfg["architecture"], parameters, multiply_adds,
-                cfg["image_size"])
-    return run_training(cfg, datamodule, module, run_dir, info, params, ckpt_path, extra_callbacks)
-
-
 def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] = ()) -> int:
     args = parse_args(argv)
-    overrides = list(args.overrides) + ([f"stanford_data_path={args.data_path}"] if args.data_path else [])
     try:
-        if args.resume:
-            run_dir, ckpt_path = resume_target(args.resume)
-            cfg = load_config(run_dir / "config.yml", overrides, PRE_RUN_CHECKS)
-        else:
-            cfg = load_config(args.config or "config.yml", overrides, PRE_RUN_CHECKS)
+        overrides = parse_overrides(args.overrides) + ([("stanford_data_path", args.data_path)]
+                                                       if args.data_path else [])
+        run_dir, checkpoint = resume_target(args.resume) if args.resume else (None, None)
+        config = load_config(run_dir / "config.yml" if run_dir else args.config or "config.yml", overrides,
+                             RUN_CHECKS)
     except (ConfigError, FileNotFoundError) as error:
         print(error, file=sys.stderr)
         return 2
     if args.check:
         print(f"{args.resume or args.config or 'config.yml'}: every pre-run check passed")
         return 0
-    log_file = setup_logging(cfg["loglevel"], cfg["logging_dir"])
+    log_file = setup_logging(config.loglevel, config.logging_dir)
     logger.info("logging to %s", log_file)
-    if args.resume:
-        logger.info("resuming %s from %s", run_dir, ckpt_path)
-        train_once(cfg, run_dir, ckpt_path, extra_callbacks)
+    if run_dir:
+        logger.info("resuming %s from %s", run_dir, checkpoint)
+        train_run(config, run_dir, checkpoint, extra_callbacks)
         return 0
-    started = datetime.now()
-    seeds = seeds_to_run(cfg["seed"], args.seeds)
+    seeds = seeds_to_run(config.seed, args.seeds)
     if max(seeds) > MAX_SEED:
         print(f"--seeds: seeds {seeds[0]}..{seeds[-1]} go past the largest seed, {MAX_SEED}", file=sys.stderr)
         return 2
-    plan = plan_runs(cfg["output_path"], cfg["architecture"], seeds, started)
-    seed_group = f"{cfg['architecture']}_{started:{TIMESTAMP}}_seeds" if len(plan) > 1 else None
-    results = []
-    for entry in plan:
-        try:
-            summary = train_once({**cfg, "seed": entry["seed"]}, Path(entry["run_dir"]), None, extra_callbacks,
-                                 seed_group)
-        except FileNotFoundError as error:  # e.g. data removed after the checks: before the run wrote anything
-            release_unused(plan)
-            print(error, file=sys.stderr)
-            return 2
-        if summary.get("state") == "failed":
-            print(f"run {entry['run_dir']} failed: {summary.get('stop_reason')}", file=sys.stderr)
-            return 1
-        best = (summary.get("best_valid_acc") or {}).get("value", float("nan"))
-        results.append({"seed": entry["seed"], "run_dir": entry["run_dir"], "best_valid_acc": best})
-    if len(plan) > 1 and pl.utilities.rank_zero_only.rank == 0:
-        aggregate = aggregate_seeds(results)
-        path = Path(cfg["output_path"]) / f"{seed_group}.json"
-        write_json(path, aggregate)
-        print(format_seed_table(aggregate))
-        logger.info("seed statistics written to %s", path)
+    try:
+        results = train_seeds(config, seeds, extra_callbacks)
+    except FileNotFoundError as error:  # e.g. data removed after the checks: before the run wrote anything
+        print(error, file=sys.stderr)
+        return 2
+    if results.failed:
+        print(results.failed, file=sys.stderr)
+        return 1
+    if results.aggregate:
+        print(format_seed_table(results.aggregate))
+        logger.info("seed statistics written to %s", results.aggregate_path)
     return 0
 
 

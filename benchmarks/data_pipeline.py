@@ -5,7 +5,7 @@ transforms (bbox crop, background erasing, flip, affine, colour jitter, to tenso
 normalise; 227x227) and the validation pipeline (decode, resize, to tensor, normalise), and prints a
 markdown table. Use ``--threads 1`` for per-core figures.
 
-    python benchmarks/data_pipeline.py [--images 300] [--threads 1] [--work DIR] [--profile]
+    python -m benchmarks.data_pipeline [--images 300] [--threads 1] [--work DIR] [--profile]
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ import argparse
 import cProfile
 import platform
 import pstats
-import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets import (Augmentation, Preprocessing, StanfordCarsDataset, generate_synthetic_stanford,  # noqa: E402
-                      prepare_stanford_dataset)
-from utils.configuration import default_config  # noqa: E402
+from datasets.preparation import prepare_stanford_dataset
+from datasets.settings import Augmentation, Preprocessing, preprocessing_settings
+from datasets.stanford_data import StanfordCarsDataset
+from datasets.synthetic import generate_synthetic_stanford
+from utils.config import Config
 
 IMAGE_SIZE = (227, 227)
 REFERENCE_PER_CORE = 120.0  # the original project at full dataset size (FACTS.md)
@@ -36,8 +36,9 @@ THESIS_TEXT_ERASING = {"RandomErasing": {"p": 0.5, "scale": [0.02, 0.25]}}  # th
 
 def thesis_text_pipeline(augmentation_device: str = "cpu") -> tuple[Preprocessing, Augmentation]:
     """The thesis text's training pipeline: box crop, background erasing, the schema's transforms and RandomErasing."""
-    preprocessing = Preprocessing(IMAGE_SIZE, crop_to_bboxes=True, erase_background=True)
-    augmentation = Augmentation(default_config()["image_augmentations"], THESIS_TEXT_ERASING, augmentation_device)
+    preprocessing = replace(preprocessing_settings(Config()), image_size=IMAGE_SIZE, crop_to_bboxes=True,
+                            erase_background=True)
+    augmentation = Augmentation(Config().image_augmentations, THESIS_TEXT_ERASING, augmentation_device)
     return preprocessing, augmentation
 
 

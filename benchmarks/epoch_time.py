@@ -19,7 +19,7 @@ compilation, reported as the first epoch's extra seconds). ``--profile N`` profi
 setting N with torch.profiler: the top operators, and the share of the time that GPU kernels run.
 Also times the training loader alone (no model) for the reference-like pipeline and the cache.
 
-    python benchmarks/epoch_time.py [--train 400] [--test 400] [--epochs 2] [--loader-train 400] [--work DIR]
+    python -m benchmarks.epoch_time [--train 400] [--test 400] [--epochs 2] [--loader-train 400] [--work DIR]
                                     [--workers N] [--generate-workers N] [--settings 1,2,...] [--skip-loader]
                                     [--profile N] [--out DIR]
 
@@ -30,7 +30,6 @@ per-image times.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -38,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -47,14 +46,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import train  # noqa: E402
-from benchmarks.data_pipeline import make_data, thesis_text_pipeline  # noqa: E402
-from datasets import DataSettings, Loading, StanfordCarsDataModule, data_settings  # noqa: E402
-from datasets.stanford_data_module import default_num_workers  # noqa: E402
-from utils.configuration import load_config  # noqa: E402
-from utils.run_folders import is_run_dir  # noqa: E402
+from benchmarks.data_pipeline import make_data, thesis_text_pipeline
+from datasets.settings import DataSettings, data_settings
+from datasets.stanford_data_module import StanfordCarsDataModule, default_num_workers
+from utils.config import Config, load_config, parse_overrides
+from utils.runs.training import RUN_CHECKS, train_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_TRAIN, FULL_TEST, FULL_EPOCHS = 8144, 8041, 200
@@ -259,44 +255,42 @@ class Result:
         return max(0.0, self.first_epoch_s - (e.train_s + e.valid_s))
 
 
-def train_args(data: Path, work: Path, workers: int, epochs: int, settings: tuple[str, ...]) -> list[str]:
-    """train.py arguments of run C-50 for this benchmark."""
+def c50_config(data: Path, work: Path, workers: int, epochs: int, settings: tuple[str, ...]) -> Config:
+    """Run C-50 (config_template.yml) for this benchmark, with the setting's --set overrides."""
     base = ("image_size=[227, 227]", "batch_size=64", f"num_epochs={epochs}", f"num_workers={workers}", "seed=0",
             f"output_path={work / 'output'}", f"logging_dir={work / 'logs'}", f"cache_path={work / 'cache'}",
             "log_to_tensorboard=false", "early_stopping_patience=null", *settings)
-    return ["-c", str(ROOT / "config_template.yml"), "-d", str(data)] + [part for s in base
-                                                                         for part in ("--set", s)]
+    return load_config(ROOT / "config_template.yml",
+                       [("stanford_data_path", str(data)), *parse_overrides(base)], RUN_CHECKS)
 
 
-def cache_build_s(args: list[str]) -> float:
+def cache_build_s(config: Config) -> float:
     """Seconds to build the setting's image caches (0 when present or not used)."""
-    overrides = [args[i + 1] for i in range(len(args)) if args[i] == "--set"]
-    cfg = load_config(args[1], overrides + [f"stanford_data_path={args[3]}"])
-    if not cfg["cache_images"]:
+    if not config.cache_images:
         return 0.0
     start = time.perf_counter()
-    StanfordCarsDataModule(data_settings(cfg), show_progress=False).prepare_data()
+    StanfordCarsDataModule(data_settings(config), show_progress=False).prepare_data()
     return time.perf_counter() - start
 
 
 def run_setting(name: str, settings: tuple[str, ...], data: Path, work: Path, workers: int, epochs: int,
                 profiler: StepProfiler | None = None) -> Result:
-    """Train C-50 through train.main for some epochs in one setting; the last epoch's times."""
-    args = train_args(data, work, workers, epochs, settings)
-    build_s = cache_build_s(args)
+    """Train C-50 as train.py does for some epochs in one setting; the last epoch's times."""
+    config = c50_config(data, work, workers, epochs, settings)
+    build_s = cache_build_s(config)
     timer = EpochTimer()
     callbacks = [timer] + ([profiler] if profiler else [])
     start = time.perf_counter()
-    if train.main(args, extra_callbacks=callbacks) != 0:
-        raise RuntimeError(f"{name}: train.py failed")
+    results = train_seeds(config, [config.seed], callbacks)
+    if results.failed:
+        raise RuntimeError(f"{name}: {results.failed}")
     if profiler is not None:  # its own start and stop are no part of training
         timer.epochs[-1].train_s -= profiler.overhead_s
         timer.epochs[-1].fetch_s -= profiler.overhead_s
         profiler.report()
     print(f"  {name}: {timer.epochs[-1]} ({time.perf_counter() - start:.1f} s in all)", file=sys.stderr)
     first = timer.epochs[0].train_s + timer.epochs[0].valid_s
-    run_dir = max(filter(is_run_dir, (work / "output").iterdir()), key=os.path.getmtime)  # not mlflow.db
-    best = json.loads((run_dir / "summary.json").read_text())["best_valid_acc"]["value"]
+    best = results.runs[0]["best_valid_acc"]
     return Result(name, timer.epochs[-1], first, build_s, best)
 
 
@@ -304,8 +298,8 @@ def data_module(data: Path, workers: int, cache_dir: Path, cache_images: bool,
                 augmentation_device: str = "cpu") -> StanfordCarsDataModule:
     """The training data of the loader-alone table: box crop, background erasing, the schema's transforms."""
     preprocessing, augmentation = thesis_text_pipeline(augmentation_device)
-    loading = Loading(batch_size=64, num_workers=workers, seed=0, cache_images=cache_images,
-                      cache_path=str(cache_dir))
+    loading = replace(data_settings(Config()).loading, batch_size=64, num_workers=workers, seed=0,
+                      cache_images=cache_images, cache_path=str(cache_dir))
     return StanfordCarsDataModule(DataSettings(data, preprocessing, augmentation, loading), show_progress=False)
 
 

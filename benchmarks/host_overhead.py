@@ -6,10 +6,10 @@ does not depend on the network: a linear layer (8 -> 196 classes) stands in for 
 step is Python and dispatch. Compared, on the same batches:
 
 - a plain PyTorch loop (forward, label-smoothing loss, backward, AdamW step): the floor;
-- ``NetModule`` under ``pl.Trainer`` as train.py runs it (metrics updated every step, logged once an epoch);
-- the same with ``self.log`` called every step for loss, accuracy and lr (how NetModule logged before).
+- ``ClassifierModule`` under ``pl.Trainer`` as train.py runs it (metrics updated every step, logged once an epoch);
+- the same with ``self.log`` called every step for loss, accuracy and lr (how ClassifierModule logged before).
 
-    python benchmarks/host_overhead.py [--steps 400] [--rounds 5] [--batch-size 64]
+    python -m benchmarks.host_overhead [--steps 400] [--rounds 5] [--batch-size 64]
 
 Reported: median ms per step over the rounds (each round a one-epoch fit of --steps batches).
 """
@@ -19,26 +19,22 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.net_module import NetModule  # noqa: E402
+from models.classifier_module import ClassifierModule
 
 NUM_CLASSES = 196
 OPTIMIZER_PARAMS = {"lr": 0.001, "weight_decay": 0.6}
 
 
-class PerStepLogging(NetModule):
-    """NetModule as it logged before: self.log of loss, accuracy and lr in every training step."""
+class PerStepLogging(ClassifierModule):
+    """ClassifierModule as it logged before: self.log of loss, accuracy and lr in every training step."""
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
@@ -82,7 +78,7 @@ def plain_loop(batches: Batches) -> float:
     return (time.perf_counter() - start) / len(batches)
 
 
-def lightning_fit(module_class: type[NetModule], batches: Batches) -> float:
+def lightning_fit(module_class: type[ClassifierModule], batches: Batches) -> float:
     """Seconds per step of a one-epoch fit of module_class around the same linear layer."""
     module = module_class(nn.Linear(8, NUM_CLASSES), NUM_CLASSES, optimizer="AdamW",
                           optimizer_params=OPTIMIZER_PARAMS)
@@ -103,11 +99,11 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     batches = Batches(args.steps, args.batch_size)
-    timings: dict[str, list[float]] = {"plain PyTorch loop": [], "NetModule (metrics logged once an epoch)": [],
+    timings: dict[str, list[float]] = {"plain PyTorch loop": [], "ClassifierModule (metrics logged once an epoch)": [],
                                        "self.log every step (before)": []}
     for _ in range(args.rounds):
         timings["plain PyTorch loop"].append(plain_loop(batches))
-        timings["NetModule (metrics logged once an epoch)"].append(lightning_fit(NetModule, batches))
+        timings["ClassifierModule (metrics logged once an epoch)"].append(lightning_fit(ClassifierModule, batches))
         timings["self.log every step (before)"].append(lightning_fit(PerStepLogging, batches))
     floor = statistics.median(timings["plain PyTorch loop"])
     print(f"torch {torch.__version__}, Lightning {pl.__version__}, {args.steps} steps of batch {args.batch_size}, "

@@ -6,7 +6,7 @@ held in the training device's memory, kornia batch augmentation, bf16, channels_
 batches of 512, optionally CUDA graphs), each over ``--seeds`` seeds. Prints the mean valid_acc per epoch of
 each path and the best valid_acc per seed, mean and standard deviation, with Welch's t-test of the difference.
 
-    python benchmarks/learning_curve.py [--classes 24] [--per-class 40] [--epochs 15] [--seeds 3]
+    python -m benchmarks.learning_curve [--classes 24] [--per-class 40] [--epochs 15] [--seeds 3]
                                         [--image-size 227] [--compile] [--precision bf16-mixed] [--work DIR]
                                         [--workers N]
 """
@@ -14,21 +14,18 @@ each path and the best valid_acc per seed, mean and standard deviation, with Wel
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import train  # noqa: E402
-from datasets import generate_synthetic_stanford, prepare_stanford_dataset  # noqa: E402
-from utils.run_folders import is_run_dir  # noqa: E402
-from utils.training import read_metrics  # noqa: E402
+from datasets.preparation import prepare_stanford_dataset
+from datasets.synthetic import generate_synthetic_stanford
+from utils.config import load_config, parse_overrides
+from utils.runs.records import read_metrics, read_summary
+from utils.runs.training import RUN_CHECKS, train_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 C50 = ("early_stopping_patience=null", "log_to_tensorboard=false")
@@ -49,16 +46,18 @@ def make_set(work: Path, classes: int, per_class: int, workers: int) -> Path:
 
 def run(data: Path, work: Path, settings: tuple[str, ...], seed: int, epochs: int, size: int,
         workers: int) -> list[dict[str, float]]:
-    """One train.py run; its metrics.csv rows."""
+    """One training run, as train.py runs it; its metrics.csv rows."""
     output = work / "output" / f"{len(settings)}_{seed}"
     base = (*C50, f"image_size=[{size}, {size}]", f"num_epochs={epochs}", f"seed={seed}",
             f"num_workers={workers}", f"output_path={output}", f"logging_dir={work / 'logs'}",
             f"cache_path={work / 'cache'}", *settings)
-    args = ["-c", str(ROOT / "config_template.yml"), "-d", str(data)] + [p for s in base for p in ("--set", s)]
-    if train.main(args) != 0:
-        raise RuntimeError(f"train.py failed for seed {seed} with {settings}")
-    run_dir = max(filter(is_run_dir, output.iterdir()), key=os.path.getmtime)  # not mlflow.db
-    summary = json.loads((run_dir / "summary.json").read_text())
+    config = load_config(ROOT / "config_template.yml", [("stanford_data_path", str(data)), *parse_overrides(base)],
+                         RUN_CHECKS)
+    results = train_seeds(config, [seed])
+    if results.failed:
+        raise RuntimeError(f"training failed for seed {seed} with {settings}: {results.failed}")
+    run_dir = Path(results.runs[0]["run_dir"])
+    summary = read_summary(run_dir)
     if summary["state"] != "finished":
         raise RuntimeError(f"{run_dir}: {summary['state']}")
     return read_metrics(run_dir)

@@ -3,26 +3,23 @@
 An epoch's MLflow work is the training metrics (train_loss, train_acc, lr), the validation metrics (valid_loss,
 valid_acc, valid_acc_top5), and the summary columns (valid_acc_max, ..., duration_s): three batched calls.
 Also timed once: opening the store (creating the SQLite tables), starting the run with its parameters, and the
-end of the run (curves drawn, config.yml and summary.json stored as artifacts, status set).
+end of the run (config.yml and summary.json stored as artifacts, status set).
 
-    python benchmarks/mlflow_logging.py [--epochs 100] [--uri http://127.0.0.1:5000]
+    python -m benchmarks.mlflow_logging [--epochs 100] [--uri http://127.0.0.1:5000]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils.configuration import default_config, save_config, tracked_params  # noqa: E402
-from utils.tracking import RunMLFlowLogger, end_mlflow_run, mlflow_tracking_uri, run_tags  # noqa: E402
-from utils.run_folders import write_json  # noqa: E402
-from utils.training import write_metrics  # noqa: E402
+from utils.config import Config, save_config, tracked_params
+from utils.runs.records import write_json, write_metrics
+from utils.runs.trackers import mlflow_status, mlflow_tracking_uri, run_tags, summary_metrics
+from utils.tracking.mlflow_logger import RunMLFlowLogger
 
 
 def epoch_rows(epoch: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -38,13 +35,14 @@ def main() -> None:
     parser.add_argument("--uri", help="tracking URI (default: a new SQLite file in a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        cfg = {**default_config(), "output_path": work, "mlflow_tracking_uri": args.uri}
+        config = Config(output_path=work, mlflow_tracking_uri=args.uri)
         run_dir = Path(work) / "ghost_benchmark"
         run_dir.mkdir()
-        save_config(cfg, run_dir / "config.yml")
+        save_config(config, run_dir / "config.yml")
         started = time.perf_counter()
-        run_logger = RunMLFlowLogger(mlflow_tracking_uri(cfg), "benchmark", run_tags(cfg, run_dir))
-        run_logger.start(tracked_params(cfg))
+        run_logger = RunMLFlowLogger(mlflow_tracking_uri(config), "benchmark",
+                                     run_tags(config.tags, config.description, run_dir))
+        run_logger.start(tracked_params(config))
         opening = time.perf_counter() - started
         times, rows = [], []
         for epoch in range(args.epochs):
@@ -56,12 +54,13 @@ def main() -> None:
             start = time.perf_counter()
             run_logger.log_metrics(valid)
             run_logger.log_metrics(train)
-            run_logger.log_summary(summary)
+            run_logger.log_summary(summary_metrics(summary))
             times.append(time.perf_counter() - start)
         write_metrics(run_dir, rows)
         write_json(run_dir / "summary.json", summary)
         start = time.perf_counter()
-        end_mlflow_run(run_logger, summary, run_dir, checkpoints=False)
+        run_logger.end(mlflow_status(summary["state"]), summary_metrics(summary),
+                       [run_dir / "config.yml", run_dir / "summary.json"])
         ending = time.perf_counter() - start
     assert not run_logger.failed, "MLflow logging failed"
     store = args.uri or "new SQLite file"

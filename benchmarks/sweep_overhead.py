@@ -9,7 +9,7 @@ Runs a ``runs:`` study of ``--runs`` one-epoch configurations on generated data 
   network and Trainer, the sanity check), recorded per trial as its ``startup_s`` user attribute; of it, the
   sweep's own share (claim to the call of train.py's ``train_once``) is ``sweep_s``.
 
-    python benchmarks/sweep_overhead.py [--runs 6] [--size 64] [--devices cpu|0] [--work DIR]
+    python -m benchmarks.sweep_overhead [--runs 6] [--size 64] [--devices cpu|0] [--work DIR]
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ import optuna
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from datasets import generate_synthetic_stanford, prepare_stanford_dataset  # noqa: E402
-from utils.sweeps import open_storage  # noqa: E402
+from datasets.preparation import prepare_stanford_dataset
+from datasets.synthetic import generate_synthetic_stanford
+from utils.sweeps.storage import open_storage
 
 
 def write_study(work: Path, runs: int, size: int) -> Path:

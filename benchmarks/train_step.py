@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from models import build_network, count_parameters
+from models.arch_dict import build_network
+from models.sizes import count_parameters
 
 
 def timm_ghostnet(num_classes: int) -> nn.Module:

@@ -76,7 +76,7 @@ def compute_normalization_params(
     pixels of all images. Images are read one at a time (in `num_workers` worker processes when > 0),
     so memory use does not grow with the size of the set.
     """
-    preprocessing = Preprocessing(tuple(image_size), convert_to_grayscale, normalize=False,
+    preprocessing = Preprocessing(tuple(image_size), convert_to_grayscale, normalize=False, mean=(), std=(),
                                   crop_to_bboxes=crop_to_bboxes, erase_background=erase_background)
     dataset = StanfordCarsDataset(data_path, "train", preprocessing=preprocessing)
     if len(dataset) == 0:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-RGB_MEAN = (0.4707, 0.4602, 0.4550)
-RGB_STD = (0.2594, 0.2585, 0.2635)
+if TYPE_CHECKING:
+    from utils.config import Config
+
 AUGMENTATION_DEVICES = ("cpu", "gpu")
 DATA_ON_DEVICE_NEEDS = ("data_on_device: true needs cache_images: true (the images it keeps on the device are the "
                         "cache's) and augmentation_device: gpu (batches are augmented where they are)")
@@ -28,13 +29,13 @@ class Preprocessing:
     ``crop_to_bboxes`` and ``erase_background`` apply to training images only (``validation()`` drops them).
     """
 
-    image_size: tuple[int, int] = (227, 227)
-    grayscale: bool = False
-    normalize: bool = True
-    mean: tuple[float, ...] = RGB_MEAN
-    std: tuple[float, ...] = RGB_STD
-    crop_to_bboxes: bool = False
-    erase_background: bool = False
+    image_size: tuple[int, int]
+    grayscale: bool
+    normalize: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_to_bboxes: bool
+    erase_background: bool
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_size", tuple(int(side) for side in self.image_size))
@@ -79,14 +80,17 @@ class Augmentation:
     run on whole batches on the training device (kornia counterparts) instead of in the loader processes.
     """
 
-    image: TransformSpec | None = None
-    tensor: TransformSpec | None = None
-    device: str = "cpu"
+    image: TransformSpec | None
+    tensor: TransformSpec | None
+    device: str
 
     def __post_init__(self) -> None:
         if self.device not in AUGMENTATION_DEVICES:
             raise ValueError(f"augmentation_device must be one of {', '.join(AUGMENTATION_DEVICES)}, "
                              f"not {self.device!r}")
+
+
+NO_AUGMENTATION = Augmentation(image=None, tensor=None, device="cpu")
 
 
 @dataclass(frozen=True)
@@ -97,16 +101,16 @@ class Loading:
     ``validation_batch_size`` None: ``batch_size``; ``cache_path`` None: ``<data_path>/.cache``.
     """
 
-    batch_size: int = 64
-    validation_batch_size: int | None = None
-    num_workers: int | None = None
-    pin_memory: bool | None = None
-    persistent_workers: bool = True
-    prefetch_factor: int | None = None
-    seed: int = 0
-    cache_images: bool = False
-    cache_path: str | os.PathLike | None = None
-    data_on_device: bool = False
+    batch_size: int
+    validation_batch_size: int | None
+    num_workers: int | None
+    pin_memory: bool | None
+    persistent_workers: bool
+    prefetch_factor: int | None
+    seed: int
+    cache_images: bool
+    cache_path: str | os.PathLike | None
+    data_on_device: bool
 
 
 @dataclass(frozen=True)
@@ -114,9 +118,9 @@ class DataSettings:
     """Everything the data module needs: where the prepared data is and the three settings above."""
 
     data_path: str | os.PathLike
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    augmentation: Augmentation = field(default_factory=Augmentation)
-    loading: Loading = field(default_factory=Loading)
+    preprocessing: Preprocessing
+    augmentation: Augmentation
+    loading: Loading
 
     def __post_init__(self) -> None:
         needs = self.loading.cache_images and self.augmentation.device == "gpu"
@@ -128,27 +132,26 @@ class DataSettings:
         `batch_size`, when given, for the validation batches too."""
         sizes = {"batch_size": batch_size, "validation_batch_size": batch_size} if batch_size else {}
         loading = replace(self.loading, num_workers=num_workers, cache_images=False, data_on_device=False, **sizes)
-        return replace(self, augmentation=Augmentation(), loading=loading)
+        return replace(self, augmentation=NO_AUGMENTATION, loading=loading)
 
 
-def preprocessing_settings(cfg: Mapping[str, Any]) -> Preprocessing:
+def preprocessing_settings(config: Config) -> Preprocessing:
     """The configuration's preprocessing (normalisation parameters of its colour mode)."""
-    grayscale = cfg["convert_to_grayscale"]
-    params = cfg["normalization_params_grayscale" if grayscale else "normalization_params_rgb"]
-    return Preprocessing(image_size=cfg["image_size"], grayscale=grayscale, normalize=cfg["normalize"],
-                         mean=params["mean"], std=params["std"], crop_to_bboxes=cfg["crop_to_bboxes"],
-                         erase_background=cfg["erase_background"])
+    normalization = config.normalization()
+    return Preprocessing(image_size=tuple(config.image_size), grayscale=config.convert_to_grayscale,
+                         normalize=config.normalize, mean=tuple(normalization.mean), std=tuple(normalization.std),
+                         crop_to_bboxes=config.crop_to_bboxes, erase_background=config.erase_background)
 
 
-def data_settings(cfg: Mapping[str, Any]) -> DataSettings:
-    """A validated configuration's data settings."""
+def data_settings(config: Config) -> DataSettings:
+    """A checked configuration's data settings."""
     augmentation = Augmentation(
-        image=copy.deepcopy(cfg["image_augmentations"]) if cfg["augment_images"] else None,
-        tensor=copy.deepcopy(cfg["tensor_augmentations"]) if cfg["augment_tensors"] else None,
-        device=cfg["augmentation_device"])
-    loading = Loading(batch_size=cfg["batch_size"], validation_batch_size=cfg["validation_batch_size"],
-                      num_workers=cfg["num_workers"], pin_memory=cfg["pin_memory"],
-                      persistent_workers=cfg["persistent_workers"], prefetch_factor=cfg["prefetch_factor"],
-                      seed=cfg["seed"] if cfg["seed"] is not None else 0, cache_images=cfg["cache_images"],
-                      cache_path=cfg["cache_path"], data_on_device=cfg["data_on_device"])
-    return DataSettings(cfg["stanford_data_path"], preprocessing_settings(cfg), augmentation, loading)
+        image=copy.deepcopy(config.image_augmentations) if config.augment_images else None,
+        tensor=copy.deepcopy(config.tensor_augmentations) if config.augment_tensors else None,
+        device=config.augmentation_device)
+    loading = Loading(batch_size=config.batch_size, validation_batch_size=config.validation_batch_size,
+                      num_workers=config.num_workers, pin_memory=config.pin_memory,
+                      persistent_workers=config.persistent_workers, prefetch_factor=config.prefetch_factor,
+                      seed=config.seed if config.seed is not None else 0, cache_images=config.cache_images,
+                      cache_path=config.cache_path, data_on_device=config.data_on_device)
+    return DataSettings(config.stanford_data_path, preprocessing_settings(config), augmentation, loading)

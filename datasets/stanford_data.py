@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -19,9 +19,12 @@ from torch.utils.data import Dataset
 
 from datasets.image_cache import CachedImages, array_image, file_fingerprint
 from datasets.photos import SIDES_SWAPPED, decode_whole, orientation, size_limit_as_error, upright, upright_size
-from datasets.settings import Augmentation, Preprocessing
+from datasets.settings import NO_AUGMENTATION, Augmentation, Preprocessing
 from datasets.preparation import BOX_FIELDS, LABEL_COLUMNS
 from datasets.transforms import build_transforms
+
+if TYPE_CHECKING:
+    from utils.config import Config
 
 
 
@@ -35,9 +38,9 @@ class LabelRecord:
     class_name: str
 
 
-def prepared_data_problems(cfg: Mapping[str, Any]) -> list[str]:
+def prepared_data_problems(config: Config) -> list[str]:
     """The config's stanford_data_path must hold prepared data (both label files)."""
-    data = Path(cfg["stanford_data_path"])
+    data = Path(config.stanford_data_path)
     missing = [name for name in ("train_labels.csv", "test_labels.csv") if not (data / name).is_file()]
     if not missing:
         return []
@@ -180,13 +183,16 @@ class StanfordCarsDataset(Dataset):
         data_path: str | os.PathLike,
         split: str = "train",
         train: bool | None = None,
-        preprocessing: Preprocessing = Preprocessing(),
-        augmentation: Augmentation = Augmentation(),
+        preprocessing: Preprocessing | None = None,
+        augmentation: Augmentation | None = None,
         records: Sequence[LabelRecord] | None = None,
         uint8_output: bool = False,
     ) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        if preprocessing is None:
+            raise ValueError("preprocessing: give the Preprocessing of the images (datasets.settings)")
+        augmentation = augmentation or NO_AUGMENTATION
         self.data_path = Path(data_path)
         self.image_dir = self.data_path / split
         self.train = split == "train" if train is None else train

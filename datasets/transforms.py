@@ -12,7 +12,7 @@ import enum
 import inspect
 import re
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 import torchvision.transforms as T
@@ -21,6 +21,9 @@ from PIL import Image
 from datasets.gpu_transforms import gpu_problem
 from datasets.settings import DATA_ON_DEVICE_NEEDS
 from utils.checks import keyword_problem
+
+if TYPE_CHECKING:
+    from utils.config import Config
 
 # Not usable from a config: they take other transforms / callables, or return several images.
 _NOT_CONFIGURABLE = {"Compose", "RandomApply", "RandomChoice", "RandomOrder", "Lambda", "FiveCrop", "TenCrop"}
@@ -138,27 +141,20 @@ def _describe(output: Any) -> str:
     return f"shape {tuple(output.shape)}" if hasattr(output, "shape") else type(output).__name__
 
 
-def _image_size(cfg: Mapping[str, Any]) -> tuple[int, int]:
-    size = cfg.get("image_size")
-    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
-        return int(size[0]), int(size[1])
-    return (64, 64)
-
-
-def config_problems(cfg: Mapping[str, Any]) -> list[str]:
+def config_problems(config: Config) -> list[str]:
     """Problems with the transform names and arguments of a config (``[]`` when fine).
 
     With ``augmentation_device: gpu`` every transform also needs a kornia counterpart (datasets.gpu_transforms);
     ``data_on_device`` needs the image cache and ``augmentation_device: gpu``.
     """
     problems: list[str] = []
-    image_size = _image_size(cfg)
-    device = cfg.get("augmentation_device", "cpu")  # its choices are the schema's
-    if cfg.get("data_on_device") is True and not (cfg.get("cache_images") is True and device == "gpu"):
+    image_size = (config.image_size[0], config.image_size[1])
+    device = config.augmentation_device
+    if config.data_on_device and not (config.cache_images and device == "gpu"):
         problems.append(DATA_ON_DEVICE_NEEDS)
-    channels = 1 if cfg.get("convert_to_grayscale") is True else 3
+    channels = 1 if config.convert_to_grayscale else 3
     for key in KEYS:
-        spec = cfg.get(key)
+        spec = getattr(config, key)
         if spec is None:
             continue
         if not isinstance(spec, Mapping):

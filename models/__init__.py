@@ -1,18 +1,17 @@
 """Networks a config can name, their builders, size counters and the model config checks."""
 
-from collections.abc import Mapping
-from typing import Any
+from __future__ import annotations
 
-from models.arch_dict import arch_dict, architecture_problems, build_network
-from models.sizes import count_multiply_adds, count_parameters
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from utils.config import Config
 
 
-def config_problems(cfg: Mapping[str, Any]) -> list[str]:
+def config_problems(config: Config) -> list[str]:
     """Problems with the architecture keys and the optimizer / lr_scheduler / loss keys."""
+    from models.arch_dict import architecture_problems
     from models.optimization import optimization_problems
 
-    return architecture_problems(cfg) + optimization_problems(cfg)
-
-
-__all__ = ["arch_dict", "architecture_problems", "build_network", "config_problems",
-           "count_multiply_adds", "count_parameters"]
+    return architecture_problems(config.architecture, config.image_size, config.pretrained_weights) + \
+        optimization_problems(config)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -53,28 +53,27 @@ def architecture_problem(architecture: Any) -> str | None:
            f"(valid: {', '.join(arch_dict)})"
 
 
-def architecture_problems(cfg: Mapping[str, Any]) -> list[str]:
+def architecture_problems(architecture: Any, image_size: Any = None, pretrained_weights: Any = None) -> list[str]:
     """Problems with the keys architecture, pretrained_weights and image_size (the schema bounds the numbers)."""
-    problems = []
-    architecture = cfg.get("architecture")
-    if "architecture" in cfg:
-        problem = architecture_problem(architecture)
-        if problem:
-            problems.append(problem)
+    problems = [problem] if (problem := architecture_problem(architecture)) else []
     smallest = MIN_INPUT_SIZE.get(architecture, 1) if isinstance(architecture, str) else 1
-    image_size = cfg.get("image_size")
     if isinstance(image_size, list) and any(is_number(side) and side < smallest for side in image_size):
         problems.append(f"image_size: {image_size} is too small for {architecture}; "
                         f"height and width must be at least {smallest}")
-    weights = cfg.get("pretrained_weights")
-    if weights:
-        if not isinstance(weights, str):
-            problems.append(f"pretrained_weights: {weights!r} must be a weights name or a file path")
-        elif architecture in arch_dict and architecture not in TORCHVISION_MODELS:
-            problems.append(hand_written_weights_problem(architecture))
-        elif architecture in TORCHVISION_MODELS:
-            problems.extend(pretrained_weights_problems(TORCHVISION_MODELS[architecture], weights))
+    if pretrained_weights:
+        problems += weights_problems(architecture, pretrained_weights)
     return problems
+
+
+def weights_problems(architecture: Any, weights: Any) -> list[str]:
+    """Problems with pretrained_weights for this architecture: a name or file torchvision's network can load."""
+    if not isinstance(weights, str):
+        return [f"pretrained_weights: {weights!r} must be a weights name or a file path"]
+    if architecture in arch_dict and architecture not in TORCHVISION_MODELS:
+        return [hand_written_weights_problem(architecture)]
+    if architecture in TORCHVISION_MODELS:
+        return pretrained_weights_problems(TORCHVISION_MODELS[architecture], weights)
+    return []
 
 
 def hand_written_weights_problem(architecture: str) -> str:
@@ -91,7 +90,7 @@ def build_network(
 
     A pretrained_weights file is read once, when it is loaded (config checks read it before any work).
     """
-    problems = architecture_problems({"architecture": architecture})
+    problems = [problem] if (problem := architecture_problem(architecture)) else []
     if pretrained_weights and architecture in arch_dict and architecture not in TORCHVISION_MODELS:
         problems.append(hand_written_weights_problem(architecture))
     if img_channels not in (1, 3):

@@ -7,13 +7,16 @@ import inspect
 import math
 import operator
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 from torch.optim import lr_scheduler as schedulers
 
 from utils.checks import did_you_mean, is_integer, keyword_problem
+
+if TYPE_CHECKING:
+    from utils.config import Config
 
 LAMBDA_SCHEDULERS = ("LambdaLR", "MultiplicativeLR")
 LABEL_SMOOTHING = "LabelSmoothingCrossEntropy"
@@ -175,8 +178,8 @@ def _dummy_parameters() -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(torch.zeros(1))]
 
 
-def _optimizer_problems(cfg: Mapping[str, Any]) -> tuple[list[str], torch.optim.Optimizer | None]:
-    name, params = cfg.get("optimizer"), cfg.get("optimizer_params")
+def _optimizer_problems(config: Config) -> tuple[list[str], torch.optim.Optimizer | None]:
+    name, params = config.optimizer, config.optimizer_params
     problem = _name_problem("optimizer", name, optimizer_names())
     if problem or not isinstance(name, str):
         return [problem] if problem else [], None
@@ -189,8 +192,8 @@ def _optimizer_problems(cfg: Mapping[str, Any]) -> tuple[list[str], torch.optim.
         return [f"optimizer_params: {name} rejects them: {error}"], None
 
 
-def _scheduler_problems(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer | None) -> list[str]:
-    name, params, epochs = cfg.get("lr_scheduler"), cfg.get("lr_scheduler_params"), _run_epochs(cfg)
+def _scheduler_problems(config: Config, optimizer: torch.optim.Optimizer | None) -> list[str]:
+    name, params, epochs = config.lr_scheduler, config.lr_scheduler_params, config.num_epochs
     if name is None:
         return []
     problem = _name_problem("lr_scheduler", name, scheduler_names())
@@ -221,11 +224,6 @@ def _scheduler_problems(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer
     return [problem] if problem else []
 
 
-def _run_epochs(cfg: Mapping[str, Any]) -> int:
-    epochs = cfg.get("num_epochs")
-    return epochs if is_integer(epochs) and epochs > 0 else 1
-
-
 def _stepping_problem(name: str, scheduler: Any, optimizer: torch.optim.Optimizer, epochs: int) -> str | None:
     """Step the scheduler once per epoch of the run, as training does, on a parameter without gradients."""
     epoch = 0
@@ -244,8 +242,8 @@ def _stepping_problem(name: str, scheduler: Any, optimizer: torch.optim.Optimize
     return None
 
 
-def _loss_problems(cfg: Mapping[str, Any]) -> list[str]:
-    name, params = cfg.get("loss_function"), cfg.get("loss_params")
+def _loss_problems(config: Config) -> list[str]:
+    name, params = config.loss_function, config.loss_params
     problem = _name_problem("loss_function", name, loss_names())
     if problem or not isinstance(name, str):
         return [problem] if problem else []
@@ -269,7 +267,7 @@ def _loss_problems(cfg: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def optimization_problems(cfg: Mapping[str, Any]) -> list[str]:
+def optimization_problems(config: Config) -> list[str]:
     """Every problem of the optimizer, lr_scheduler and loss_function keys and their parameters."""
-    problems, optimizer = _optimizer_problems(cfg)
-    return problems + _scheduler_problems(cfg, optimizer) + _loss_problems(cfg)
+    problems, optimizer = _optimizer_problems(config)
+    return problems + _scheduler_problems(config, optimizer) + _loss_problems(config)

@@ -1,4 +1,4 @@
-"""Loading a trained NetModule from a checkpoint, rebuilding its network from plain configuration values."""
+"""Loading a trained ClassifierModule from a checkpoint, rebuilding its network from plain configuration values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from models.arch_dict import build_network
-from models.net_module import NetModule
+from models.classifier_module import ClassifierModule
 from utils.devices import cuda_status, torch_build
 
 DETAIL_LIMIT = 600  # characters of torch's state_dict mismatch report kept in the error (it lists every key)
@@ -21,9 +21,9 @@ class CheckpointError(ValueError):
 
 @dataclass
 class TrainedModel:
-    """A loaded NetModule (eval mode, CPU) and what its checkpoint says about itself."""
+    """A loaded ClassifierModule (eval mode, CPU) and what its checkpoint says about itself."""
 
-    module: NetModule
+    module: ClassifierModule
     num_classes: int
     epoch: int          # the epoch the weights come from, counted from 1 as metrics.csv counts
     global_step: int
@@ -70,7 +70,7 @@ def load_trained_model(checkpoint_path: str | os.PathLike, architecture: str, im
     network = build_network(architecture, num_classes, img_channels=img_channels, dropout=dropout,
                             output_channels=output_channels, pretrained_weights=None)
     try:
-        module = NetModule.load_from_checkpoint(checkpoint_path, map_location="cpu", network=network)
+        module = ClassifierModule.load_from_checkpoint(checkpoint_path, map_location="cpu", network=network)
     except RuntimeError as error:
         detail = str(error)
         detail = detail if len(detail) <= DETAIL_LIMIT else detail[:DETAIL_LIMIT] + " ..."

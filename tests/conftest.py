@@ -42,7 +42,8 @@ def data_make_raw(tmp_path):
 def make_prepared(tmp_path_factory):
     """Factory for module fixtures: generate a synthetic raw Stanford set in a new folder, prepare it, return the
     prepared folder."""
-    from datasets import generate_synthetic_stanford, prepare_stanford_dataset
+    from datasets.preparation import prepare_stanford_dataset
+    from datasets.synthetic import generate_synthetic_stanford
 
     def make(name, **generate_kwargs):
         root = tmp_path_factory.mktemp(name)

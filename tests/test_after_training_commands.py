@@ -26,15 +26,19 @@ import evaluate
 import export_model
 import predict
 import train
-from datasets import (Preprocessing, StanfordCarsDataModule, StanfordCarsDataset, data_settings,
-                      generate_synthetic_stanford, preprocessing_settings, prepare_stanford_dataset)
+from datasets.preparation import prepare_stanford_dataset
+from datasets.settings import data_settings, preprocessing_settings
+from tests.flat_settings import preprocessing
+from datasets.stanford_data import StanfordCarsDataset
+from datasets.stanford_data_module import StanfordCarsDataModule
+from datasets.synthetic import generate_synthetic_stanford
 from models.evaluation import predict_top_k
 from models.run_loading import load_trained_model
-from utils.configuration import load_config
+from utils.config import load_config
 from tests.test_data_module import save_with_orientation
-from utils.run_comparison import draw_runs, plot_runs
-from utils.run_folders import is_run_dir, load_runs, read_metrics
-from utils.thesis_records import load_thesis_runs, reference_record
+from utils.runs.plots import draw_runs, plot_runs
+from utils.runs.records import is_run_dir, load_runs, read_metrics
+from utils.runs.thesis import load_thesis_runs, reference_record
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -152,7 +156,7 @@ def table_rows(text):
 def test_records_as_written(runs):
     assert summary_of(runs.interrupted)["state"] == "interrupted"
     assert summary_of(runs.running)["state"] == "running"
-    assert [row["epoch"] for row in read_metrics(runs.running / "metrics.csv")] == [1]
+    assert [row["epoch"] for row in read_metrics(runs.running)] == [1]
     assert [summary_of(r)["seed"] for r in runs.rgb] == [42, 43]
 
 
@@ -182,7 +186,7 @@ def test_csv_values_come_from_the_records(runs, capsys, tmp_path):
     assert code == 0
     table = {row["run_id"]: row for row in csv.DictReader(path.open())}
     for run_dir in [*runs.rgb, runs.gray, runs.interrupted]:
-        metrics = read_metrics(run_dir / "metrics.csv")
+        metrics = read_metrics(run_dir)
         summary = summary_of(run_dir)
         row = table[run_dir.name]
         assert float(row["valid_loss_min"]) == min(m["valid_loss"] for m in metrics)
@@ -242,7 +246,7 @@ def test_seed_groups_give_mean_std_min_max(runs, capsys, tmp_path):
     assert sorted(row["runs"] for row in rows) == ["1", "2", "2"]
     (group,) = [row for row in rows if row["seed"] == "42,43"]
     assert group["run_id"] == ",".join(r.name for r in runs.rgb) and group["seed"] == "42,43"
-    losses = [min(m["valid_loss"] for m in read_metrics(r / "metrics.csv")) for r in runs.rgb]
+    losses = [min(m["valid_loss"] for m in read_metrics(r)) for r in runs.rgb]
     assert float(group["valid_loss_min_mean"]) == pytest.approx(statistics.fmean(losses), abs=1e-12)
     assert float(group["valid_loss_min_std"]) == pytest.approx(statistics.stdev(losses), abs=1e-12)
     assert float(group["valid_loss_min_min"]) == min(losses) and float(group["valid_loss_min_max"]) == max(losses)
@@ -320,8 +324,8 @@ def test_evaluate_top1_equals_logged_valid_acc_of_the_checkpoint_epoch(runs, cap
 def test_evaluate_a_checkpoint_file_matches_its_epoch(runs, capsys):
     # last.ckpt of the interrupted run; evaluated with another batch size: top-1 is exact, loss to rounding.
     cfg = load_config(runs.interrupted / "config.yml")
-    trained = load_trained_model(runs.interrupted / "last.ckpt", "ghost", 3, cfg["dropout"], cfg["output_channels"])
-    (logged,) = [row for row in read_metrics(runs.interrupted / "metrics.csv") if row["epoch"] == trained.epoch]
+    trained = load_trained_model(runs.interrupted / "last.ckpt", "ghost", 3, cfg.dropout, cfg.output_channels)
+    (logged,) = [row for row in read_metrics(runs.interrupted) if row["epoch"] == trained.epoch]
     code, out, _ = run(evaluate, [runs.interrupted / "last.ckpt", "-d", runs.data, "--batch-size", 5], capsys)
     assert code == 0
     assert f"checkpoint last.ckpt (epoch {trained.epoch})" in out
@@ -404,7 +408,7 @@ def test_predict_top_k_matches_evaluation_and_skips_non_images(runs, capsys, tmp
 def test_predict_bbox_uses_the_box(runs, capsys):
     cfg = load_config(runs.rgb[0] / "config.yml")
     image = runs.data / "test" / next(csv.DictReader((runs.data / "test_labels.csv").open()))["image_fname"]
-    trained = load_trained_model(runs.rgb[0] / "best.ckpt", "ghost", 3, cfg["dropout"], cfg["output_channels"])
+    trained = load_trained_model(runs.rgb[0] / "best.ckpt", "ghost", 3, cfg.dropout, cfg.output_channels)
     box = (2, 2, 20, 20)
     probabilities, indices = predict_top_k(trained.module.network, predict.photo_tensor(image, cfg, box)[None], 2)
     code, out, _ = run(predict, [runs.rgb[0], image, "--top", 2, "--bbox", ",".join(map(str, box))], capsys)
@@ -484,8 +488,8 @@ def test_export_onnx_matches_pytorch_and_never_overwrites(runs, capsys, tmp_path
     assert metadata["preprocessing"]["std"] == [0.2594, 0.2585, 0.2635]
 
     cfg = load_config(runs.rgb[0] / "config.yml")
-    trained = load_trained_model(runs.rgb[0] / "best.ckpt", "ghost", 3, cfg["dropout"], cfg["output_channels"])
-    validation = StanfordCarsDataset(runs.data, "test", train=False, preprocessing=Preprocessing((32, 32)))
+    trained = load_trained_model(runs.rgb[0] / "best.ckpt", "ghost", 3, cfg.dropout, cfg.output_channels)
+    validation = StanfordCarsDataset(runs.data, "test", train=False, preprocessing=preprocessing((32, 32)))
     images = torch.stack([validation[i][0] for i in range(6)])
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {metadata["input_name"]: images.numpy()})
@@ -514,7 +518,7 @@ def test_export_torchscript_grayscale_without_data_uses_generated_inputs(runs, c
     assert metadata["preprocessing"]["input_shape"] == ["batch", 1, 32, 32]
     scripted = torch.jit.load(str(target))
     cfg = load_config(runs.gray / "config.yml")
-    trained = load_trained_model(runs.gray / "best.ckpt", "ghost", 1, cfg["dropout"], cfg["output_channels"])
+    trained = load_trained_model(runs.gray / "best.ckpt", "ghost", 1, cfg.dropout, cfg.output_channels)
     images = torch.randn(3, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(scripted(images), trained.module.network(images), atol=1e-4, rtol=0)

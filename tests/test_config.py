@@ -5,17 +5,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-import datasets
+from dataclasses import fields, is_dataclass
+
 import models
-from datasets import data_settings
-from models.settings import module_kwargs, network_kwargs
-from utils.configuration import (SCHEMA, ConfigError, apply_overrides, default_config,
-                                 load_config, save_config, schema_markdown_table,
-                                 schema_rows, tracked_params)
+from datasets.settings import data_settings
+from datasets.transforms import config_problems as data_config_problems
+from utils.config import Config, ConfigError, load_config, parse_overrides, save_config, tracked_params
+from utils.config.loading import apply_overrides
+from utils.config.template import key_rows, key_table_markdown, template_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
-CHECKS = (datasets.config_problems, models.config_problems)
+CHECKS = (data_config_problems, models.config_problems)
 
 
 def write(tmp_path: Path, data: dict, name: str = "config.yml") -> Path:
@@ -26,20 +27,23 @@ def write(tmp_path: Path, data: dict, name: str = "config.yml") -> Path:
 
 def problems_of(path: Path, overrides=(), checks=CHECKS) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        load_config(path, overrides, checks)
+        load_config(path, parse_overrides(overrides), checks)
     return caught.value.problems
 
 
 def test_template_keys_are_the_schema_keys_in_order():
     raw = yaml.safe_load(TEMPLATE.read_text())
-    assert list(raw) == [setting.name for setting in SCHEMA]
-    for setting in SCHEMA:
-        if setting.children:
-            assert list(raw[setting.name]) == [child.name for child in setting.children]
+    assert list(raw) == [item.name for item in fields(Config)]
+    defaults = Config()
+    for item in fields(Config):
+        value = getattr(defaults, item.name)
+        if is_dataclass(value):
+            assert list(raw[item.name]) == [child.name for child in fields(value)]
 
 
 def test_template_is_the_schema_defaults_and_every_key_has_a_comment():
-    assert load_config(TEMPLATE, checks=CHECKS) == default_config()
+    assert load_config(TEMPLATE, checks=CHECKS) == Config()
+    assert TEMPLATE.read_text() == template_text(), "config_template.yml differs: python -m utils.config.template"
     for line in TEMPLATE.read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             assert " # " in line, f"template line without a comment: {line!r}"
@@ -47,19 +51,19 @@ def test_template_is_the_schema_defaults_and_every_key_has_a_comment():
 
 
 def test_schema_rows_cover_every_key_with_default_and_comment():
-    rows = schema_rows()
+    rows = key_rows()
     keys = [key for key, _, _ in rows]
     assert keys[:2] == ["loglevel", "logging_dir"]
     assert "normalization_params_rgb.mean" in keys and "seed" in keys and "pretrained_weights" in keys
     assert all(comment for _, _, comment in rows)
     assert dict((k, d) for k, d, _ in rows)["lr_scheduler_params"] == "{gamma: 0.1, milestones: [67, 82, 95, 107]}"
-    table = schema_markdown_table()
+    table = key_table_markdown()
     assert table.count("\n") == len(rows) + 2 and "| `batch_size` | `64` |" in table
 
 
 def test_missing_keys_take_defaults_and_missing_config_explains_the_template(tmp_path):
     cfg = load_config(write(tmp_path, {"batch_size": 8}))
-    assert cfg["batch_size"] == 8 and cfg["seed"] == 42 and cfg["normalization_params_grayscale"]["std"] == [0.2545]
+    assert cfg.batch_size == 8 and cfg.seed == 42 and cfg.normalization_params_grayscale.std == [0.2545]
     with pytest.raises(ConfigError, match="cp config_template.yml"):
         load_config(tmp_path / "nowhere" / "config.yml")
 
@@ -106,11 +110,11 @@ def test_bounds_accept_their_edges_and_null(tmp_path):
     path = write(tmp_path, {"batch_size": 1, "num_epochs": 1, "dropout": 0, "early_stopping_patience": 0,
                             "seed": 4294967295, "num_workers": 0, "prefetch_factor": None})
     cfg = load_config(path, (), CHECKS)
-    assert (cfg["dropout"], cfg["seed"], cfg["num_workers"]) == (0, 4294967295, 0)
+    assert (cfg.dropout, cfg.seed, cfg.num_workers) == (0, 4294967295, 0)
 
 
 def test_key_table_states_the_bounds():
-    rows = {key: comment for key, _, comment in schema_rows()}
+    rows = {key: comment for key, _, comment in key_rows()}
     assert rows["batch_size"].endswith("; at least 1")
     assert rows["seed"].endswith("; at least 0 and at most 4294967295")
     assert rows["normalization_params_rgb.std"].endswith("; each above 0")
@@ -177,18 +181,18 @@ def test_lr_lambda_expressions_are_checked_safely(tmp_path, expression, fragment
 
 def test_overrides_are_yaml_typed_and_nested(tmp_path):
     path = write(tmp_path, {"lr_scheduler_params": None})
-    cfg = load_config(path, ["optimizer_params.lr=0.003", "image_size=[64, 64]", "tags=[a, b]",
-                             "description=two words", "lr_scheduler=StepLR", "lr_scheduler_params.step_size=2",
-                             "early_stopping_patience=null"], CHECKS)
-    assert cfg["optimizer_params"] == {"lr": 0.003, "weight_decay": 0.6}
-    assert cfg["image_size"] == [64, 64] and cfg["tags"] == ["a", "b"] and cfg["description"] == "two words"
-    assert cfg["lr_scheduler_params"] == {"step_size": 2} and cfg["early_stopping_patience"] is None
-    assert apply_overrides({}, ["normalization_params_rgb.mean=[0.5, 0.5, 0.5]"])["normalization_params_rgb"] == {
-        "mean": [0.5, 0.5, 0.5], "std": [0.2594, 0.2585, 0.2635]}
+    cfg = load_config(path, parse_overrides([
+        "optimizer_params.lr=0.003", "image_size=[64, 64]", "tags=[a, b]", "description=two words",
+        "lr_scheduler=StepLR", "lr_scheduler_params.step_size=2", "early_stopping_patience=null"]), CHECKS)
+    assert cfg.optimizer_params == {"lr": 0.003, "weight_decay": 0.6}
+    assert cfg.image_size == [64, 64] and cfg.tags == ["a", "b"] and cfg.description == "two words"
+    assert cfg.lr_scheduler_params == {"step_size": 2} and cfg.early_stopping_patience is None
+    overridden = apply_overrides({}, parse_overrides(["normalization_params_rgb.mean=[0.5, 0.5, 0.5]"]))
+    assert overridden["normalization_params_rgb"] == {"mean": [0.5, 0.5, 0.5], "std": [0.2594, 0.2585, 0.2635]}
     assert "optimizer_parms.lr: unknown key" not in problems_of(path, ["optimizer_parms.lr=1"])[0]
     assert problems_of(path, ["optimizer_parms.lr=1"])[0].startswith("optimizer_parms: unknown key; did you mean")
     with pytest.raises(ConfigError, match="expected key=value"):
-        load_config(path, ["batch_size"])
+        load_config(path, parse_overrides(["batch_size"]))
 
 
 def test_neptune_needs_its_settings_and_the_token_never_reaches_disk(tmp_path, monkeypatch):
@@ -196,7 +200,8 @@ def test_neptune_needs_its_settings_and_the_token_never_reaches_disk(tmp_path, m
     path = write(tmp_path, {"log_to_neptune": True})
     text = "\n".join(problems_of(path))
     assert "neptune_username" in text and "neptune_project_name" in text and "NEPTUNE_API_TOKEN" in text
-    cfg = load_config(path, ["neptune_username=me", "neptune_project_name=cars", "neptune_api_token=SECRET-123"])
+    cfg = load_config(path, parse_overrides(["neptune_username=me", "neptune_project_name=cars",
+                                             "neptune_api_token=SECRET-123"]))
     save_config(cfg, tmp_path / "saved.yml")
     saved = (tmp_path / "saved.yml").read_text()
     assert "SECRET-123" not in saved and yaml.safe_load(saved)["neptune_username"] == "me"
@@ -204,16 +209,15 @@ def test_neptune_needs_its_settings_and_the_token_never_reaches_disk(tmp_path, m
 
 
 def test_config_maps_to_settings_and_plain_keyword_arguments():
-    cfg = load_config(TEMPLATE, ["convert_to_grayscale=true"])
+    cfg = load_config(TEMPLATE, parse_overrides(["convert_to_grayscale=true"]))
     data = data_settings(cfg)
     preprocessing = data.preprocessing
     assert preprocessing.mean == (0.4627,) and preprocessing.std == (0.2545,) and preprocessing.image_size == (227, 227)
     assert data.data_path == "input/stanford" and data.loading.seed == 42
     assert data.augmentation.tensor is None and list(data.augmentation.image) == ["RandomHorizontalFlip",
                                                                                   "RandomAffine", "ColorJitter"]
-    assert network_kwargs(cfg, 196, 1) == {"architecture": "ghost", "num_classes": 196, "img_channels": 1,
-                                           "dropout": 0.2, "output_channels": 320, "pretrained_weights": None}
-    assert module_kwargs(cfg)["lr_scheduler_params"]["milestones"] == [67, 82, 95, 107]
+    assert (cfg.architecture, cfg.dropout, cfg.output_channels, cfg.pretrained_weights) == ("ghost", 0.2, 320, None)
+    assert cfg.lr_scheduler_params["milestones"] == [67, 82, 95, 107]
     params = tracked_params(cfg)
     assert params["optimizer_params.weight_decay"] == 0.6 and params["image_size"] == "[227, 227]"
     assert "loglevel" not in params and params["lr_scheduler"] == "MultiStepLR"

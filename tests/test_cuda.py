@@ -22,8 +22,8 @@ import evaluate
 import export_model
 import predict
 import train
-from utils.run_folders import is_run_dir
-from utils.training import read_metrics
+from utils.runs.records import is_run_dir
+from utils.runs.records import read_metrics
 
 pytestmark = pytest.mark.cuda
 ROOT = Path(__file__).resolve().parents[1]

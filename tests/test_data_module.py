@@ -11,19 +11,19 @@ import torch
 import torchvision.transforms.functional as F
 from PIL import Image
 
-from datasets import (Augmentation, DataSettings, Loading, Preprocessing, StanfordCarsDataModule, StanfordCarsDataset,
-                      prepare_stanford_dataset)
+from datasets.preparation import prepare_stanford_dataset
+from tests.flat_settings import augmentation, flat_settings, preprocessing
+from datasets.stanford_data import StanfordCarsDataset
+from datasets.stanford_data_module import StanfordCarsDataModule
 from datasets.stanford_data import load_image
 from datasets.stanford_data_module import default_num_workers
 from datasets.synthetic import MARGIN, class_colour, class_name
 
 
-
 def plain_module(path, batch_size=64, seed=0, **preprocessing):
     """A data module with one process, no augmentation, no normalisation, box crop and background erasing."""
     settings = {"normalize": False, "crop_to_bboxes": True, "erase_background": True, **preprocessing}
-    loading = Loading(batch_size=batch_size, num_workers=0, seed=seed)
-    return StanfordCarsDataModule(DataSettings(path, Preprocessing(**settings), loading=loading))
+    return StanfordCarsDataModule(flat_settings(path, batch_size=batch_size, num_workers=0, seed=seed, **settings))
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_crop_puts_class_colour_of_label_in_training_images(data_prepared, grays
 
 def test_background_erasing_pastes_crop_centred_on_white(data_prepared):
     path, _ = data_prepared
-    dataset = StanfordCarsDataset(path, "train", train=True, preprocessing=Preprocessing(
+    dataset = StanfordCarsDataset(path, "train", train=True, preprocessing=preprocessing(
         (64, 64), normalize=False, crop_to_bboxes=True, erase_background=True))
     for index, record in enumerate(dataset.records):
         with Image.open(dataset.paths[index]) as raw:
@@ -88,8 +88,8 @@ def test_validation_images_are_whole_and_unaugmented(data_prepared):
     path, _ = data_prepared
     augmentations = {"RandomVerticalFlip": {"p": 1.0}}
     dataset = StanfordCarsDataset(path, "test", train=False,
-                                  preprocessing=Preprocessing((24, 24), normalize=False, crop_to_bboxes=True),
-                                  augmentation=Augmentation(augmentations, {"RandomErasing": {"p": 1.0, "value": 0}}))
+                                  preprocessing=preprocessing((24, 24), normalize=False, crop_to_bboxes=True),
+                                  augmentation=augmentation(augmentations, {"RandomErasing": {"p": 1.0, "value": 0}}))
     for index in range(len(dataset)):
         with Image.open(dataset.paths[index]) as raw:
             whole = torch.from_numpy(np.array(raw.convert("RGB").resize((24, 24), Image.BILINEAR))).permute(2, 0, 1)
@@ -98,9 +98,9 @@ def test_validation_images_are_whole_and_unaugmented(data_prepared):
 
 def test_augmentations_are_applied_in_order_then_normalised(data_prepared):
     path, _ = data_prepared
-    preprocessing = Preprocessing((32, 32), normalize=False, crop_to_bboxes=True)
-    plain = StanfordCarsDataset(path, "train", preprocessing=preprocessing)
-    flipped = StanfordCarsDataset(path, "train", preprocessing=preprocessing, augmentation=Augmentation(
+    unnormalised = preprocessing((32, 32), normalize=False, crop_to_bboxes=True)
+    plain = StanfordCarsDataset(path, "train", preprocessing=unnormalised)
+    flipped = StanfordCarsDataset(path, "train", preprocessing=unnormalised, augmentation=augmentation(
         {"RandomVerticalFlip": {"p": 1.0}, "RandomHorizontalFlip": {"p": 1.0}},
         {"RandomErasing": {"p": 1.0, "scale": [0.2, 0.2], "value": 0}}))
     image, _ = plain[0]
@@ -109,7 +109,7 @@ def test_augmentations_are_applied_in_order_then_normalised(data_prepared):
     assert (augmented == 0).all(0).float().mean() >= 0.15  # the erased rectangle
     kept = ~(augmented == 0).all(0)
     assert torch.allclose(augmented[:, kept], rotated[:, kept], atol=1e-6)
-    normalised = StanfordCarsDataset(path, "train", preprocessing=Preprocessing(
+    normalised = StanfordCarsDataset(path, "train", preprocessing=preprocessing(
         (32, 32), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5), crop_to_bboxes=True))
     expected = (image - torch.tensor([0.5, 0.4, 0.3])[:, None, None]) / torch.tensor([0.2, 0.25, 0.5])[:, None, None]
     assert torch.allclose(normalised[0][0], expected, atol=1e-5)
@@ -136,7 +136,7 @@ def test_draft_decoding_matches_full_decode(tmp_path):
 
 def test_corrupt_or_missing_image_names_the_file(data_prepared):
     path, _ = data_prepared
-    dataset = StanfordCarsDataset(path, "train", preprocessing=Preprocessing((16, 16), crop_to_bboxes=True))
+    dataset = StanfordCarsDataset(path, "train", preprocessing=preprocessing((16, 16), crop_to_bboxes=True))
     victim = dataset.paths[3]
     victim.write_bytes(victim.read_bytes()[:100])
     with pytest.raises(RuntimeError, match=f"cannot read image {victim}"):
@@ -145,7 +145,7 @@ def test_corrupt_or_missing_image_names_the_file(data_prepared):
     with pytest.raises(FileNotFoundError, match=rf"1 image\(s\) listed in .*train_labels.csv are missing.*{victim.name}"):
         plain_module(path).train_dataloader()
     with pytest.raises(FileNotFoundError, match="prepare_stanford_dataset.py"):
-        StanfordCarsDataModule(DataSettings(path / "nowhere"))
+        StanfordCarsDataModule(flat_settings(path / "nowhere"))
 
 
 def test_loader_settings_and_seeded_shuffle(data_prepared):
@@ -153,8 +153,8 @@ def test_loader_settings_and_seeded_shuffle(data_prepared):
     module = plain_module(path, image_size=(16, 16), batch_size=12)
     assert module.pin_memory == torch.cuda.is_available() and module.persistent_workers is False
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert StanfordCarsDataModule(DataSettings(path)).num_workers == default_num_workers() == min(cores, 8)
-    assert StanfordCarsDataModule(DataSettings(path, loading=Loading(num_workers=2))).persistent_workers is True
+    assert StanfordCarsDataModule(flat_settings(path)).num_workers == default_num_workers() == min(cores, 8)
+    assert StanfordCarsDataModule(flat_settings(path, num_workers=2)).persistent_workers is True
 
     def order(seed):
         module = plain_module(path, image_size=(16, 16), batch_size=12, seed=seed)
@@ -163,16 +163,16 @@ def test_loader_settings_and_seeded_shuffle(data_prepared):
     assert order(3) == order(3)
     assert order(3) != order(4) or order(3) != order(5)
     with pytest.raises(ValueError, match="mean/std need 1 value"):
-        Preprocessing(grayscale=True)
+        preprocessing(grayscale=True)
 
 
 def test_small_cnn_learns_synthetic_classes(data_make_raw, tmp_path):
     raw, _ = data_make_raw(classes=4, per_class=20)
     prepare_stanford_dataset(raw, tmp_path / "data", progress=False)
     torch.manual_seed(0)
-    module = StanfordCarsDataModule(DataSettings(
-        tmp_path / "data", Preprocessing((24, 24), crop_to_bboxes=True, erase_background=True),
-        Augmentation({"RandomHorizontalFlip": {"p": 0.5}}), Loading(batch_size=8, num_workers=0)))
+    module = StanfordCarsDataModule(flat_settings(
+        tmp_path / "data", image_size=(24, 24), crop_to_bboxes=True, erase_background=True,
+        image={"RandomHorizontalFlip": {"p": 0.5}}, batch_size=8, num_workers=0))
     network = torch.nn.Sequential(
         torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
@@ -249,8 +249,8 @@ def test_a_users_folder_of_phone_photos_is_read_upright_with_boxes_on_the_uprigh
         rows.append(f"{tag}.jpg,1,{','.join(map(str, box))},My car")
     (tmp_path / "mine" / "test_labels.csv").write_text("\n".join(rows) + "\n")
     for crop, erase in ((False, False), (True, False), (True, True)):
-        preprocessing = Preprocessing((48, 64), normalize=False, crop_to_bboxes=crop, erase_background=erase)
-        dataset = StanfordCarsDataset(tmp_path / "mine", "test", train=crop, preprocessing=preprocessing)
+        settings = preprocessing((48, 64), normalize=False, crop_to_bboxes=crop, erase_background=erase)
+        dataset = StanfordCarsDataset(tmp_path / "mine", "test", train=crop, preprocessing=settings)
         reference = F.to_tensor(load_image(tmp_path / "upright.jpg", "RGB", (64, 48), box if crop else None, erase))
         for index in range(8):
             assert torch.equal(dataset[index][0], reference), (dataset.paths[index].name, crop, erase)

@@ -60,9 +60,8 @@ from scipy import ndimage
 from scipy.stats import ks_2samp
 
 from datasets.gpu_transforms import build_batch_augmentation, kornia_transform
-from datasets.settings import Augmentation, Preprocessing
 from datasets.stanford_data import LabelRecord, StanfordCarsDataset
-from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR
+from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR, augmentation, preprocessing
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SIZE = 64
@@ -115,8 +114,8 @@ def dataset(root: Path, count: int, uint8_output: bool = False) -> StanfordCarsD
     (root / "train").mkdir(parents=True, exist_ok=True)
     reference_image().save(root / "train" / "test.png")
     records = [LabelRecord("test.png", 1, (0, 0, SIZE - 1, SIZE - 1), "test")] * count
-    return StanfordCarsDataset(root, "train", True, Preprocessing((SIZE, SIZE), normalize=False),
-                               Augmentation(THESIS_IMAGE, THESIS_TENSOR), records, uint8_output)
+    return StanfordCarsDataset(root, "train", True, preprocessing((SIZE, SIZE), normalize=False),
+                               augmentation(THESIS_IMAGE, THESIS_TENSOR), records, uint8_output)
 
 
 def cpu_path(root: Path, seed: int) -> torch.Tensor:

@@ -2,6 +2,7 @@
 evaluate.py, predict.py and export_model.py refuse --device cuda the same way."""
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import evaluate
 import export_model
 import predict
 import train
+from utils.config import Config
 from utils.devices import cuda_problems, cuda_requests, resolve_accelerator
 
 from tests.test_speed_precision import args_for, speed_prepared  # noqa: F401 (a fixture)
@@ -76,21 +78,21 @@ def test_gpu_indices_and_fp16_with_accelerator_auto_ask_for_cuda(speed_prepared,
 
 
 def test_what_asks_for_cuda():
-    base = {"accelerator": "auto", "devices": 1, "precision": 32}
+    base = Config(accelerator="auto", devices=1, precision=32)
     assert cuda_requests(base) == {}
-    assert cuda_requests({**base, "precision": "bf16-mixed", "devices": 2}) == {}
-    assert cuda_requests({**base, "accelerator": "gpu", "precision": "16-mixed"}) == {"accelerator": "gpu"}
-    assert cuda_requests({**base, "accelerator": "cpu", "precision": "16-mixed", "devices": [0]}) == {}
-    assert list(cuda_requests({**base, "devices": "0,1"})) == ["devices"]
-    assert list(cuda_requests({**base, "precision": 16})) == ["precision"]
+    assert cuda_requests(replace(base, precision="bf16-mixed", devices=2)) == {}
+    assert cuda_requests(replace(base, accelerator="gpu", precision="16-mixed")) == {"accelerator": "gpu"}
+    assert cuda_requests(replace(base, accelerator="cpu", precision="16-mixed", devices=[0])) == {}
+    assert list(cuda_requests(replace(base, devices="0,1"))) == ["devices"]
+    assert list(cuda_requests(replace(base, precision=16))) == ["precision"]
 
 
 def test_auto_falls_back_to_the_cpu_and_a_gpu_request_never_does(old_driver, caplog):
-    cfg = {"accelerator": "auto", "devices": 1, "precision": "bf16-mixed"}
+    cfg = Config(accelerator="auto", devices=1, precision="bf16-mixed")
     assert cuda_problems(cfg) == []
     assert resolve_accelerator(cfg) == "cpu" and "training on the CPU" in caplog.text
     with pytest.raises(RuntimeError, match="(?s)accelerator: cuda asks for a CUDA GPU.*found version 11040"):
-        resolve_accelerator({**cfg, "accelerator": "cuda"})
+        resolve_accelerator(replace(cfg, accelerator="cuda"))
 
 
 @pytest.mark.parametrize("script, extra", [(evaluate, []), (predict, ["photo.jpg"]),

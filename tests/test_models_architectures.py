@@ -8,11 +8,12 @@ from torch import nn
 from torchvision.ops import SqueezeExcitation
 
 import models
-from models import arch_dict, build_network
+from models.arch_dict import arch_dict, build_network
 from models.arch_dict import MIN_INPUT_SIZE, architecture_problems
 from models.architectures.ghostnet import GhostBottleneck, thesis_squeeze_excitation
 from models.torchvision_networks import TORCHVISION_MODELS
-from utils.configuration import ConfigError, load_config, validate_config
+from utils.config import Config, ConfigError, load_config
+from utils.config.validation import validate
 
 EXPECTED_KEYS = (
     ["ghost", "sq_10", "sq_11", "sqnxt_1", "sqnxt_1v5", "sqnxt_2", "sqnxt_2v5", "mob_v2"]
@@ -65,14 +66,14 @@ def test_min_input_size_is_the_smallest_height_and_width_each_network_takes(key:
     assert _accepts(network, smallest, smallest) and _accepts(network, smallest, 227)
     if smallest > 1:
         assert not _accepts(network, smallest - 1, 227) and not _accepts(network, 227, smallest - 1)
-        problems = architecture_problems({"architecture": key, "image_size": [227, smallest - 1]})
+        problems = architecture_problems(key, [227, smallest - 1])
         assert problems == [f"image_size: [227, {smallest - 1}] is too small for {key}; "
                             f"height and width must be at least {smallest}"]
-    assert architecture_problems({"architecture": key, "image_size": [smallest, smallest]}) == []
+    assert architecture_problems(key, [smallest, smallest]) == []
 
 
 def test_unknown_key_lists_valid_keys() -> None:
-    problems = architecture_problems({"architecture": "ghostnet"})
+    problems = architecture_problems("ghostnet")
     assert len(problems) == 1
     assert "ghostnet" in problems[0] and "did you mean ghost" in problems[0]
     assert all(key in problems[0] for key in EXPECTED_KEYS)
@@ -82,16 +83,16 @@ def test_unknown_key_lists_valid_keys() -> None:
 
 
 def test_config_problems_reports_architecture_and_optimization_together() -> None:
-    problems = models.config_problems({"architecture": "resnet", "loss_function": "NoSuchLoss",
-                                       "optimizer": "NoSuchOptimizer"})
+    problems = models.config_problems(Config(architecture="resnet", loss_function="NoSuchLoss",
+                                             optimizer="NoSuchOptimizer"))
     assert any(p.startswith("architecture:") for p in problems)
     assert any(p.startswith("loss_function:") for p in problems)
     assert any("NoSuchOptimizer" in p for p in problems)
 
 
 def test_valid_config_has_no_architecture_problems() -> None:
-    cfg = {"architecture": "ghost", "dropout": 0.2, "output_channels": 320, "pretrained_weights": None}
-    assert architecture_problems(cfg) == []
+    cfg = Config(architecture="ghost", dropout=0.2, output_channels=320, pretrained_weights=None)
+    assert architecture_problems(cfg.architecture, cfg.image_size, cfg.pretrained_weights) == []
 
 
 @pytest.mark.parametrize(
@@ -103,14 +104,14 @@ def test_valid_config_has_no_architecture_problems() -> None:
     ],
 )
 def test_bad_values_are_problems(cfg: dict, key: str) -> None:
-    problems = architecture_problems(cfg) if key == "architecture" else validate_config(cfg)[1]
+    problems = architecture_problems(cfg["architecture"]) if key == "architecture" else validate(cfg)[1]
     assert len(problems) == 1 and problems[0].startswith(f"{key}:")
 
 
 def test_all_problems_are_reported_together(tmp_path) -> None:
     (tmp_path / "bad.yml").write_text("architecture: x\ndropout: 2\noutput_channels: -1\n")
     with pytest.raises(ConfigError) as error:
-        load_config(tmp_path / "bad.yml", checks=[architecture_problems])
+        load_config(tmp_path / "bad.yml", checks=[models.config_problems])
     assert [p.split(":")[0] for p in error.value.problems] == ["dropout", "output_channels", "architecture"]
 
 
@@ -232,7 +233,7 @@ def test_pretrained_weights_load_from_a_file(key: str, tmp_path) -> None:
     reference = torchvision.models.get_model(model_name, weights=None)
     path = tmp_path / f"{model_name}.pth"
     torch.save(reference.state_dict(), path)
-    assert architecture_problems({"architecture": key, "pretrained_weights": str(path)}) == []
+    assert architecture_problems(key, pretrained_weights=str(path)) == []
     network = build_network(key, num_classes=9, dropout=0.1, pretrained_weights=str(path))
     expected = reference.state_dict()
     loaded = network.state_dict()
@@ -252,13 +253,13 @@ def test_grayscale_pretrained_stem_sums_rgb_weights(tmp_path) -> None:
 
 
 def test_pretrained_weights_problems() -> None:
-    hand_written = architecture_problems({"architecture": "ghost", "pretrained_weights": "IMAGENET1K_V1"})
+    hand_written = architecture_problems("ghost", pretrained_weights="IMAGENET1K_V1")
     assert len(hand_written) == 1 and "ghost" in hand_written[0] and "mob_v2" in hand_written[0]
-    unknown = architecture_problems({"architecture": "mob_v2", "pretrained_weights": "IMAGENET_V9"})
+    unknown = architecture_problems("mob_v2", pretrained_weights="IMAGENET_V9")
     assert len(unknown) == 1 and "IMAGENET1K_V1" in unknown[0] and "IMAGENET1K_V2" in unknown[0]
-    missing = architecture_problems({"architecture": "eff_b0", "pretrained_weights": "/no/such/weights.pth"})
+    missing = architecture_problems("eff_b0", pretrained_weights="/no/such/weights.pth")
     assert len(missing) == 1 and "/no/such/weights.pth" in missing[0]
-    assert architecture_problems({"architecture": "eff_b0", "pretrained_weights": "DEFAULT"}) == []
+    assert architecture_problems("eff_b0", pretrained_weights="DEFAULT") == []
     with pytest.raises(ValueError, match="no/such"):
         build_network("eff_b0", 5, pretrained_weights="/no/such/weights.pth")
 
@@ -270,10 +271,10 @@ def test_weights_file_of_another_model_is_a_clear_error(tmp_path) -> None:
     torch.save(torchvision.models.shufflenet_v2_x0_5().state_dict(), path)
     with pytest.raises(ValueError, match="does not fit torchvision's mobilenet_v2"):
         build_network("mob_v2", 5, pretrained_weights=str(path))
-    problems = architecture_problems({"architecture": "mob_v2", "pretrained_weights": str(path)})
+    problems = architecture_problems("mob_v2", pretrained_weights=str(path))
     assert len(problems) == 1 and "does not fit torchvision's mobilenet_v2" in problems[0]
     assert "features.0.0.weight" in problems[0]
     text = tmp_path / "config.yml"
     text.write_text("architecture: mob_v2\n")
-    (problem,) = architecture_problems({"architecture": "mob_v2", "pretrained_weights": str(text)})
+    (problem,) = architecture_problems("mob_v2", pretrained_weights=str(text))
     assert problem.startswith(f"pretrained_weights: {text} is not a PyTorch weights file")

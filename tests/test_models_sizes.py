@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from models import arch_dict, build_network, count_multiply_adds, count_parameters
-from models.summary import main as summary_main
+from models.arch_dict import arch_dict, build_network
+from models.sizes import count_multiply_adds, count_parameters
+from benchmarks.architecture_sizes import main as summary_main
 
 # Published ImageNet figures (1000 classes): key -> (input size, params in M, multiply-adds in M or None).
 PUBLISHED = {

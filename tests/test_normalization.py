@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from datasets.normalization import RunningChannelStats, channel_stats, compute_normalization_params
-from datasets.settings import Preprocessing
+from tests.flat_settings import preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 
 COLUMNS = ["image_fname", "class", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class_name"]
@@ -71,7 +71,7 @@ def test_whole_images_match_numpy(prepared: Path, mode: str) -> None:
 
 @pytest.mark.parametrize("erase_background", [False, True])
 def test_box_cropping_uses_the_training_preprocessing(prepared: Path, erase_background: bool) -> None:
-    dataset = StanfordCarsDataset(prepared, preprocessing=Preprocessing(
+    dataset = StanfordCarsDataset(prepared, preprocessing=preprocessing(
         SIZE, normalize=False, crop_to_bboxes=True, erase_background=erase_background))
     arrays = [np.asarray(dataset.load(i), dtype=np.float64) / 255.0 for i in range(len(dataset))]
     expected_mean, expected_std = _numpy_reference(arrays)

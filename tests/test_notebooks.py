@@ -14,7 +14,7 @@ import yaml
 from nbclient import NotebookClient
 
 from datasets.normalization import compute_normalization_params
-from utils.run_folders import is_run_dir
+from utils.runs.records import is_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 COLAB_NOTEBOOK = REPO / "train_colab.ipynb"

@@ -256,7 +256,7 @@ def test_runs_left_running_are_not_resumed_without_being_named(tmp_path: Path) -
 
 
 def test_run_streaming_returns_the_run_folders_the_command_announced(capsys: pytest.CaptureFixture[str]) -> None:
-    script = ("import sys\nfrom utils.run_folders import announce_run_folder\nsys.stdout.write('epoch 1 50%\\r')\n"
+    script = ("import sys\nfrom utils.runs.folders import announce_run_folder\nsys.stdout.write('epoch 1 50%\\r')\n"
               "announce_run_folder('output/ghost_1_seed1')\nprint('x' * 70000)\nannounce_run_folder('out put/ghost_2')\n")
     folders = colab.run_streaming([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
     assert folders == [Path("output/ghost_1_seed1"), Path("out put/ghost_2")]

@@ -11,9 +11,10 @@ import torch
 
 import datasets.image_cache as image_cache
 import datasets.stanford_data as stanford_data
-from datasets import Preprocessing, StanfordCarsDataModule, StanfordCarsDataset
+from datasets.stanford_data import StanfordCarsDataset
+from datasets.stanford_data_module import StanfordCarsDataModule
 from datasets.image_cache import build_cache, cache_files, ensure_cache, find_cache
-from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR, flat_settings
+from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR, flat_settings, preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,9 @@ def module(path, **kwargs):
     return StanfordCarsDataModule(flat_settings(path, **{**settings, **kwargs}), show_progress=False)
 
 
-def dataset_of(path, split, records=None, **preprocessing):
-    """A dataset of the split with box crop and background erasing unless preprocessing says otherwise."""
-    settings = Preprocessing(**{"crop_to_bboxes": True, "erase_background": True, **preprocessing})
+def dataset_of(path, split, records=None, **values):
+    """A dataset of the split with box crop and background erasing unless the preprocessing values say otherwise."""
+    settings = preprocessing(**{"crop_to_bboxes": True, "erase_background": True, **values})
     return StanfordCarsDataset(path, split, preprocessing=settings, records=records)
 
 

@@ -11,12 +11,13 @@ from pytorch_lightning.callbacks import Callback
 from torch.overrides import TorchFunctionMode
 
 import train
-from datasets import StanfordCarsDataModule
+from datasets.stanford_data_module import StanfordCarsDataModule
 from datasets.device_batches import DeviceBatches
 from datasets.settings import DATA_ON_DEVICE_NEEDS
-from utils.configuration import ConfigError, load_config
-from utils.run_folders import is_run_dir
-from utils.training import read_metrics
+from datasets.transforms import config_problems
+from utils.config import ConfigError, load_config, parse_overrides
+from utils.runs.records import is_run_dir
+from utils.runs.records import read_metrics
 
 from tests.flat_settings import THESIS_IMAGE, flat_settings
 from tests.test_speed_precision import TEMPLATE, args_for
@@ -111,7 +112,7 @@ def test_data_on_device_needs_the_cache_and_batch_augmentation(data_copy):
     with pytest.raises(ValueError, match="cache_images"):
         module(data_copy, data_on_device=True, device="gpu")
     with pytest.raises(ConfigError) as error:
-        load_config(TEMPLATE, ["data_on_device=true", "cache_images=true"], [__import__("datasets").config_problems])
+        load_config(TEMPLATE, parse_overrides(["data_on_device=true", "cache_images=true"]), [config_problems])
     assert DATA_ON_DEVICE_NEEDS in error.value.problems
 
 

@@ -8,10 +8,17 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from datasets import Augmentation, StanfordCarsDataModule, config_problems
+from datasets.stanford_data_module import StanfordCarsDataModule
+from datasets import transforms
+from utils.config import Config
 from datasets.gpu_transforms import GPU_COUNTERPARTS, build_batch_augmentation, kornia_transform
-from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR, flat_settings
-from utils.configuration import validate_config
+from tests.flat_settings import THESIS_IMAGE, THESIS_TENSOR, augmentation, flat_settings
+from utils.config.validation import validate
+
+
+def config_problems(values: dict) -> list[str]:
+    """datasets.transforms' checks of a Config with these values (the others the schema's defaults)."""
+    return transforms.config_problems(Config(**values))
 
 
 def smooth_images(batch=1, channels=3, height=40, width=56):
@@ -107,7 +114,7 @@ def test_unsupported_transforms_and_arguments_are_config_problems():
     assert config_problems(cpu) == []
     assert config_problems({"augmentation_device": "gpu", "image_augmentations": THESIS_IMAGE,
                             "tensor_augmentations": THESIS_TENSOR, "convert_to_grayscale": True}) == []
-    assert validate_config({"augmentation_device": "tpu"})[1] == ["augmentation_device: 'tpu' is not one of cpu, gpu"]
+    assert validate({"augmentation_device": "tpu"})[1] == ["augmentation_device: 'tpu' is not one of cpu, gpu"]
 
 
 @pytest.fixture(scope="module")
@@ -144,4 +151,4 @@ def test_gpu_mode_augments_training_batches(speed_gpu_data):
     assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
     assert not torch.equal(images, plain(uint8_images))
     with pytest.raises(ValueError, match="augmentation_device must be one of cpu, gpu, not 'cuda'"):
-        Augmentation(device="cuda")
+        augmentation(device="cuda")

@@ -8,12 +8,11 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 import train
-from datasets import data_settings
-from models.net_module import NetModule
-from models.settings import module_kwargs
-from utils.configuration import default_config, load_config
-from utils.run_folders import is_run_dir
-from utils.training import read_metrics
+from datasets.settings import data_settings
+from models.classifier_module import ClassifierModule
+from utils.config import Config, load_config, parse_overrides
+from utils.runs.records import is_run_dir
+from utils.runs.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -96,22 +95,22 @@ def test_channels_last_module_gives_the_same_logits():
                             nn.Linear(8, 4)).eval()
     images = torch.randn(2, 3, 16, 16)
     expected = network(images)
-    module = NetModule(network, 4, channels_last=True).eval()
+    module = ClassifierModule(network, 4, channels_last=True).eval()
     assert module.network[0].weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(module(images), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_speed_keys_default_to_the_previous_behaviour_and_reach_the_modules():
-    cfg = default_config()
+    cfg = Config()
     data = data_settings(cfg)
     loading = data.loading
     assert (loading.cache_images, loading.cache_path, data.augmentation.device) == (False, None, "cpu")
     assert (loading.pin_memory, loading.persistent_workers, loading.prefetch_factor) == (None, True, None)
-    assert module_kwargs(cfg)["channels_last"] is False and cfg["compile_model"] is False and cfg["precision"] == 32
-    changed = load_config(TEMPLATE, ["cache_images=true", "cache_path=/tmp/c", "augmentation_device=gpu",
-                                     "prefetch_factor=4", "pin_memory=false", "persistent_workers=false",
-                                     "channels_last=true"])
+    assert cfg.channels_last is False and cfg.compile_model is False and cfg.precision == 32
+    changed = load_config(TEMPLATE, parse_overrides([
+        "cache_images=true", "cache_path=/tmp/c", "augmentation_device=gpu", "prefetch_factor=4", "pin_memory=false",
+        "persistent_workers=false", "channels_last=true"]))
     data = data_settings(changed)
     assert (data.loading.cache_images, data.loading.cache_path, data.augmentation.device) == (True, "/tmp/c", "gpu")
     assert (data.loading.pin_memory, data.loading.persistent_workers, data.loading.prefetch_factor) == (False, False, 4)
-    assert module_kwargs(changed)["channels_last"] is True
+    assert changed.channels_last is True

@@ -22,11 +22,13 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 import sweep
-from utils.study_file import load_study, read_study, unit_config
-from utils.sweeps import open_storage, prepare_tracking, unit_of, worker_environments
-from utils.thesis_records import load_thesis_runs, thesis_config
-from utils.thesis_study import thesis_study
-from utils.training import read_metrics
+from utils.sweeps.configurations import load_study, open_study, run_config
+from utils.sweeps.launcher import prepare_tracking, worker_environments
+from utils.sweeps.storage import open_storage, run_of
+from utils.sweeps.study_file import read_study
+from utils.runs.thesis import load_thesis_runs, thesis_config
+from utils.sweeps.thesis_study import thesis_study
+from utils.runs.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -72,10 +74,10 @@ THREE_RUNS = {"seeds": 2, "runs": [
     {"id": "C", "description": "learning rate 0.003", "overrides": {"optimizer_params": {"lr": 0.003}}}]}
 
 
-def assert_each_unit_finished_once(study, configs, seeds, output):
+def assert_each_run_finished_once(study, configs, seeds, output):
     complete = [trial for trial in study.get_trials() if trial.state == TrialState.COMPLETE]
-    units = sorted((unit_of(trial).config_id, unit_of(trial).seed) for trial in complete)
-    assert units == sorted((config, seed) for config in configs for seed in seeds)
+    runs = sorted((run_of(trial).config_id, run_of(trial).seed) for trial in complete)
+    assert runs == sorted((config, seed) for config in configs for seed in seeds)
     for config in configs:
         for seed in seeds:
             run_dir = output / f"{config}_seed{seed}"
@@ -90,7 +92,7 @@ def test_two_workers_on_sqlite_train_each_configuration_once_per_seed_and_report
     code, output = run_sweep(path, "--workers", "2", *FAST)
     assert code == 0, output
     study = load(sqlite_url(tmp_path))
-    assert_each_unit_finished_once(study, "ABC", [42, 43], tmp_path / "output" / "tiny")
+    assert_each_run_finished_once(study, "ABC", [42, 43], tmp_path / "output" / "tiny")
     assert {trial.state for trial in study.get_trials()} == {TrialState.COMPLETE}
     assert len({trial.user_attrs["worker"] for trial in study.get_trials()}) <= 2
     assert "MLflow tracking" not in output, output  # both workers logged every run to the one mlflow.db
@@ -143,7 +145,7 @@ def test_two_workers_share_a_grid_study_on_a_postgresql_server(prepared, tmp_pat
     code, output = run_sweep(path, "--workers", "2", "--storage", postgres_url, *FAST)
     assert code == 0, output
     study = load(postgres_url)
-    assert_each_unit_finished_once(study, ["G-1", "G-2", "G-3"], [5, 6], tmp_path / "output" / "tiny")
+    assert_each_run_finished_once(study, ["G-1", "G-2", "G-3"], [5, 6], tmp_path / "output" / "tiny")
     assert yaml.safe_load((tmp_path / "output" / "tiny" / "G-3_seed6" / "config.yml").read_text())["dropout"] == 0.3
     assert not (tmp_path / "output" / "tiny" / "optuna.db").exists()
     code, output = run_sweep("--report", path, "--storage", postgres_url)
@@ -185,14 +187,14 @@ def test_a_worker_killed_mid_trial_is_noticed_and_its_trial_resumes_from_last_ck
     assert launcher.returncode == 0, output
     assert epochs_at_kill < 8
     study = load(sqlite_url(tmp_path))
-    unit = unit_of(trial)
-    trials = [item for item in study.get_trials() if unit_of(item) == unit]
+    study_run = run_of(trial)
+    trials = [item for item in study.get_trials() if run_of(item) == study_run]
     assert [item.state for item in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].system_attrs["failed_trial"] == trial.number
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["state"] == "finished" and summary["resumed"][0]["checkpoint"] == str(run_dir / "last.ckpt")
     assert [row["epoch"] for row in read_metrics(run_dir)] == list(range(1, 9))
-    assert sorted(unit_of(item).config_id for item in study.get_trials(states=(TrialState.COMPLETE,))) == ["A", "B"]
+    assert sorted(run_of(item).config_id for item in study.get_trials(states=(TrialState.COMPLETE,))) == ["A", "B"]
 
 
 def test_ctrl_c_hands_the_trial_back_and_the_same_command_resumes_it(prepared, tmp_path):
@@ -310,14 +312,13 @@ def test_thesis_study_is_the_56_records_with_the_thesis_descriptions(prepared, t
     assert sweep.main([str(search), "-c", str(TEMPLATE), *settings, "--check"]) == 0, capsys.readouterr().err
 
 
-def test_a_units_configuration_keeps_the_order_of_its_transforms(prepared, tmp_path):
+def test_a_runs_configuration_keeps_the_order_of_its_transforms(prepared, tmp_path):
     """Transforms apply in the order listed: C-18's record puts the flip before the affine and the jitter."""
-    study = read_study(ROOT / "experiments" / "thesis.yml")
+    study = open_study(ROOT / "experiments" / "thesis.yml", [("stanford_data_path", str(prepared))], str(TEMPLATE))
     recorded = study.configuration("C-18").overrides["image_augmentations"]
     assert list(recorded)[:2] == ["RandomHorizontalFlip", "RandomAffine"]
-    study.base_config = str(TEMPLATE)
-    cfg = unit_config(study, study.configuration("C-18").overrides, 0, [f"stanford_data_path={prepared}"])
-    assert list(cfg["image_augmentations"]) == list(recorded)
+    cfg = run_config(study, study.configuration("C-18").overrides, 0)
+    assert list(cfg.image_augmentations) == list(recorded)
 
 
 def test_each_worker_gets_its_own_gpu_round_robin_or_a_share_of_the_cpu():

@@ -10,10 +10,12 @@ import torch
 import yaml
 
 import train
-from datasets import generate_synthetic_stanford, prepare_stanford_dataset
-from models import build_network, count_parameters
-from utils.configuration import load_config
-from utils.thesis_records import THESIS_RUNS_PATH, load_thesis_runs, reference_record, thesis_config
+from datasets.preparation import prepare_stanford_dataset
+from datasets.synthetic import generate_synthetic_stanford
+from models.arch_dict import build_network
+from models.sizes import count_parameters
+from utils.config import config_dict, load_config
+from utils.runs.thesis import THESIS_RUNS_PATH, load_thesis_runs, reference_record, thesis_config
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "config_template.yml"
 RUNS = load_thesis_runs()
@@ -77,6 +79,6 @@ def test_ghost_has_the_parameter_count_each_run_recorded(run_id):
 
 
 def test_template_is_run_c50_on_every_training_key():
-    template = load_config(TEMPLATE)
+    template = config_dict(load_config(TEMPLATE))
     recorded = thesis_config(RUNS["C-50"])
     assert {key: template[key] for key in recorded} == recorded

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import Callback
 import compare_runs
 import train
 from tests.test_training_run import base_args, one_thread, prepared, run_dirs  # noqa: F401 (fixtures)
-from utils.training import read_metrics
+from utils.runs.records import read_metrics
 
 LONG_DESCRIPTION = "longer than the 250 characters of Lightning's logger " + "x" * 300
 
@@ -109,7 +109,7 @@ def test_a_run_logs_the_thesis_table_to_sqlite_in_the_output_folder(prepared, tm
     assert tags["run_dir"] == str(first.resolve())
     assert tags["seed_group"] == runs[1].data.tags["seed_group"] == summary["seed_group"]
     assert (tmp_path / "output" / f"{summary['seed_group']}.json").is_file()
-    assert artifacts(client, run) == ["config.yml", "curves.png", "summary.json"]
+    assert artifacts(client, run) == ["config.yml", "summary.json"]  # MLflow charts the curves itself
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()
 
 
@@ -185,7 +185,7 @@ def test_a_shared_server_gets_the_run_and_its_death_mid_run_leaves_training_and_
     run = only_run(client)
     assert run.info.run_name == run_dir.name and run.info.status == "FINISHED" and run.data.tags["tags"] == "shared"
     assert [step for step, _ in history(client, run, "valid_loss")] == [1, 2]
-    assert artifacts(client, run) == ["best.ckpt", "config.yml", "curves.png", "last.ckpt", "summary.json"]
+    assert artifacts(client, run) == ["best.ckpt", "config.yml", "last.ckpt", "summary.json"]
     assert not (tmp_path / "output" / "mlflow.db").exists()
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once instead of retrying for minutes

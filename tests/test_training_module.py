@@ -1,4 +1,4 @@
-"""NetModule, the loss, schedulers stepping per epoch, early stopping and run-record helpers on a tiny problem."""
+"""ClassifierModule, the loss, schedulers stepping per epoch, early stopping and run-record helpers on a tiny problem."""
 
 import json
 import math
@@ -10,12 +10,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from models.net_module import NetModule
+from models.classifier_module import ClassifierModule
 from models.optimization import LabelSmoothingCrossEntropy, LrLambda, build_scheduler
-from models.settings import module_kwargs
-from utils.configuration import default_config
-from utils.run_folders import plan_runs, resume_target, unused_path
-from utils.training import aggregate_seeds, early_stopping_patience, format_seed_table, read_metrics, run_training
+from utils.config import Config
+from utils.runs.folders import plan_runs, resume_target, unused_path
+from utils.runs.records import read_metrics
+from utils.runs.seeds import aggregate_seeds, format_seed_table
+from utils.runs.trainer import early_stopping_patience
+from utils.runs.training import RunParts, fit_run
 
 NUM_CLASSES = 4
 
@@ -37,17 +39,17 @@ class TinyData(pl.LightningDataModule):
 
 
 def fit(tmp_path, callbacks=(), **settings):
-    cfg = default_config()
-    cfg.update(num_epochs=3, log_to_tensorboard=False, log_to_mlflow=False, accelerator="cpu", optimizer="SGD",
-               output_path=str(tmp_path), optimizer_params={"lr": 0.1}, lr_scheduler=None, lr_scheduler_params=None,
-               seed=1)
-    cfg.update(settings)
-    pl.seed_everything(cfg["seed"], workers=True)
+    cfg = Config(**{**dict(num_epochs=3, log_to_tensorboard=False, log_to_mlflow=False, accelerator="cpu",
+                                optimizer="SGD", output_path=str(tmp_path), optimizer_params={"lr": 0.1},
+                                lr_scheduler=None, lr_scheduler_params=None, seed=1), **settings})
+    pl.seed_everything(cfg.seed, workers=True)
     network = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, NUM_CLASSES))
-    module = NetModule(network, NUM_CLASSES, **module_kwargs(cfg))
+    module = ClassifierModule(network, NUM_CLASSES, optimizer=cfg.optimizer, optimizer_params=cfg.optimizer_params,
+                              lr_scheduler=cfg.lr_scheduler, lr_scheduler_params=cfg.lr_scheduler_params,
+                              loss_function=cfg.loss_function, loss_params=cfg.loss_params)
     run_dir = tmp_path / "run"
-    summary = run_training(cfg, TinyData(), module, run_dir, {"architecture": "tiny"}, {"tiny": True},
-                           extra_callbacks=callbacks)
+    parts = RunParts(TinyData(), module, {"architecture": "tiny"}, {"tiny": True})
+    summary = fit_run(cfg, parts, run_dir, callbacks=callbacks)
     return summary, read_metrics(run_dir)
 
 
@@ -115,14 +117,14 @@ def test_training_metrics_are_logged_once_an_epoch_as_the_epochs_means(tmp_path,
     """Lightning's self.log costs the host about 0.5 ms a call: the training step only updates the metrics."""
     steps = TrainingSteps()
     logged = []
-    original_log = NetModule.log
+    original_log = ClassifierModule.log
 
     def recording_log(self, name, *args, **kwargs):
         if self.trainer.training:
             logged.append((*steps.current, name))
         return original_log(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(NetModule, "log", recording_log)
+    monkeypatch.setattr(ClassifierModule, "log", recording_log)
     _, rows = fit(tmp_path, callbacks=[steps], num_epochs=2, optimizer_params={"lr": 0.0})  # lr 0: fixed weights
     assert logged == [(epoch, 3, name) for epoch in (0, 1) for name in ("train_loss", "train_acc", "lr")]
     for epoch, row in enumerate(rows):
@@ -156,14 +158,14 @@ def test_early_stopping_ends_a_run_without_progress(tmp_path):
 
 
 def test_early_stopping_patience_rule():
-    assert early_stopping_patience({"lr_scheduler": "MultiStepLR", "early_stopping_patience": None}) == 15
-    assert early_stopping_patience({"lr_scheduler": "ReduceLROnPlateau", "lr_scheduler_params": {"patience": 5},
-                                    "early_stopping_patience": None}) == 15
-    assert early_stopping_patience({"lr_scheduler": "ReduceLROnPlateau", "lr_scheduler_params": {"patience": 2},
-                                    "early_stopping_patience": None}) == 6
-    assert early_stopping_patience({"lr_scheduler": "ReduceLROnPlateau", "lr_scheduler_params": None,
-                                    "early_stopping_patience": None}) == 30
-    assert early_stopping_patience({"lr_scheduler": None, "early_stopping_patience": 4}) == 4
+    assert early_stopping_patience(Config(**{"lr_scheduler": "MultiStepLR", "early_stopping_patience": None})) == 15
+    assert early_stopping_patience(Config(**{"lr_scheduler": "ReduceLROnPlateau", "lr_scheduler_params": {"patience": 5},
+                                    "early_stopping_patience": None})) == 15
+    assert early_stopping_patience(Config(**{"lr_scheduler": "ReduceLROnPlateau", "lr_scheduler_params": {"patience": 2},
+                                    "early_stopping_patience": None})) == 6
+    assert early_stopping_patience(Config(**{"lr_scheduler": "ReduceLROnPlateau", "lr_scheduler_params": None,
+                                    "early_stopping_patience": None})) == 30
+    assert early_stopping_patience(Config(**{"lr_scheduler": None, "early_stopping_patience": 4})) == 4
 
 
 def test_run_folders_are_never_reused(tmp_path, monkeypatch):
@@ -181,7 +183,7 @@ def test_run_folders_are_never_reused(tmp_path, monkeypatch):
 def test_concurrent_plans_never_share_a_folder_and_empty_ones_are_released(tmp_path, monkeypatch):
     from datetime import datetime
 
-    from utils.run_folders import release_unused
+    from utils.runs.folders import release_unused
 
     same_second = datetime(2026, 1, 1)
     plans = []

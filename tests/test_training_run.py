@@ -1,6 +1,7 @@
 """End to end: synthetic raw files -> prepared data -> train.py runs (records, TensorBoard, Neptune offline,
 seeds, interruption and resume (one MLflow run), DDP on two CPU processes, config errors)."""
 
+import ast
 import json
 import os
 import re
@@ -16,11 +17,13 @@ from pytorch_lightning.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
-from models import build_network, count_parameters
-from models.net_module import NetModule
-from utils.run_folders import is_run_dir
-from utils.run_folders import announced_run_folders
-from utils.training import read_metrics, seeds_to_run
+from models.arch_dict import build_network
+from models.sizes import count_parameters
+from models.classifier_module import ClassifierModule
+from utils.runs.records import is_run_dir
+from utils.runs.folders import announced_run_folders
+from utils.runs.records import read_metrics
+from utils.runs.seeds import seeds_to_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -103,7 +106,7 @@ def test_run_records_tensorboard_and_neptune_agree(prepared, tmp_path, monkeypat
     assert best_ckpt["epoch"] == best["epoch"] - 1 and last_ckpt["epoch"] == 1
     checkpoint_state = next(v for k, v in last_ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
     assert float(checkpoint_state["best_model_score"]) == pytest.approx(best["valid_loss"])
-    NetModule.load_from_checkpoint(run_dir / "best.ckpt", network=network)
+    ClassifierModule.load_from_checkpoint(run_dir / "best.ckpt", network=network)
 
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
@@ -266,3 +269,25 @@ def test_a_fit_without_training_batches_is_recorded_as_failed(prepared, tmp_path
     (run_dir,) = run_dirs(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["state"] == "failed" and summary["stop_reason"].startswith("no training batches")
+
+
+def test_a_training_run_imports_neither_matplotlib_nor_the_run_table(prepared, tmp_path):
+    """train.py trains through utils.runs.training; plotting and the run table belong to what comes after. (The
+    installed torchmetrics imports matplotlib itself when it is installed: the check is on the project's modules.)"""
+    code = ("import json, sys, train\n"
+            f"code = train.main({base_args(prepared, tmp_path, epochs=1, mlflow=True)!r})\n"
+            "files = [getattr(module, '__file__', None) or '' for module in list(sys.modules.values())]\n"
+            f"print('loaded:', json.dumps(sorted(f for f in files if f.startswith({str(ROOT)!r}))))\n"
+            "sys.exit(code)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = [path for path in json.loads(result.stdout.rpartition("loaded: ")[2])
+              if Path(path).relative_to(ROOT).parts[0] in ("utils", "datasets", "models", "train.py")]
+    assert str(ROOT / "utils" / "runs" / "training.py") in loaded
+    assert not {str(ROOT / "utils" / "runs" / name) for name in ("table.py", "plots.py")} & set(loaded)
+    for path in loaded:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        imported += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+        assert not [name for name in imported if name.split(".")[0] == "matplotlib"], path
+    assert [row["epoch"] for row in read_metrics(run_dirs(tmp_path)[0])] == [1]

@@ -1,7 +1,3 @@
-"""Helpers shared by the scripts, datasets/ and models/: configuration, logging, timing, run records."""
-
-from utils.configuration import ConfigError, load_config, schema_rows
-from utils.logger import setup_logging
-from utils.timing import format_duration, log_execution_time
-
-__all__ = ["ConfigError", "format_duration", "load_config", "log_execution_time", "schema_rows", "setup_logging"]
+"""The application's concerns over small helpers (checks, timing, logging, devices, archives, output files):
+config (the typed configuration), tracking (MLflow, TensorBoard, Neptune), runs (run folders, records, the run
+table and the home of a training run) and sweeps (studies on Optuna), plus the Colab notebook's helpers."""

@@ -20,8 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from utils.archives import unsafe_member_reason
-from utils.configuration import apply_overrides, default_config, read_yaml
-from utils.run_folders import announced_run_folders, run_state
+from utils.config import Config
+from utils.config.loading import apply_overrides, parse_overrides, read_yaml
+from utils.config.validation import validate
+from utils.runs.folders import announced_run_folders
+from utils.runs.records import run_state
 
 # Never replaced by the install: Colab's builds match its NVIDIA driver; the pinned ones may need a newer driver.
 KEPT_PREINSTALLED = ("torch", "torchvision")
@@ -163,12 +166,12 @@ def gpu_check(config_file: str | os.PathLike, train_args: Sequence[str] = ()) ->
         import torch
 
         return f"GPU: {torch.cuda.get_device_name(0)} ({torch_build()})"
-    cfg = {**default_config(), **apply_overrides(read_yaml(config_file), set_overrides(train_args))}
-    requests = cuda_requests(cfg)
+    config = intended_config(config_file, train_args)
+    requests = cuda_requests(config)
     if requests:
         raise RuntimeError(cuda_unavailable_message(requests, reason))
     return (f"warning: torch can use no CUDA GPU here, so train.py will train on the CPU (accelerator: "
-            f"{cfg['accelerator']}), which is slow for full-size runs.\n  Reason: {reason}\n  Installed: "
+            f"{config.accelerator}), which is slow for full-size runs.\n  Reason: {reason}\n  Installed: "
             f"{torch_build()}.\n  {COLAB_ADVICE}")
 
 
@@ -250,10 +253,16 @@ def set_overrides(train_args: Sequence[str]) -> list[str]:
     return overrides
 
 
+def intended_config(config_file: str | os.PathLike, train_args: Sequence[str] = ()) -> Config:
+    """The Config train.py will read from config_file and the --set options of train_args (defaults in place of
+    values with problems: train.py reports those itself)."""
+    config, _ = validate(apply_overrides(read_yaml(config_file), parse_overrides(set_overrides(train_args))))
+    return config
+
+
 def output_path_of(config_file: str | os.PathLike, train_args: Sequence[str] = ()) -> Path:
     """The `output_path` train.py will use: the config file's, or a `--set output_path=...` among the arguments."""
-    raw = apply_overrides(read_yaml(config_file), set_overrides(train_args))
-    return Path(raw.get("output_path") or default_config()["output_path"])
+    return Path(intended_config(config_file, train_args).output_path)
 
 
 def _run_sort_key(run_dir: Path) -> tuple[str, str]:

@@ -20,19 +20,20 @@ COLAB_ADVICE = ("On Colab: keep Colab's preinstalled torch and torchvision (do n
                 "Disconnect and delete runtime) and pick a GPU runtime (Runtime > Change runtime type > GPU).")
 
 
-def cuda_requests(cfg: Mapping[str, Any]) -> dict[str, str]:
-    """{key: shown value} of the settings that ask for a CUDA GPU; with accelerator auto, GPU indices and fp16."""
-    accelerator = cfg.get("accelerator", "auto")
+def cuda_requests(config: Any) -> dict[str, str]:
+    """{key: shown value} of the settings (a Config's accelerator, devices, precision) that ask for a CUDA GPU;
+    with accelerator auto, GPU indices and fp16."""
+    accelerator = config.accelerator
     if accelerator in CUDA_ACCELERATORS:
         return {"accelerator": accelerator}
     if accelerator != "auto":
         return {}
     requests = {}
-    devices = cfg.get("devices", 1)
+    devices = config.devices
     if isinstance(devices, list) or (isinstance(devices, str) and "," in devices):
         requests["devices"] = f"{devices} (GPU indices)"
-    if cfg.get("precision") in FP16_PRECISIONS:
-        requests["precision"] = f"{cfg['precision']} (float16 mixed precision runs on CUDA GPUs)"
+    if config.precision in FP16_PRECISIONS:
+        requests["precision"] = f"{config.precision} (float16 mixed precision runs on CUDA GPUs)"
     return requests
 
 
@@ -73,21 +74,22 @@ def cuda_unavailable_message(requests: Mapping[str, str], reason: str) -> str:
             f"it supports; https://pytorch.org/get-started/locally/), or set {cpu_settings} to train on the CPU.")
 
 
-def cuda_problems(cfg: Mapping[str, Any]) -> list[str]:
-    """One problem when cfg asks for a CUDA GPU (cuda_requests) and torch can use none; never a silent CPU run."""
-    requests = cuda_requests(cfg)
+def cuda_problems(config: Any) -> list[str]:
+    """One problem when the config asks for a CUDA GPU (cuda_requests) and torch can use none; never a silent
+    CPU run."""
+    requests = cuda_requests(config)
     if not requests:
         return []
     available, reason = cuda_status()
     return [] if available else [cuda_unavailable_message(requests, reason)]
 
 
-def resolve_accelerator(cfg: Mapping[str, Any]) -> str:
+def resolve_accelerator(config: Any) -> str:
     """'auto' becomes CUDA when available, else CPU with a warning; a CUDA request without CUDA raises RuntimeError."""
-    problems = cuda_problems(cfg)
+    problems = cuda_problems(config)
     if problems:
         raise RuntimeError(problems[0])
-    accelerator = cfg.get("accelerator", "auto")
+    accelerator = config.accelerator
     if accelerator != "auto":
         return accelerator
     if torch.cuda.is_available():

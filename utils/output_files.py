@@ -4,11 +4,8 @@ is lost."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-FOLDER_KEYS = ("output_path", "logging_dir", "cache_path")
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -18,7 +15,7 @@ def _nearest_existing(path: Path) -> Path:
     return Path.cwd()
 
 
-def _place_problem(path: Path) -> str | None:
+def place_problem(path: Path) -> str | None:
     """Why nothing can be created at or under ``path`` (its nearest existing ancestor is a file or not
     writable), or None."""
     existing = _nearest_existing(path)
@@ -27,17 +24,6 @@ def _place_problem(path: Path) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"no permission to write in {existing}"
     return None
-
-
-def folder_problems(cfg: Mapping[str, Any]) -> list[str]:
-    """Config keys naming a folder that is a file or cannot be created or written."""
-    problems = []
-    for key in FOLDER_KEYS:
-        value = cfg.get(key)
-        problem = _place_problem(Path(value)) if value is not None else None
-        if problem:
-            problems.append(f"{key}: {value} cannot be used as a folder: {problem}")
-    return problems
 
 
 def new_file_problems(path: str | os.PathLike, force: bool = False, protected: Iterable[Path] = ()) -> list[str]:
@@ -50,5 +36,5 @@ def new_file_problems(path: str | os.PathLike, force: bool = False, protected: I
         return [f"{path}: is a folder; give a file name"]
     if path.exists() and not force:
         return [f"{path}: already exists; pass --force to overwrite it"]
-    problem = _place_problem(path.parent)
+    problem = place_problem(path.parent)
     return [f"{path}: {problem}"] if problem else []

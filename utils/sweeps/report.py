@@ -1,4 +1,5 @@
-"""A study's report: one row per configuration as in the thesis's table, mean ± std over seeds, CSV and plot."""
+"""A study's report: one row per configuration, with the run table's result columns as mean ± std over seeds
+(and the thesis's figures beside them), as a printed table, CSV and plot."""
 
 from __future__ import annotations
 
@@ -11,43 +12,46 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from utils.run_comparison import Stat, format_table, plot_runs, run_row, stat_of, write_csv
-from utils.run_folders import RunRecord, is_run_dir, read_run
-from utils.study_file import Study, Unit
-from utils.sweeps import trials_by_unit
-from utils.thesis_records import load_thesis_runs, reference_record
+from utils.runs.plots import plot_runs
+from utils.runs.records import RunRecord, is_run_dir, read_run
+from utils.runs.seeds import Stat, stat_of
+from utils.runs.table import format_table, run_row, write_csv
+from utils.runs.thesis import load_thesis_runs, reference_record
+from utils.sweeps.storage import trials_by_run
+from utils.sweeps.study_file import Study, StudyRun
 
-COLUMNS = ("id", "description", "state", "seeds", "epochs", "train_acc_max", "valid_acc_max", "objective")
-THESIS_COLUMNS = ("thesis_epochs", "thesis_train_acc", "thesis_valid_acc")
-# Which trial of a unit speaks for it, and the state the report shows.
+RESULT_COLUMNS = ("epochs", "train_acc_max", "valid_acc_max")  # the run table's, over each configuration's seeds
+COLUMNS = ("id", "description", "state", "seeds", *RESULT_COLUMNS, "objective")
+THESIS_COLUMNS = tuple(f"thesis_{name}" for name in RESULT_COLUMNS)
+# Which trial of a study run speaks for it, and the state the report shows.
 STATE_ORDER = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)
 STATE_NAMES = {TrialState.COMPLETE: "finished", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
                TrialState.WAITING: "waiting", TrialState.FAIL: "failed"}
 
 
 @dataclass
-class UnitResult:
-    """Where a unit stands: its deciding trial's state, its run records when they exist, the objective value."""
+class RunResult:
+    """Where a study run stands: its deciding trial's state, its run records when they exist, the objective value."""
 
     state: str
     run: RunRecord | None
     value: float | None
 
 
-def unit_result(trials: Sequence[FrozenTrial]) -> UnitResult:
-    """The result of a unit from its trials: a finished trial first, then pruned, running, waiting, failed."""
+def run_result(trials: Sequence[FrozenTrial]) -> RunResult:
+    """The result of a study run from its trials: a finished trial first, then pruned, running, waiting, failed."""
     trial = min(trials, key=lambda item: (STATE_ORDER.index(item.state), -item.number))
     run_dir = trial.user_attrs.get("run_dir")
     run = read_run(run_dir) if run_dir and is_run_dir(Path(run_dir)) else None
     value = trial.value if trial.state == TrialState.COMPLETE else None
-    return UnitResult(STATE_NAMES[trial.state], run, value)
+    return RunResult(STATE_NAMES[trial.state], run, value)
 
 
-def _configurations(study: Study, groups: Mapping[Unit, Sequence[FrozenTrial]]) -> list[tuple[str, str]]:
+def _configurations(study: Study, groups: Mapping[StudyRun, Sequence[FrozenTrial]]) -> list[tuple[str, str]]:
     """(id, description) of each configuration, in the study's order (search: in sampling order)."""
     if study.kind != "search":
         return [(config.id, config.description) for config in study.configurations]
-    descriptions = {unit.config_id: trials[0].user_attrs.get("description", "") for unit, trials in groups.items()}
+    descriptions = {run.config_id: trials[0].user_attrs.get("description", "") for run, trials in groups.items()}
     return sorted(descriptions.items())
 
 
@@ -63,26 +67,25 @@ def _thesis_cells(config_id: str, thesis_runs: Mapping[str, Any]) -> dict[str, A
     if run is None:
         return {}
     recorded = run_row(reference_record(run))
-    return {"thesis_epochs": recorded["epochs"], "thesis_train_acc": recorded["train_acc_max"],
-            "thesis_valid_acc": recorded["valid_acc_max"]}
+    return {f"thesis_{name}": recorded[name] for name in RESULT_COLUMNS}
 
 
 def report_rows(study: Study, optuna_study: optuna.Study,
                 thesis_runs: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[RunRecord]]:
     """One row per configuration (results as Stat over its seeds, the thesis's figures from thesis_runs) and the
     run records behind them."""
-    groups = trials_by_unit(optuna_study)
+    groups = trials_by_run(optuna_study)
     rows, records = [], []
     for config_id, description in _configurations(study, groups):
-        units = [Unit(config_id, seed) for seed in study.seeds]
-        results = [unit_result(groups[unit]) if unit in groups else UnitResult("not queued", None, None)
-                   for unit in units]
+        study_runs = [StudyRun(config_id, seed) for seed in study.seeds]
+        results = [run_result(groups[run]) if run in groups else RunResult("not queued", None, None)
+                   for run in study_runs]
         runs = [result.run for result in results if result.run is not None]
         records += runs
         run_rows = [run_row(run) for run in runs]
         row = {"id": config_id, "description": description, "state": _state_text([r.state for r in results]),
                "seeds": len(runs)}
-        row.update({name: stat_of([item[name] for item in run_rows]) for name in COLUMNS[4:7]})
+        row.update({name: stat_of([item[name] for item in run_rows]) for name in RESULT_COLUMNS})
         row["objective"] = stat_of([result.value for result in results])
         rows.append({**row, **_thesis_cells(config_id, thesis_runs)})
     return rows, records

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from utils.checks import did_you_mean
-from utils.run_folders import RunRecord
+from utils.runs.records import RunRecord
 
-THESIS_RUNS_PATH = Path(__file__).resolve().parents[1] / "experiments" / "thesis_runs.json"
+THESIS_RUNS_PATH = Path(__file__).resolve().parents[2] / "experiments" / "thesis_runs.json"
 
 # Recorded parameter name -> this project's config key; the records' values are Python literals as text.
 RECORDED_KEYS = {

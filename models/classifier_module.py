@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from models.optimization import LABEL_SMOOTHING, build_loss, build_optimizer, build_scheduler
 
 
-class NetModule(pl.LightningModule):
+class ClassifierModule(pl.LightningModule):
     """Trains a classification network; logs loss, top-1 (and validation top-5) accuracy and lr per epoch."""
 
     def __init__(self, network: nn.Module, num_classes: int, optimizer: str = "AdamW",

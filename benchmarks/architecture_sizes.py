@@ -1,4 +1,4 @@
-"""Parameters, multiply-adds and CPU latency of every arch_dict entry: `python -m models.summary`."""
+"""Parameters, multiply-adds and CPU latency of every arch_dict entry: `python -m benchmarks.architecture_sizes`."""
 
 from __future__ import annotations
 

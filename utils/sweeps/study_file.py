@@ -2,8 +2,9 @@
 
 A study file has a ``base`` (a config file and overrides) and one of ``runs:`` (named override sets), ``grid:``
 (key -> list of values, the product) or ``search:`` (key -> distribution, sampled by Optuna), plus ``seeds``,
-``objective``, ``name`` and ``reference``. A configuration is one set of overrides; a unit is one configuration
-trained with one seed, one train.py run in its own folder.
+``objective``, ``name`` and ``reference``. A configuration is one set of overrides; a study run is one
+configuration trained with one seed, one training run in its own folder. The configurations are checked against
+Config in utils.sweeps.configurations.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
 from utils.checks import did_you_mean, is_integer, is_number
-from utils.configuration import MAX_SEED, ConfigError, load_config, read_yaml, yaml_inline
+from utils.config import MAX_SEED, Config, ConfigError
+from utils.config.loading import Override, read_yaml
 
 TOP_KEYS = ("name", "base", "runs", "grid", "search", "seeds", "objective", "reference")
 KINDS = ("runs", "grid", "search")
@@ -34,8 +36,6 @@ REFERENCES = ("thesis",)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_CONFIG = "config.yml"
 
-Check = Callable[[Mapping[str, Any]], list[str]]
-
 
 @dataclass(frozen=True)
 class Configuration:
@@ -47,8 +47,8 @@ class Configuration:
 
 
 @dataclass(frozen=True)
-class Unit:
-    """One configuration with one seed: one train.py run."""
+class StudyRun:
+    """One configuration with one seed: one training run of the study."""
 
     config_id: str
     seed: int
@@ -60,7 +60,8 @@ class Unit:
 
 @dataclass
 class Study:
-    """A checked study file."""
+    """A study file's content; utils.sweeps.configurations adds its base configuration (``base_raw``, ``base``:
+    the base file read once, with base.overrides and --set) and its checked configurations (``checked``)."""
 
     path: Path
     name: str
@@ -77,32 +78,19 @@ class Study:
     trials: int = 0
     sampler: dict[str, Any] = field(default_factory=dict)
     pruner: dict[str, Any] = field(default_factory=dict)
+    base_raw: dict[str, Any] = field(default_factory=dict)
+    cli_overrides: list[Override] = field(default_factory=list)
+    base: Config | None = None
+    checked: dict[str, Config] = field(default_factory=dict)
 
-    def units(self, only: Sequence[str] = ()) -> list[Unit]:
+    def runs(self, only: Sequence[str] = ()) -> list[StudyRun]:
         """Every configuration (or those named in only) with every seed, in study order."""
-        return [Unit(config.id, seed) for config in self.configurations if not only or config.id in only
+        return [StudyRun(config.id, seed) for config in self.configurations if not only or config.id in only
                 for seed in self.seeds]
 
     def configuration(self, config_id: str) -> Configuration:
         """The listed configuration of that id."""
         return next(config for config in self.configurations if config.id == config_id)
-
-
-def override_text(key: str, value: Any) -> str:
-    """A train.py --set argument: key=value with the value as inline YAML (read back as the same value)."""
-    return f"{key}={yaml_inline(value)}"
-
-
-def override_texts(overrides: Mapping[str, Any]) -> list[str]:
-    """train.py --set arguments of an override mapping."""
-    return [override_text(key, value) for key, value in overrides.items()]
-
-
-def unit_config(study: Study, overrides: Mapping[str, Any], seed: int, cli_overrides: Sequence[str] = (),
-                checks: Iterable[Check] = ()) -> dict[str, Any]:
-    """The resolved configuration of one unit: base file, base overrides, --set, the unit's overrides, seed."""
-    texts = [*override_texts(study.base_overrides), *cli_overrides, *override_texts(overrides), f"seed={seed}"]
-    return load_config(study.base_config, texts, checks)
 
 
 # ---- reading and checking ----------------------------------------------------------------------------------
@@ -185,7 +173,7 @@ def _grid(raw: Any, problems: list[str]) -> list[Configuration]:
     return configurations
 
 
-def _distribution_problems(where: str, spec: Any) -> list[str]:
+def distribution_problems(where: str, spec: Any) -> list[str]:
     if not isinstance(spec, dict) or spec.get("type") not in DISTRIBUTION_KEYS:
         return [f"{where}: expected a distribution: {{type: float|int, low: L, high: H[, log: true]}} or "
                 f"{{type: categorical, choices: [...]}}, got {spec!r}"]
@@ -232,7 +220,7 @@ def _search(raw: Any, problems: list[str]) -> tuple[dict[str, Any], int, dict[st
                         "optimizer_params.lr: {type: float, low: 0.0003, high: 0.003, log: true}")
     problems += _override_problems("search.space", space)
     for key, spec in space.items():
-        problems += _distribution_problems(f"search.space.{key}", spec)
+        problems += distribution_problems(f"search.space.{key}", spec)
     trials = search.get("trials")
     if not is_integer(trials) or trials < 1:
         problems.append(f"search.trials: expected the number of configurations to try (>= 1), got {trials!r}")
@@ -307,94 +295,3 @@ def parse_study(path: str | Path) -> tuple[Study, list[str]]:
         study.space, study.trials, study.sampler, study.pruner = _search(raw["search"], problems)
     study.seeds, study.seed_count = (seeds, len(seeds)) if isinstance(seeds, list) else ([], seeds)
     return study, problems
-
-
-# ---- configurations against the schema and train.py's checks -------------------------------------------------
-
-
-def search_probes(space: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, overrides) to check a search space: each key at its low and high, or at each choice."""
-    probes = []
-    for key, spec in space.items():
-        if _distribution_problems(key, spec):
-            continue
-        values = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
-        probes += [(f"search.space.{key}={value!r}", {key: value}) for value in values]
-    return probes
-
-
-def resolve_seeds(study: Study, base_seed: int | None) -> list[str]:
-    """Turn a seed count into seeds from the base configuration's seed; problems when that seed is null."""
-    if study.seeds:
-        return []
-    if base_seed is None:
-        return ["seeds: a count needs a fixed base seed (the base has seed: null, drawn anew by each worker); "
-                "set seed in the base or list the seeds, e.g. seeds: [0, 1]"]
-    study.seeds = [base_seed + offset for offset in range(study.seed_count)]
-    if study.seeds[-1] > MAX_SEED:
-        return [f"seeds: {study.seeds[0]}..{study.seeds[-1]} go past the largest seed, {MAX_SEED}"]
-    return []
-
-
-def _targets(study: Study, only: Sequence[str]) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
-    """(label, overrides) of every configuration to check, and problems with --only."""
-    if study.kind == "search":
-        return [("base", {})] + search_probes(study.space), []
-    known = [config.id for config in study.configurations]
-    problems = [f"--only {run_id}: no such configuration (ids: {', '.join(known)})"
-                for run_id in only if run_id not in known]
-    return [(f"{study.kind} {config.id}", config.overrides) for config in study.configurations
-            if not only or config.id in only], problems
-
-
-def configuration_problems(study: Study, cli_overrides: Sequence[str] = (), checks: Iterable[Check] = (),
-                           only: Sequence[str] = ()) -> list[str]:
-    """Every problem of the base and of each configuration (or probe of the search space) under checks.
-
-    A problem shared by every configuration is reported once.
-    """
-    checks = list(checks)
-    try:
-        base = base_settings(study, cli_overrides)
-    except ConfigError as error:
-        return [f"base ({error.source} with base.overrides and --set): {problem}" for problem in error.problems]
-    problems = resolve_seeds(study, base["seed"])
-    targets, found = _targets(study, only)
-    problems += found
-    seed = study.seeds[0] if study.seeds else 0
-    per_target: list[tuple[str, list[str]]] = []
-    for label, overrides in targets:
-        try:
-            unit_config(study, overrides, seed, cli_overrides, checks)
-            per_target.append((label, []))
-        except ConfigError as error:
-            per_target.append((label, error.problems))
-    shared = set.intersection(*(set(found) for _, found in per_target)) if len(per_target) > 1 else set()
-    problems += [f"every configuration: {problem}" for problem in sorted(shared)]
-    for label, found in per_target:
-        problems += [f"{label}: {problem}" for problem in found if problem not in shared]
-    return problems
-
-
-def base_settings(study: Study, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The base configuration alone (its output_path, logging and seed)."""
-    return load_config(study.base_config, [*override_texts(study.base_overrides), *cli_overrides])
-
-
-def load_study(path: str | Path, cli_overrides: Sequence[str] = (), checks: Iterable[Check] = (),
-               only: Sequence[str] = (), base_config: str | None = None,
-               study_checks: Iterable[Callable[[Study], list[str]]] = ()) -> Study:
-    """Read a study file and check it and every configuration; raise ConfigError naming the file with every problem.
-
-    base_config (sweep.py -c) replaces the file's base.config; study_checks see the whole study.
-    """
-    study, problems = parse_study(path)
-    study.base_config = base_config or study.base_config
-    problems += configuration_problems(study, cli_overrides, checks, only)
-    for check in study_checks:
-        problems += check(study)
-    if only and study.kind == "search":
-        problems.append("--only: names configurations of runs: and grid: studies; a search: study samples its own")
-    if problems:
-        raise ConfigError(str(path), problems)
-    return study

@@ -1,0 +1,193 @@
+"""A run folder's records: summary.json, config.yml and metrics.csv, read (naming a damaged file) and written.
+
+A run folder (``output/<architecture>_<timestamp>[_seed<N>]/``) holds these three records and the checkpoints.
+Light on imports: the Colab notebook uses it before its install step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUMMARY, CONFIG, METRICS = "summary.json", "config.yml", "metrics.csv"
+RECORD_FILES = (SUMMARY, CONFIG, METRICS)
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "valid_acc_top5", "lr")
+
+
+class RunRecordError(ValueError):
+    """A run record that cannot be read; the message names the file at fault."""
+
+
+@dataclass
+class RunRecord:
+    """One run folder: its summary, recorded configuration (as config.yml holds it) and per-epoch metrics."""
+
+    path: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    metrics: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+
+def _read_mapping(path: Path, parse: Callable[[str], Any], kind: str, errors: tuple[type[Exception], ...],
+                  expected: str) -> dict[str, Any]:
+    try:
+        data = parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, *errors) as error:
+        raise RunRecordError(f"{path}: damaged run record, not readable {kind} ({error})") from None
+    if not isinstance(data, dict):
+        raise RunRecordError(f"{path}: damaged run record, expected {expected}, got {type(data).__name__}")
+    return data
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a run record file; RunRecordError naming the file otherwise."""
+    return _read_mapping(path, json.loads, "JSON", (json.JSONDecodeError,), "a JSON object")
+
+
+def read_recorded_config(path: Path) -> dict[str, Any]:
+    """A run's config.yml as the mapping it holds (YAML's safe subset: no tags that build objects)."""
+    return _read_mapping(path, yaml.safe_load, "YAML", (yaml.YAMLError,), "a mapping")
+
+
+def _number(text: str | None, path: Path, line: int, column: str) -> float:
+    if text is None or text.strip() == "":
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise RunRecordError(f"{path}: damaged run record, line {line} column {column}: "
+                             f"{text!r} is not a number") from None
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
+    """A run's metrics.csv, one row per epoch: the epoch as int, the other columns as floats (empty cells NaN);
+    [] before its first epoch."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = [{key: _number(value, path, reader.line_num, key) for key, value in row.items() if key}
+                    for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise RunRecordError(f"{path}: damaged run record, not readable CSV ({error})") from None
+    if rows and "epoch" not in rows[0]:
+        raise RunRecordError(f"{path}: damaged run record, no 'epoch' column")
+    for row in rows:
+        if math.isnan(row["epoch"]):
+            raise RunRecordError(f"{path}: damaged run record, a row without its epoch")
+        row["epoch"] = int(row["epoch"])
+    return rows
+
+
+def write_metrics(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write metrics.csv (one row per epoch) atomically."""
+    path = run_dir / METRICS
+    partial = path.with_suffix(".csv.partial")
+    with partial.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    partial.replace(path)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON atomically (a crash never leaves half a file)."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def is_run_dir(path: Path) -> bool:
+    """True for a folder holding any of the run-record files."""
+    return path.is_dir() and any((path / name).exists() for name in RECORD_FILES)
+
+
+def read_run(path: str | os.PathLike) -> RunRecord:
+    """Read one run folder; raise RunRecordError naming the damaged file."""
+    path = Path(path)
+    summary_path, config_path = path / SUMMARY, path / CONFIG
+    summary = read_json(summary_path) if summary_path.exists() else {}
+    config = read_recorded_config(config_path) if config_path.exists() else {}
+    return RunRecord(path=path, summary=summary, config=config, metrics=read_metrics(path))
+
+
+def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Run folders among the given folders and their direct sub-folders, sorted by path."""
+    found: set[Path] = set()
+    for root in map(Path, roots):
+        if is_run_dir(root):
+            found.add(root)
+        elif root.is_dir():
+            found.update(child for child in root.iterdir() if is_run_dir(child))
+    return sorted(found)
+
+
+def load_runs(roots: Iterable[str | os.PathLike]) -> tuple[list[RunRecord], list[str]]:
+    """Every readable run under `roots`, and one problem line per damaged or missing record."""
+    roots = list(roots)
+    problems = [f"{root}: no such folder" for root in map(Path, roots) if not root.is_dir()]
+    runs = []
+    for run_dir in find_run_dirs(roots):
+        try:
+            runs.append(read_run(run_dir))
+        except RunRecordError as error:
+            problems.append(f"{error} (skipped)")
+    return runs, problems
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A run folder's summary.json ({} when absent or unreadable)."""
+    path = Path(run_dir) / SUMMARY
+    try:
+        return read_json(path) if path.is_file() else {}
+    except RunRecordError:
+        return {}
+
+
+def run_state(run_dir: str | os.PathLike) -> str | None:
+    """The `state` recorded in a run's summary.json (None when unreadable)."""
+    return read_summary(run_dir).get("state")
+
+
+def metrics_at_epoch(run_dir: str | os.PathLike, epoch: int) -> dict[str, float] | None:
+    """The metrics.csv row of one epoch (None when absent)."""
+    return next((row for row in read_metrics(run_dir) if row.get("epoch") == epoch), None)
+
+
+def run_class_names(run_dir: str | os.PathLike, num_classes: int,
+                    from_data: Callable[[], Sequence[str]] | None = None,
+                    prefer_data: bool = False) -> tuple[list[str], str | None]:
+    """(class names, warning or None): those in the run's summary.json, else from_data(), else 'class N'.
+
+    With ``prefer_data`` (data the user named) from_data() comes first, and its errors and a class count
+    other than the network's are errors.
+    """
+    if prefer_data and from_data is not None:
+        names = list(from_data())
+        if len(names) != num_classes:
+            raise RunRecordError(f"the prepared data has {len(names)} classes, the run's network {num_classes}")
+        return names, None
+    recorded = read_summary(run_dir).get("class_names")
+    if isinstance(recorded, list) and len(recorded) == num_classes:
+        return [str(name) for name in recorded], None
+    problem = f"{Path(run_dir) / SUMMARY} records no class names"
+    if from_data is not None:
+        try:
+            return list(from_data()), None
+        except (FileNotFoundError, ValueError) as error:
+            problem = f"{problem} and the prepared data is unavailable ({error})"
+    return [f"class {i}" for i in range(1, num_classes + 1)], f"{problem}; showing class ids"

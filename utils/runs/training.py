@@ -1,0 +1,169 @@
+"""The home of a training run: from a checked Config to a trained run folder.
+
+It builds the data module (datasets/), the network and its LightningModule (models/), the Trainer with the run's
+checkpoints and early stopping, the records (metrics.csv, summary.json, config.yml) and the trackers.
+train.py, sweep.py's workers and the benchmarks train through ``train_run`` and ``train_seeds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+from datasets.settings import data_settings
+from datasets.stanford_data import prepared_data_problems
+from datasets.stanford_data_module import StanfordCarsDataModule
+from datasets.transforms import config_problems as data_problems
+from models import config_problems as model_problems
+from models.arch_dict import build_network
+from models.classifier_module import ClassifierModule
+from models.sizes import count_multiply_adds, count_parameters
+from utils.config import Config, tracked_params
+from utils.output_files import place_problem
+from utils.runs.folders import TIMESTAMP, announce_run_folder, plan_runs, release_unused
+from utils.runs.records import write_json
+from utils.runs.recorder import RunRecorder, write_run_config
+from utils.runs.seeds import aggregate_seeds
+from utils.runs.trackers import make_loggers, make_mlflow_logger, mlflow_problems
+from utils.runs.trainer import checkpoint_callbacks, git_commit, runtime_name, trainer_kwargs, trainer_problems
+from utils.timing import log_execution_time
+
+logger = logging.getLogger(__name__)
+REPO_DIR = Path(__file__).resolve().parents[2]
+FOLDER_KEYS = ("output_path", "logging_dir", "cache_path")
+
+
+def folder_problems(config: Config) -> list[str]:
+    """Config keys naming a folder that is a file or cannot be created or written."""
+    problems = []
+    for name in FOLDER_KEYS:
+        value = getattr(config, name)
+        problem = place_problem(Path(value)) if value is not None else None
+        if problem:
+            problems.append(f"{name}: {value} cannot be used as a folder: {problem}")
+    return problems
+
+
+# Every check a configuration passes before any data or model work; all problems are reported together.
+RUN_CHECKS = (data_problems, prepared_data_problems, model_problems, trainer_problems, folder_problems,
+              mlflow_problems)
+
+
+@dataclass
+class RunParts:
+    """What a run trains: the data module, the network's module, and what the records say about them."""
+
+    datamodule: StanfordCarsDataModule
+    module: ClassifierModule
+    info: dict[str, Any]
+    params: dict[str, Any]
+
+
+def build_run(config: Config, run_dir: Path, seed_group: str | None = None) -> RunParts:
+    """The data module, network and LightningModule of a run, and its records' description of them."""
+    pl.seed_everything(config.seed, workers=True)
+    with log_execution_time("preparing data"):
+        datamodule = StanfordCarsDataModule(data_settings(config))
+    channels = datamodule.img_channels
+    network = build_network(config.architecture, datamodule.num_classes, channels, config.dropout,
+                            config.output_channels, config.pretrained_weights)
+    module = ClassifierModule(network, datamodule.num_classes, optimizer=config.optimizer,
+                              optimizer_params=config.optimizer_params, lr_scheduler=config.lr_scheduler,
+                              lr_scheduler_params=config.lr_scheduler_params, loss_function=config.loss_function,
+                              loss_params=config.loss_params, channels_last=config.channels_last)
+    parameters = count_parameters(network)
+    multiply_adds = count_multiply_adds(network, config.image_size, channels)
+    if config.compile_model:
+        network.compile(mode=config.compile_mode)  # in place: checkpoints keep the plain parameter names
+    info = {"architecture": config.architecture, "parameters": parameters, "multiply_adds": multiply_adds,
+            "image_size": list(config.image_size), "num_classes": datamodule.num_classes,
+            "class_names": list(datamodule.class_names), "seed": config.seed, "runtime": runtime_name(),
+            "git_commit": git_commit(REPO_DIR), "tags": list(config.tags), "description": config.description,
+            "run_dir": str(run_dir), **({"seed_group": seed_group} if seed_group else {})}
+    params = {**tracked_params(config), "runtime": info["runtime"], "parameters": parameters,
+              "multiply_adds": multiply_adds, "num_classes": datamodule.num_classes}
+    logger.info("%s: %d parameters, %d multiply-adds at %s", config.architecture, parameters, multiply_adds,
+                config.image_size)
+    return RunParts(datamodule, module, info, params)
+
+
+def train_run(config: Config, run_dir: Path, checkpoint: Path | None = None, callbacks: Iterable[Callback] = (),
+              seed_group: str | None = None) -> dict[str, Any]:
+    """Train one run in run_dir (from checkpoint when given) with its records, checkpoints and trackers; return
+    its summary (summary.json's content)."""
+    run_dir = Path(run_dir)
+    if pl.utilities.rank_zero_only.rank == 0:
+        announce_run_folder(run_dir)
+    return fit_run(config, build_run(config, run_dir, seed_group), run_dir, checkpoint, callbacks)
+
+
+def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | None = None,
+            callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
+    """Fit a run's module on its data module with the run's records, checkpoints and trackers; its summary."""
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    recorder = RunRecorder(run_dir, parts.info, parts.params, resumed_from=checkpoint,
+                           mlflow_checkpoints=config.mlflow_log_checkpoints)
+    trainer = pl.Trainer(**trainer_kwargs(config, run_dir, [recorder, *checkpoint_callbacks(config, run_dir),
+                                                            *callbacks], make_loggers(config, run_dir)))
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(config, run_dir)
+        recorder.start()
+        # on rank zero only: the MLflow logger opens (and first creates) the tracking store
+        mlflow_logger = make_mlflow_logger(config, run_dir, recorder.summary.get("mlflow_run_id"),
+                                           recorder.summary.get("seed_group"))
+        trainer.loggers = [*trainer.loggers, *([mlflow_logger] if mlflow_logger else [])]
+    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+    if recorder.summary.get("state") == "running":  # Lightning returned without training (no batches)
+        recorder.end_untrained("no training batches: the training set is smaller than one batch per process",
+                               trainer)
+    summary = recorder.summary
+    best = summary.get("best_valid_acc") or {}
+    logger.info("run %s after %s epochs (%s): best valid_acc %.4f at epoch %s; records in %s",
+                summary.get("state"), summary.get("epochs_run"), summary.get("stop_reason"),
+                best.get("value", float("nan")), best.get("epoch"), run_dir)
+    return summary
+
+
+@dataclass
+class SeedResults:
+    """train_seeds' outcome: each run's seed, folder and best accuracy; the seed statistics and their file."""
+
+    runs: list[dict[str, Any]]
+    failed: str | None = None
+    aggregate: dict[str, Any] | None = None
+    aggregate_path: Path | None = None
+
+
+def train_seeds(config: Config, seeds: list[int], callbacks: Iterable[Callback] = ()) -> SeedResults:
+    """Train the config once per seed, each in a new run folder; with several seeds, their statistics (written
+    as <output_path>/<architecture>_<time>_seeds.json). Stops at the first failed run."""
+    started = datetime.now()
+    plan = plan_runs(config.output_path, config.architecture, seeds, started)
+    seed_group = f"{config.architecture}_{started:{TIMESTAMP}}_seeds" if len(plan) > 1 else None
+    results = SeedResults([])
+    for entry in plan:
+        try:
+            summary = train_run(replace(config, seed=entry["seed"]), Path(entry["run_dir"]), None, callbacks,
+                                seed_group)
+        except FileNotFoundError:  # e.g. data removed after the checks: before the run wrote anything
+            release_unused(plan)
+            raise
+        if summary.get("state") == "failed":
+            results.failed = f"run {entry['run_dir']} failed: {summary.get('stop_reason')}"
+            return results
+        best = (summary.get("best_valid_acc") or {}).get("value", float("nan"))
+        results.runs.append({"seed": entry["seed"], "run_dir": entry["run_dir"], "best_valid_acc": best})
+    if len(plan) > 1 and pl.utilities.rank_zero_only.rank == 0:
+        results.aggregate = aggregate_seeds(results.runs)
+        results.aggregate_path = Path(config.output_path) / f"{seed_group}.json"
+        write_json(results.aggregate_path, results.aggregate)
+    return results

@@ -1,0 +1,1 @@
+"""Sweeps: study files, their configurations, Optuna storage, workers, the launcher and the report."""

@@ -1,0 +1,136 @@
+"""A study in Optuna's storage: the storage (SQLite or any SQLAlchemy database), sampler and pruner, and the
+study's runs as trials (queued, grouped by run, unfinished)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import event
+
+from utils.sweeps.study_file import Study, StudyRun
+
+LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+DEFAULT_HEARTBEAT_S = 20
+DEFAULT_GRACE_S = 90
+
+
+def default_storage(study: Study, output_path: str | os.PathLike) -> str:
+    """A SQLite file in the study's folder under output_path (one machine)."""
+    folder = Path(output_path).resolve() / study.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, grace_s: int = DEFAULT_GRACE_S) -> RDBStorage:
+    """Optuna's SQL storage with heartbeats; a trial silent for grace_s seconds is failed and queued again."""
+    sqlite = url.startswith("sqlite")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+    if sqlite:
+        serialize_sqlite_transactions(storage.engine)
+    return storage
+
+
+def serialize_sqlite_transactions(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins (BEGIN IMMEDIATE).
+
+    SQLite ignores SELECT ... FOR UPDATE, so two workers could both read a trial as WAITING and both move it to
+    RUNNING (both training it); with the lock taken first, the second reads it as RUNNING and leaves it.
+    """
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below starts each transaction
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed are not reused
+
+
+def make_sampler(study: Study) -> optuna.samplers.BaseSampler:
+    """TPE or random sampling for search: studies (options passed on, e.g. seed)."""
+    options = {key: value for key, value in study.sampler.items() if key != "type"}
+    if study.sampler.get("type") == "random":
+        return optuna.samplers.RandomSampler(**options)
+    return optuna.samplers.TPESampler(**options)
+
+
+def make_pruner(study: Study) -> optuna.pruners.BasePruner:
+    """The search's pruner (median, hyperband, threshold, none), options passed on."""
+    options = {key: value for key, value in study.pruner.items() if key != "type"}
+    kind = study.pruner.get("type", "none") if study.kind == "search" else "none"
+    pruners = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
+               "threshold": optuna.pruners.ThresholdPruner}
+    return pruners[kind](**options) if kind in pruners else optuna.pruners.NopPruner()
+
+
+def sampler_problems(study: Study) -> list[str]:
+    """Sampler and pruner options Optuna refuses (tried by building them)."""
+    problems = []
+    for key, build in (("search.sampler", make_sampler), ("search.pruner", make_pruner)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                build(study)
+        except (TypeError, ValueError) as error:
+            problems.append(f"{key}: {error}")
+    return problems
+
+
+def open_optuna_study(study: Study, storage: RDBStorage) -> optuna.Study:
+    """The study in storage, created on first use."""
+    return optuna.create_study(study_name=study.name, storage=storage, direction=study.direction,
+                               sampler=make_sampler(study), pruner=make_pruner(study), load_if_exists=True)
+
+
+def run_of(trial: FrozenTrial | optuna.Trial) -> StudyRun | None:
+    """The study run a trial trains, from its user attributes."""
+    attrs = trial.user_attrs
+    return StudyRun(attrs["config"], attrs["seed"]) if "config" in attrs and "seed" in attrs else None
+
+
+def trials_by_run(optuna_study: optuna.Study) -> dict[StudyRun, list[FrozenTrial]]:
+    """The study's trials by run, in trial order (duplicates of a run queued twice left out)."""
+    groups: dict[StudyRun, list[FrozenTrial]] = {}
+    for trial in optuna_study.get_trials(deepcopy=False):
+        study_run = run_of(trial)
+        if study_run is not None and "duplicate_of" not in trial.user_attrs:
+            groups.setdefault(study_run, []).append(trial)
+    return groups
+
+
+def queue_runs(study: Study, optuna_study: optuna.Study, only: Sequence[str] = ()) -> int:
+    """Queue every run without a live trial: new ones, and failed or interrupted ones again; return how many."""
+    groups = trials_by_run(optuna_study)
+    queued = 0
+    for study_run in study.runs(only) if study.kind != "search" else list(groups):
+        trials = groups.get(study_run, [])
+        if any(trial.state in LIVE for trial in trials):
+            continue
+        if trials:
+            RetryHeartbeatStaleTrialCallback()(optuna_study, trials[-1])
+        else:
+            description = study.configuration(study_run.config_id).description
+            optuna_study.enqueue_trial({}, user_attrs={"config": study_run.config_id, "seed": study_run.seed,
+                                                       "description": description})
+        queued += 1
+    return queued
+
+
+def unfinished_runs(study: Study, optuna_study: optuna.Study, only: Sequence[str] = ()) -> list[StudyRun]:
+    """The runs (of only, when given) with no finished or pruned trial yet."""
+    groups = trials_by_run(optuna_study)
+    runs = study.runs(only) if study.kind != "search" else list(groups)
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    return [study_run for study_run in runs if not any(trial.state in done for trial in groups.get(study_run, []))]

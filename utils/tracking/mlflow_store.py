@@ -1,0 +1,138 @@
+"""MLflow tracking stores: checking a tracking URI, opening an experiment, and logging recorded values as a run.
+
+mlflow is imported inside the functions that use it: it is slow to import.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from utils.output_files import new_file_problems
+
+MLFLOW_ARTIFACTS = "mlartifacts"
+MAX_PARAM_LENGTH = 6000  # MLflow 3's limit of a parameter value
+MAX_BATCH_PARAMS, MAX_BATCH_METRICS = 100, 1000  # MLflow's limits per log_batch call
+HEALTH_TIMEOUT_S = 5
+NOTE_TAG = "mlflow.note.content"
+Series = Mapping[str, Sequence[tuple[int, float]]]  # metric name -> (step, value) points
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (None for other URIs and for sqlite:// in memory)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?")[0])
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite database (mlartifacts/), else the server's."""
+    path = sqlite_path(uri)
+    return (path.resolve().parent / MLFLOW_ARTIFACTS).as_uri() if path is not None else None
+
+
+def _sqlite_problem(path: Path) -> str | None:
+    problems = new_file_problems(path, force=True)
+    if problems:
+        return problems[0]
+    if not path.exists():
+        return None
+    if not os.access(path, os.W_OK):
+        return f"{path}: no permission to write it"
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    if header and header != b"SQLite format 3\x00":
+        return f"{path}: exists and is not an SQLite database"
+    return None
+
+
+def _server_problem(uri: str) -> str | None:
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=HEALTH_TIMEOUT_S) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        return f"{health} answered HTTP {error.code}: not an MLflow server?"
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return f"no MLflow server answers at {uri} ({reason}); start it (README: Dashboard) or fix the URI"
+    return None
+
+
+def mlflow_uri_problems(uri: str, key: str = "mlflow_tracking_uri") -> list[str]:
+    """Problems with an MLflow tracking URI: malformed, an unwritable SQLite file, an unreachable server."""
+    parsed = urlparse(uri)
+    valid = ("valid: null (sqlite:///<output_path>/mlflow.db), sqlite:///path/to/mlflow.db or "
+             "http(s)://host:port of an `mlflow server`")
+    if parsed.scheme == "sqlite":
+        path = sqlite_path(uri)
+        if path is None or not str(path):
+            return [f"{key}: {uri} names no database file; {valid}"]
+        problem = _sqlite_problem(path)
+        return [f"{key}: {uri} cannot be used: {problem}"] if problem else []
+    if parsed.scheme in ("http", "https"):
+        if not parsed.hostname:
+            return [f"{key}: {uri} names no host; {valid}"]
+        problem = _server_problem(uri)
+        return [f"{key}: {problem}"] if problem else []
+    return [f"{key}: {uri!r} is not a tracking URI this project uses; {valid}"]
+
+
+def open_experiment(uri: str, experiment: str) -> tuple[Any, str]:
+    """(MlflowClient of the store, id of the experiment), the experiment created on first use."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return client, found.experiment_id
+    return client, client.create_experiment(experiment, artifact_location=artifact_location(uri))
+
+
+def log_in_batches(client: Any, run_id: str, params: Sequence[Any] = (), metrics: Sequence[Any] = ()) -> None:
+    """client.log_batch within MLflow's limits per call: 100 parameters, 1,000 metrics."""
+    for start in range(0, len(params), MAX_BATCH_PARAMS):
+        client.log_batch(run_id, params=params[start:start + MAX_BATCH_PARAMS])
+    for start in range(0, len(metrics), MAX_BATCH_METRICS):
+        client.log_batch(run_id, metrics=metrics[start:start + MAX_BATCH_METRICS])
+
+
+def tagged_run_exists(client: Any, experiment_id: str, key: str, value: str) -> bool:
+    """Whether the experiment holds a run with tag key = value."""
+    escaped = value.replace("'", "\\'")
+    return bool(client.search_runs([experiment_id], f"tags.`{key}` = '{escaped}'", max_results=1))
+
+
+def run_exists(client: Any, run_id: Any) -> bool:
+    """Whether the store holds a run of this id."""
+    if not isinstance(run_id, str) or not run_id:
+        return False
+    try:
+        client.get_run(run_id)
+    except Exception:  # not in this store, or the store unreadable
+        return False
+    return True
+
+
+def log_recorded_run(client: Any, experiment_id: str, tags: Mapping[str, str], params: Mapping[str, Any],
+                     series: Series, summary: Mapping[str, float], status: str, files: Iterable[Path] = ()) -> str:
+    """Create one MLflow run from recorded values (parameters, per-step series, summary metrics, files); its id."""
+    from mlflow.entities import Metric, Param
+
+    run_id = client.create_run(experiment_id, tags=dict(tags)).info.run_id
+    stamp = int(time.time() * 1000)
+    params_list = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()]
+    metrics = [Metric(key, value, stamp, step) for key, points in series.items() for step, value in points]
+    last = max((step for points in series.values() for step, _ in points), default=0)
+    metrics += [Metric(key, value, stamp, last) for key, value in summary.items()]
+    log_in_batches(client, run_id, params_list, metrics)
+    for path in files:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status)
+    return run_id
