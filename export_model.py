@@ -13,6 +13,7 @@ import torch
 from datasets import StanfordCarsDataModule, data_settings, preprocessing_settings
 from models.export import FORMATS, ExportError, export_model, output_problems
 from models.run_loading import CheckpointError, device_problem, load_trained_model
+from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION
 from utils.configuration import ConfigError
 from utils.run_folders import RunRecordError, load_run_config, run_class_names, run_files
 
@@ -22,6 +23,7 @@ CHECK_IMAGES = 4
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", metavar="RUN_DIR_OR_CKPT", help="run folder (uses its best.ckpt) or a checkpoint in one")
+    parser.add_argument(TRUST_OPTION, action="store_true", help=TRUST_HELP)
     parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="export format")
     parser.add_argument("--out", metavar="PATH", help="model file (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing export")
@@ -64,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problems:
             raise ExportError("; ".join(problems))
         trained = load_trained_model(checkpoint, cfg["architecture"], preprocessing_settings(cfg).channels,
-                                     cfg["dropout"], cfg["output_channels"])
+                                     cfg["dropout"], cfg["output_channels"], args.trust_checkpoint)
         data, reason = data_or_none(cfg)
         if data is None and args.data is not None:
             raise ExportError(f"{args.data}: {reason}")

@@ -1,6 +1,6 @@
 """Train a network on prepared Stanford Cars data as config.yml says.
 
-python train.py [-c CONFIG] [-d DATA_PATH] [--set key.path=value ...] [--resume RUN_DIR_OR_CKPT]
+python train.py [-c CONFIG] [-d DATA_PATH] [--set key.path=value ...] [--resume RUN_DIR_OR_CKPT [--trust-checkpoint]]
                 [--seeds N | --seeds S1 S2 ...] [--check]
 """
 
@@ -21,13 +21,14 @@ import datasets
 import models
 from models.net_module import NetModule
 from models.settings import module_kwargs, network_kwargs
+from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError, check_resume_checkpoint
 from utils.configuration import MAX_SEED, ConfigError, load_config, tracked_params
 from utils.logger import setup_logging
 from utils.output_files import folder_problems
 from utils.run_folders import announce_run_folder
 from utils.timing import log_execution_time
 from utils.tracking import mlflow_problems
-from utils.run_folders import TIMESTAMP, plan_runs, release_unused, resume_target, write_json
+from utils.run_folders import TIMESTAMP, RunRecordError, plan_runs, release_unused, resume_target, write_json
 from utils.training import (aggregate_seeds, format_seed_table, git_commit, run_training, runtime_name, seeds_to_run,
                             trainer_problems)
 
@@ -46,6 +47,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="override a key, YAML-typed; nested keys with dots: --set optimizer_params.lr=0.003")
     parser.add_argument("--resume", metavar="RUN_DIR_OR_CKPT",
                         help="continue a run from its folder (last.ckpt) or a checkpoint, with its config.yml")
+    parser.add_argument(TRUST_OPTION, action="store_true", help=f"with --resume: {TRUST_HELP}")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="N",
                         help="one number N: N runs with seeds seed, seed+1, ...; several numbers: those seeds")
     parser.add_argument("--check", action="store_true",
@@ -53,6 +55,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resume and (args.seeds or args.config):
         parser.error("--resume uses the run's own config.yml and seed: leave out -c and --seeds")
+    if args.trust_checkpoint and not args.resume:
+        parser.error(f"{TRUST_OPTION} goes with --resume (a new run reads no checkpoint)")
     if args.seeds and len(args.seeds) == 1 and args.seeds[0] < 1:
         parser.error("--seeds N needs N >= 1")
     if args.seeds and len(args.seeds) > 1 and not all(0 <= seed <= MAX_SEED for seed in args.seeds):
@@ -61,8 +65,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = None,
-               extra_callbacks: Iterable[Callback] = (), seed_group: str | None = None) -> dict[str, Any]:
-    """Build data module, network and module from cfg and train them; return the run's summary."""
+               extra_callbacks: Iterable[Callback] = (), seed_group: str | None = None,
+               trust_checkpoint: bool = False) -> dict[str, Any]:
+    """Build data module, network and module from cfg and train them (from ckpt_path: resumed); return the run's
+    summary."""
     if pl.utilities.rank_zero_only.rank == 0:
         announce_run_folder(run_dir)
     pl.seed_everything(cfg["seed"], workers=True)
@@ -85,7 +91,7 @@ def train_once(cfg: Mapping[str, Any], run_dir: Path, ckpt_path: Path | None = N
               "multiply_adds": multiply_adds, "num_classes": datamodule.num_classes}
     logger.info("%s: %d parameters, %d multiply-adds at %s", cfg["architecture"], parameters, multiply_adds,
                 cfg["image_size"])
-    return run_training(cfg, datamodule, module, run_dir, info, params, ckpt_path, extra_callbacks)
+    return run_training(cfg, datamodule, module, run_dir, info, params, ckpt_path, extra_callbacks, trust_checkpoint)
 
 
 def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] = ()) -> int:
@@ -94,10 +100,11 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
     try:
         if args.resume:
             run_dir, ckpt_path = resume_target(args.resume)
+            check_resume_checkpoint(ckpt_path, run_dir, args.trust_checkpoint)
             cfg = load_config(run_dir / "config.yml", overrides, PRE_RUN_CHECKS)
         else:
             cfg = load_config(args.config or "config.yml", overrides, PRE_RUN_CHECKS)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, RunRecordError, CheckpointError) as error:
         print(error, file=sys.stderr)
         return 2
     if args.check:
@@ -107,7 +114,7 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
     logger.info("logging to %s", log_file)
     if args.resume:
         logger.info("resuming %s from %s", run_dir, ckpt_path)
-        train_once(cfg, run_dir, ckpt_path, extra_callbacks)
+        train_once(cfg, run_dir, ckpt_path, extra_callbacks, trust_checkpoint=args.trust_checkpoint)
         return 0
     started = datetime.now()
     seeds = seeds_to_run(cfg["seed"], args.seeds)

@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from pytorch_lightning.callbacks import Callback
 
+from utils.checkpoint_safety import CheckpointError, check_resume_checkpoint
 from utils.configuration import ConfigError, config_for_records, yaml_inline
 from utils.run_comparison import NOT_TRAINING_KEYS
 from utils.run_folders import read_summary, write_json
@@ -372,7 +373,8 @@ def prepare_tracking(study: Study, cli_overrides: Sequence[str] = (), only: Sequ
 
 def train_unit(cfg: Mapping[str, Any], run_dir: Path, train_fn: TrainFn,
                callbacks: Iterable[Callback]) -> dict[str, Any]:
-    """Train a unit in its folder: from its last.ckpt when an earlier attempt left one; nothing when it is done."""
+    """Train a unit in its folder: from its last.ckpt when an earlier attempt left one (loaded weights_only, checked
+    first); nothing when it is done."""
     summary = read_summary(run_dir)
     if summary.get("state") in DONE_STATES:
         logger.info("%s is already %s: nothing to train", run_dir, summary["state"])
@@ -383,6 +385,12 @@ def train_unit(cfg: Mapping[str, Any], run_dir: Path, train_fn: TrainFn,
     checkpoint = run_dir / "last.ckpt"
     run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint.is_file():
+        try:
+            check_resume_checkpoint(checkpoint, run_dir)
+        except CheckpointError as error:
+            raise CheckpointError(f"{error}. sweep.py has no such option: continue that run with train.py --resume "
+                                  f"{run_dir} (and the option), or move {checkpoint.name} away to train the unit "
+                                  "afresh") from None
         logger.info("resuming %s from %s", run_dir, checkpoint)
         return train_fn(cfg, run_dir, checkpoint, callbacks)
     return train_fn(cfg, run_dir, None, callbacks)
@@ -461,7 +469,10 @@ def run_trial(study: Study, optuna_study: optuna.Study, storage: RDBStorage, tri
         hand_back(optuna_study, storage, trial_id)
         raise KeyboardInterrupt from None
     except Exception as error:  # a failed run must not stop the worker: the next unit may be fine
-        logger.exception("trial %d failed", trial.number)
+        if isinstance(error, CheckpointError):  # its message says it all: no traceback
+            logger.error("trial %d failed: %s", trial.number, error)
+        else:
+            logger.exception("trial %d failed", trial.number)
         storage.set_trial_user_attr(trial_id, "error", f"{type(error).__name__}: {error}")
         optuna_study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 

@@ -313,8 +313,12 @@ def make_callbacks(cfg: Mapping[str, Any], run_dir: Path, recorder: RunRecorder)
 
 def run_training(cfg: Mapping[str, Any], datamodule: pl.LightningDataModule, module: pl.LightningModule,
                  run_dir: Path, info: Mapping[str, Any], params: Mapping[str, Any],
-                 ckpt_path: Path | None = None, extra_callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
-    """Fit module on datamodule with the run's records, checkpoints and loggers; return summary.json's content."""
+                 ckpt_path: Path | None = None, extra_callbacks: Iterable[Callback] = (),
+                 trust_checkpoint: bool = False) -> dict[str, Any]:
+    """Fit module on datamodule with the run's records, checkpoints and loggers; return summary.json's content.
+
+    Lightning loads ``ckpt_path`` with weights_only (tensors and plain values) unless ``trust_checkpoint``.
+    """
     run_dir = Path(run_dir)
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     recorder = RunRecorder(run_dir, info, params, resumed_from=ckpt_path,
@@ -331,7 +335,8 @@ def run_training(cfg: Mapping[str, Any], datamodule: pl.LightningDataModule, mod
                                            recorder.summary.get("seed_group"))
         trainer.loggers = [*trainer.loggers, *([mlflow_logger] if mlflow_logger else [])]
     logger.info("run folder: %s", run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                weights_only=not trust_checkpoint)
     if recorder.summary.get("state") == "running":  # Lightning returned without training (no batches)
         recorder.end_untrained("no training batches: the training set is smaller than one batch per process",
                                trainer)
