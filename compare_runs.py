@@ -62,13 +62,16 @@ def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str
 
 def to_mlflow(args: argparse.Namespace, runs: list[RunRecord]) -> int:
     """Import run folders and Neptune offline runs into MLflow; runs already there are left as they are."""
-    from utils.tracking import import_to_mlflow, mlflow_uri_problems, neptune_run_dirs  # torch: only for imports
+    from utils.tracking import (import_to_mlflow, mlflow_uri_problems, neptune_run_dirs,  # torch: only for imports
+                                readable_neptune_runs)
 
     problems = mlflow_uri_problems(args.mlflow_uri, "--mlflow-uri")
     if problems:
         print("compare_runs.py: error: " + "; ".join(problems), file=sys.stderr)
         return 2
-    neptune_runs = neptune_run_dirs(args.folders)
+    neptune_runs, skipped = readable_neptune_runs(neptune_run_dirs(args.folders))
+    for problem in skipped:
+        print(f"warning: {problem}", file=sys.stderr)
     imported, present = import_to_mlflow(runs, neptune_runs, args.mlflow_uri, args.mlflow_experiment)
     for name in imported:
         print(f"imported {name}")

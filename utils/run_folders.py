@@ -102,14 +102,43 @@ def read_metrics(path: Path) -> list[dict[str, float | None]]:
     return rows
 
 
+def links_leaving(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(link, target) of each symbolic link under ``folder`` (links are listed, never entered) that leads outside it."""
+    root = Path(folder).resolve()
+    found = []
+    for current, folders, files in os.walk(folder):
+        for entry in (Path(current) / name for name in folders + files):
+            if not entry.is_symlink():
+                continue
+            try:
+                target = entry.resolve()
+            except (OSError, RuntimeError):  # a loop of links: opening it fails, it leads nowhere
+                continue
+            if not target.is_relative_to(root):
+                found.append((entry, target))
+    return found
+
+
+def refuse_links_leaving(folder: str | os.PathLike, what: str = "run folder") -> None:
+    """Raise RunRecordError naming the first symbolic link under ``folder`` that leads outside it: no command reads
+    or writes a file elsewhere through a folder it was given."""
+    links = links_leaving(folder)
+    if links:
+        link, target = links[0]
+        raise RunRecordError(f"{link}: a symbolic link to {target}, outside the {what} {folder}; nothing is read or "
+                             f"written through it (replace the link by a copy of the file if you trust it)"
+                             + (f", and {len(links) - 1} more such link(s)" if len(links) > 1 else ""))
+
+
 def is_run_dir(path: Path) -> bool:
     """True for a folder holding any of the run-record files."""
     return path.is_dir() and any((path / name).exists() for name in RECORD_FILES)
 
 
 def read_run(path: str | os.PathLike) -> RunRecord:
-    """Read one run folder; raise RunRecordError naming the damaged file."""
+    """Read one run folder; raise RunRecordError naming the damaged file (or a link leading outside the folder)."""
     path = Path(path)
+    refuse_links_leaving(path)
     summary_path, config_path, metrics_path = (path / name for name in RECORD_FILES)
     summary = _read_json(summary_path) if summary_path.exists() else {}
     config = _read_yaml(config_path) if config_path.exists() else {}
@@ -158,6 +187,7 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
     if not (run_dir / "config.yml").is_file():
         raise RunRecordError(f"{run_dir / 'config.yml'}: missing; the checkpoint must sit in its run folder "
                              "next to the config.yml that train.py wrote")
+    refuse_links_leaving(run_dir)
     return run_dir, checkpoint
 
 
@@ -283,12 +313,14 @@ def resume_target(path: str | os.PathLike) -> tuple[Path, Path]:
     for record in ("config.yml", "summary.json"):
         if not (run_dir / record).is_file():
             raise FileNotFoundError(f"--resume {path}: {run_dir} is not a run folder of train.py (no {record})")
+    refuse_links_leaving(run_dir)
     return run_dir, ckpt
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON atomically (a crash never leaves half a file)."""
+    """Write JSON atomically (a crash never leaves half a file; a link at the partial file's name is replaced)."""
     partial = path.with_suffix(path.suffix + ".partial")
+    partial.unlink(missing_ok=True)
     partial.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     partial.replace(path)
 

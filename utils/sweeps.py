@@ -35,7 +35,7 @@ from pytorch_lightning.callbacks import Callback
 from utils.checkpoint_safety import CheckpointError, check_resume_checkpoint
 from utils.configuration import ConfigError, config_for_records, yaml_inline
 from utils.run_comparison import NOT_TRAINING_KEYS
-from utils.run_folders import read_summary, write_json
+from utils.run_folders import RunRecordError, read_summary, refuse_links_leaving, write_json
 from utils.study_file import Study, Unit, unit_config
 from utils.tracking import mlflow_tracking_uri, prepare_mlflow_experiment
 from utils.training import read_metrics
@@ -321,11 +321,20 @@ def _training_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def folder_conflict(run_dir: Path, cfg: Mapping[str, Any]) -> str | None:
-    """Why a unit cannot use its run folder: it holds a run of other training settings."""
+    """Why a unit cannot use its run folder: a link in it leads outside, or it holds a run of other (or unreadable)
+    training settings."""
+    if run_dir.is_dir():
+        try:
+            refuse_links_leaving(run_dir)
+        except RunRecordError as error:
+            return str(error)
     path = run_dir / "config.yml"
     if not path.is_file():
         return None
-    recorded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        recorded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        return f"{path}: not readable YAML ({error}); move that folder away or give the study another name"
     if isinstance(recorded, dict) and _training_settings(recorded) == _training_settings(config_for_records(cfg)):
         return None
     return (f"{run_dir} holds a run of other settings (its config.yml differs from this configuration's); "
@@ -375,13 +384,15 @@ def train_unit(cfg: Mapping[str, Any], run_dir: Path, train_fn: TrainFn,
                callbacks: Iterable[Callback]) -> dict[str, Any]:
     """Train a unit in its folder: from its last.ckpt when an earlier attempt left one (loaded weights_only, checked
     first); nothing when it is done."""
+    if run_dir.is_dir():
+        refuse_links_leaving(run_dir)
     summary = read_summary(run_dir)
     if summary.get("state") in DONE_STATES:
         logger.info("%s is already %s: nothing to train", run_dir, summary["state"])
         return summary
     conflict = folder_conflict(run_dir, cfg)
     if conflict:
-        raise RuntimeError(conflict)
+        raise RunRecordError(conflict)
     checkpoint = run_dir / "last.ckpt"
     run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint.is_file():
@@ -469,7 +480,7 @@ def run_trial(study: Study, optuna_study: optuna.Study, storage: RDBStorage, tri
         hand_back(optuna_study, storage, trial_id)
         raise KeyboardInterrupt from None
     except Exception as error:  # a failed run must not stop the worker: the next unit may be fine
-        if isinstance(error, CheckpointError):  # its message says it all: no traceback
+        if isinstance(error, (RunRecordError, CheckpointError)):  # its message says it all: no traceback
             logger.error("trial %d failed: %s", trial.number, error)
         else:
             logger.exception("trial %d failed", trial.number)

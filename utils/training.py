@@ -151,9 +151,10 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
 
 
 def write_metrics(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write metrics.csv (one row per epoch) atomically."""
+    """Write metrics.csv (one row per epoch) atomically (a link at the partial file's name is replaced)."""
     path = run_dir / "metrics.csv"
     partial = path.with_suffix(".csv.partial")
+    partial.unlink(missing_ok=True)
     with partial.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
