@@ -1,20 +1,25 @@
-"""Files that can come from someone else (run folders, study files, Neptune offline folders) run no code and
-make no command read or write outside the folder it was given: each crafted file below is refused with a message
-naming it, its payload never runs, and nothing outside the asked-for folder changes."""
+"""Files that can come from someone else (run folders, study files, Neptune offline folders, raw-data archives,
+photos) run no code and make no command read or write outside the folder it was given: each crafted file below is
+refused with a message naming it, its payload never runs, and nothing outside the asked-for folder changes."""
 
 import json
 import shlex
 import shutil
+import stat
+import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import EpsImagePlugin
 
 import compare_runs
 import evaluate
 import export_model
 import predict
+import prepare_stanford_dataset
 import sweep
 import train
+from datasets.photos import UnsafeImageError, open_image
 from tests.test_checkpoint_safety import received, snapshot, train_tiny_run
 from utils.run_folders import links_leaving
 from utils.tracking import readable_neptune_runs
@@ -123,3 +128,38 @@ def test_links_inside_a_run_folder_are_fine_and_neptune_folders_are_checked_too(
     assert readable == []
     assert problems[0].startswith(f"{neptune / 'data-1.log'}: a symbolic link to {outside}, outside the Neptune")
     assert problems[1].startswith(f"{damaged / 'data-1.log'}, line 2: not a Neptune offline operation")
+
+
+@pytest.mark.parametrize("member", ["../x", "/tmp/x", "car_data/car_data/train/link"])
+def test_a_zip_member_that_could_land_outside_is_refused(data_make_raw, tmp_path, capsys, member):
+    raw, _ = data_make_raw(layout="class_folders")
+    info = zipfile.ZipInfo(member)
+    if member.endswith("link"):
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(raw / "archive.zip", "a") as archive:
+        archive.writestr(info, "/etc/passwd" if member.endswith("link") else "payload")
+    before = snapshot(tmp_path)
+    assert prepare_stanford_dataset.main(["--raw", str(raw), "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert f"{raw / 'archive.zip'}: refusing archive member '{member}'" in error
+    assert snapshot(tmp_path) == before
+
+
+def test_an_eps_photo_is_refused_before_ghostscript_runs(trained, tmp_path, capsys, monkeypatch):
+    """Pillow renders EPS by running Ghostscript on the file's PostScript; a stand-in records whether it ran."""
+    data, run_dir = trained
+    marker = tmp_path / "ghostscript_ran"
+
+    def ghostscript(*args, **kwargs):
+        marker.touch()
+        raise OSError("stand-in")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", "gs")
+    photo = tmp_path / "photo.jpg"
+    photo.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\nshowpage\n%%EOF\n")
+    code, error = call(predict, [run_dir, photo], capsys)
+    assert code == 1 and f"{photo}: is an EPS file, which Pillow decodes by running Ghostscript" in error
+    with pytest.raises(UnsafeImageError), open_image(photo):
+        pass
+    assert not marker.exists()
