@@ -67,13 +67,15 @@ def to_mlflow(args: argparse.Namespace, runs: list[RunRecord]) -> int:
     """Import run folders and Neptune offline runs into MLflow; runs already there are left as they are."""
     from utils.runs.mlflow import import_to_mlflow  # imports torch: only for imports
     from utils.tracking.mlflow_store import mlflow_uri_problems
-    from utils.tracking.neptune import neptune_run_dirs
+    from utils.tracking.neptune import neptune_run_dirs, readable_neptune_runs
 
     problems = mlflow_uri_problems(args.mlflow_uri, "--mlflow-uri")
     if problems:
         print("compare_runs.py: error: " + "; ".join(problems), file=sys.stderr)
         return 2
-    neptune_runs = neptune_run_dirs(args.folders)
+    neptune_runs, skipped = readable_neptune_runs(neptune_run_dirs(args.folders))
+    for problem in skipped:
+        print(f"warning: {problem}", file=sys.stderr)
     imported, present = import_to_mlflow(runs, neptune_runs, args.mlflow_uri, args.mlflow_experiment)
     for name in imported:
         print(f"imported {name}")

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 
 import torch
 
-from datasets.settings import data_settings
+from datasets.settings import data_settings, preprocessing_settings
 from datasets.stanford_data_module import StanfordCarsDataModule
 from models.evaluation import class_label, evaluate_network, write_predictions_csv
 from models.run_loading import CheckpointError, device_problem, load_trained_model
+from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION
 from utils.config import ConfigError
 from utils.output_files import new_file_problems
 from utils.runs.folders import load_run_config, run_files
@@ -21,6 +22,7 @@ from utils.runs.records import RunRecordError, metrics_at_epoch
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", metavar="RUN_DIR_OR_CKPT", help="run folder (uses its best.ckpt) or a checkpoint in one")
+    parser.add_argument(TRUST_OPTION, action="store_true", help=TRUST_HELP)
     parser.add_argument("-d", "--data", metavar="DATA_PATH", help="prepared data folder (default: the run's)")
     parser.add_argument("--out", metavar="FILE.csv", help="write per-image predictions to this CSV")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
@@ -46,13 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = new_file_problems(args.out, args.force, run_files(run_dir, checkpoint)) if args.out else []
         if problems:
             raise ValueError("; ".join(problems))
+        trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,
+                                     config.dropout, config.output_channels, args.trust_checkpoint)
         data = StanfordCarsDataModule(data_settings(config).for_evaluation(args.workers, args.batch_size),
                                       show_progress=False)
         data.setup("validate")
         if len(data.val_dataset) == 0:
             raise ValueError(f"{data.data_path / 'test_labels.csv'} lists no images to evaluate")
-        trained = load_trained_model(checkpoint, config.architecture, data.img_channels, config.dropout,
-                                     config.output_channels)
     except (RunRecordError, ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from datasets.settings import data_settings, preprocessing_settings
 from datasets.stanford_data_module import StanfordCarsDataModule
 from models.export import FORMATS, ExportError, export_model, output_problems
 from models.run_loading import CheckpointError, device_problem, load_trained_model
+from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION
 from utils.config import Config, ConfigError
 from utils.runs.folders import load_run_config, run_files
 from utils.runs.records import RunRecordError, run_class_names
@@ -23,6 +24,7 @@ CHECK_IMAGES = 4
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", metavar="RUN_DIR_OR_CKPT", help="run folder (uses its best.ckpt) or a checkpoint in one")
+    parser.add_argument(TRUST_OPTION, action="store_true", help=TRUST_HELP)
     parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="export format")
     parser.add_argument("--out", metavar="PATH", help="model file (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing export")
@@ -65,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problems:
             raise ExportError("; ".join(problems))
         trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,
-                                     config.dropout, config.output_channels)
+                                     config.dropout, config.output_channels, args.trust_checkpoint)
         data, reason = data_or_none(config)
         if data is None and args.data is not None:
             raise ExportError(f"{args.data}: {reason}")

@@ -15,6 +15,7 @@ from datasets.photos import unreadable_reason
 from datasets.stanford_data import PhotoInfo, photo_info, preprocess_image
 from models.evaluation import class_label, predict_top_k
 from models.run_loading import CheckpointError, device_problem, load_trained_model
+from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION
 from utils.config import Config, ConfigError
 from utils.runs.folders import load_run_config
 from utils.runs.records import RunRecordError, run_class_names
@@ -34,6 +35,7 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", metavar="RUN_DIR_OR_CKPT", help="run folder (uses its best.ckpt) or a checkpoint in one")
+    parser.add_argument(TRUST_OPTION, action="store_true", help=TRUST_HELP)
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="photo files")
     parser.add_argument("--top", type=int, default=5, metavar="K", help="classes shown per photo (default 5)")
     parser.add_argument("--bbox", type=parse_box, metavar="x1,y1,x2,y2",
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_dir, checkpoint, config = load_run_config(args.run, args.data)
         trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,
-                                     config.dropout, config.output_channels)
+                                     config.dropout, config.output_channels, args.trust_checkpoint)
         class_names, warning = run_class_names(
             run_dir, trained.num_classes,
             lambda: StanfordCarsDataModule(data_settings(config).for_evaluation(), False).class_names,

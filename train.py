@@ -1,6 +1,6 @@
 """Train a network on prepared Stanford Cars data as config.yml says.
 
-python train.py [-c CONFIG] [-d DATA_PATH] [--set key.path=value ...] [--resume RUN_DIR_OR_CKPT]
+python train.py [-c CONFIG] [-d DATA_PATH] [--set key.path=value ...] [--resume RUN_DIR_OR_CKPT [--trust-checkpoint]]
                 [--seeds N | --seeds S1 S2 ...] [--check]
 """
 
@@ -13,9 +13,11 @@ from collections.abc import Iterable, Sequence
 
 from pytorch_lightning.callbacks import Callback
 
+from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError, check_resume_checkpoint
 from utils.config import MAX_SEED, ConfigError, load_config, parse_overrides
 from utils.logger import setup_logging
 from utils.runs.folders import resume_target
+from utils.runs.records import RunRecordError
 from utils.runs.seeds import format_seed_table, seeds_to_run
 from utils.runs.training import RUN_CHECKS, train_run, train_seeds
 
@@ -30,6 +32,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="override a key, YAML-typed; nested keys with dots: --set optimizer_params.lr=0.003")
     parser.add_argument("--resume", metavar="RUN_DIR_OR_CKPT",
                         help="continue a run from its folder (last.ckpt) or a checkpoint, with its config.yml")
+    parser.add_argument(TRUST_OPTION, action="store_true", help=f"with --resume: {TRUST_HELP}")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="N",
                         help="one number N: N runs with seeds seed, seed+1, ...; several numbers: those seeds")
     parser.add_argument("--check", action="store_true",
@@ -37,6 +40,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resume and (args.seeds or args.config):
         parser.error("--resume uses the run's own config.yml and seed: leave out -c and --seeds")
+    if args.trust_checkpoint and not args.resume:
+        parser.error(f"{TRUST_OPTION} goes with --resume (a new run reads no checkpoint)")
     if args.seeds and len(args.seeds) == 1 and args.seeds[0] < 1:
         parser.error("--seeds N needs N >= 1")
     if args.seeds and len(args.seeds) > 1 and not all(0 <= seed <= MAX_SEED for seed in args.seeds):
@@ -50,9 +55,11 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
         overrides = parse_overrides(args.overrides) + ([("stanford_data_path", args.data_path)]
                                                        if args.data_path else [])
         run_dir, checkpoint = resume_target(args.resume) if args.resume else (None, None)
+        if checkpoint:
+            check_resume_checkpoint(checkpoint, run_dir, args.trust_checkpoint)
         config = load_config(run_dir / "config.yml" if run_dir else args.config or "config.yml", overrides,
                              RUN_CHECKS)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, RunRecordError, CheckpointError) as error:
         print(error, file=sys.stderr)
         return 2
     if args.check:
@@ -62,7 +69,7 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
     logger.info("logging to %s", log_file)
     if run_dir:
         logger.info("resuming %s from %s", run_dir, checkpoint)
-        train_run(config, run_dir, checkpoint, extra_callbacks)
+        train_run(config, run_dir, checkpoint, extra_callbacks, trust_checkpoint=args.trust_checkpoint)
         return 0
     seeds = seeds_to_run(config.seed, args.seeds)
     if max(seeds) > MAX_SEED:

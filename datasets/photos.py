@@ -7,14 +7,32 @@ stored pixels, so the prepare step sets the tag of its JPEGs to 1 (``clear_orien
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ORIENTATION_TAG = 0x0112
 SIDES_SWAPPED = (5, 6, 7, 8)  # orientations whose upright image is the stored one transposed
+PROGRAM_FORMATS = {"EPS": "Ghostscript"}  # formats Pillow decodes by running a program on the file's PostScript code
+
+
+class UnsafeImageError(ValueError):
+    """An image file that Pillow would decode by running another program on the code it holds."""
+
+
+@contextmanager
+def open_image(source: str | os.PathLike | BinaryIO) -> Iterator[Image.Image]:
+    """Image.open, refusing (before anything is decoded) a format Pillow decodes by running another program."""
+    with Image.open(source) as image:
+        program = PROGRAM_FORMATS.get(image.format or "")
+        if program:
+            raise UnsafeImageError(f"is an {image.format} file, which Pillow decodes by running {program} on the code "
+                                   "it holds; convert it to JPEG or PNG with a program you trust")
+        yield image
 
 
 def orientation(image: Image.Image) -> int:
@@ -51,6 +69,8 @@ def size_limit_as_error() -> Iterator[None]:
 
 def unreadable_reason(error: BaseException) -> str:
     """Why a file could not be read as an image, in words (the caller names the file)."""
+    if isinstance(error, UnsafeImageError):
+        return str(error)
     if isinstance(error, IsADirectoryError):
         return "is a folder; pass the image files in it"
     if isinstance(error, FileNotFoundError):

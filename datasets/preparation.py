@@ -30,11 +30,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import scipy.io
-from PIL import Image
 from tqdm import tqdm
 
-from datasets.photos import clear_orientation, decode_whole, orientation, size_limit_as_error, unreadable_reason
-from utils.archives import unsafe_member_reason
+from datasets.photos import (clear_orientation, decode_whole, open_image, orientation, size_limit_as_error,
+                             unreadable_reason)
+from utils.archives import unsafe_member_reason, unsafe_zip_member_reason
 
 LABEL_COLUMNS = ("image_fname", "class", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class_name")
 SPLITS = ("train", "test")
@@ -399,7 +399,7 @@ def _class_folder_parts(raw: Path, notes: list[str]) -> tuple[dict[str, _Text], 
     archive = _one_copy(raw, zips, "Kaggle's class-folder archive", notes)
     try:
         with zipfile.ZipFile(archive) as opened:
-            names = opened.namelist()
+            names = [member.filename for member in _safe_zip_members(archive, opened)]
             members = {PurePosixPath(n).name: n for n in reversed(names) if PurePosixPath(n).name in CLASS_FOLDER_CSVS}
             texts = {base: (opened.read(n), f"{archive}:{n}") for base, n in members.items()}
     except _ARCHIVE_ERRORS + (zipfile.BadZipFile,) as error:
@@ -530,6 +530,16 @@ def _iter_archive(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
         raise _corrupt(path, error) from error
 
 
+def _safe_zip_members(path: Path, archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The members of an opened .zip; refuses the archive if one is a link or names a place outside its folder."""
+    members = archive.infolist()
+    for member in members:
+        reason = unsafe_zip_member_reason(member)
+        if reason is not None:
+            raise DataPreparationError(f"{path}: refusing archive member '{member.filename}': {reason}")
+    return members
+
+
 def _iter_zip(path: Path, split: str) -> Iterator[tuple[str, Callable[[], bytes]]]:
     """Yield (member name, reader) for each file of a .zip that lies in a class folder of ``split``."""
 
@@ -544,7 +554,7 @@ def _iter_zip(path: Path, split: str) -> Iterator[tuple[str, Callable[[], bytes]
 
     try:
         with zipfile.ZipFile(path) as archive:
-            for member in archive.infolist():
+            for member in _safe_zip_members(path, archive):
                 parts = PurePosixPath(member.filename).parts
                 if not member.is_dir() and len(parts) >= 3 and parts[-3] == split:
                     yield member.filename, reader(archive, member)
@@ -587,7 +597,7 @@ def _image_info(data: bytes) -> _ImageInfo:
     """Size, mode and EXIF orientation of a raw Stanford JPEG, decoding it (at reduced scale) to make sure it is
     whole; raises ValueError saying why it cannot be used."""
     try:
-        with size_limit_as_error(), Image.open(io.BytesIO(data)) as image:
+        with size_limit_as_error(), open_image(io.BytesIO(data)) as image:
             info = _ImageInfo(*image.size, image.mode, orientation(image))
             kind = image.format
             decode_whole(image)

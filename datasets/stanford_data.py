@@ -18,7 +18,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datasets.image_cache import CachedImages, array_image, file_fingerprint
-from datasets.photos import SIDES_SWAPPED, decode_whole, orientation, size_limit_as_error, upright, upright_size
+from datasets.photos import (SIDES_SWAPPED, decode_whole, open_image, orientation, size_limit_as_error, upright,
+                             upright_size)
 from datasets.settings import NO_AUGMENTATION, Augmentation, Preprocessing
 from datasets.preparation import BOX_FIELDS, LABEL_COLUMNS
 from datasets.transforms import build_transforms
@@ -102,7 +103,7 @@ def load_image(
     ``erase_background`` the crop lands centred on a white canvas the size of the original image (then
     resized); the canvas is made directly at the target size, which gives the same picture.
     """
-    with Image.open(path) as image:
+    with open_image(path) as image:
         swapped = orientation(image) in SIDES_SWAPPED
         full = upright_size(image)
         crop_size = None
@@ -142,7 +143,7 @@ class PhotoInfo:
 def photo_info(path: str | os.PathLike) -> PhotoInfo:
     """Size (as viewers show it) and frame count of a user's photo, checked to decode whole and to be within
     Pillow's size limit; raises PIL's or Python's errors otherwise (``datasets.photos.unreadable_reason``)."""
-    with size_limit_as_error(), Image.open(path) as image:
+    with size_limit_as_error(), open_image(path) as image:
         info = PhotoInfo(upright_size(image), getattr(image, "n_frames", 1))
         decode_whole(image)
     return info

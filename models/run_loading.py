@@ -10,13 +10,10 @@ import torch
 
 from models.arch_dict import build_network
 from models.classifier_module import ClassifierModule
+from utils.checkpoint_safety import CheckpointError, load_checkpoint
 from utils.devices import cuda_status, torch_build
 
 DETAIL_LIMIT = 600  # characters of torch's state_dict mismatch report kept in the error (it lists every key)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the run's configuration; names the file."""
 
 
 @dataclass
@@ -49,28 +46,30 @@ def device_problem(text: str) -> str | None:
     return None
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint dictionary, loaded on CPU."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, Any]:
+    """The checkpoint dictionary, loaded on CPU: tensors and plain values only, unless ``trust``."""
+    checkpoint = load_checkpoint(path, trust)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
     return checkpoint
 
 
 def load_trained_model(checkpoint_path: str | os.PathLike, architecture: str, img_channels: int = 3,
-                       dropout: float = 0.2, output_channels: int = 320) -> TrainedModel:
-    """Rebuild the run's network (no pretrained download: the checkpoint has the weights) and load the module."""
-    checkpoint = read_checkpoint(checkpoint_path)
+                       dropout: float = 0.2, output_channels: int = 320, trust: bool = False) -> TrainedModel:
+    """Rebuild the run's network (no pretrained download: the checkpoint has the weights) and load the module;
+    ``trust`` (--trust-checkpoint) loads a checkpoint holding more than tensors and plain values."""
+    checkpoint = read_checkpoint(checkpoint_path, trust)
     num_classes = checkpoint.get("hyper_parameters", {}).get("num_classes")
     if not isinstance(num_classes, int):
         raise CheckpointError(f"{checkpoint_path}: no num_classes among the saved hyperparameters")
     network = build_network(architecture, num_classes, img_channels=img_channels, dropout=dropout,
                             output_channels=output_channels, pretrained_weights=None)
     try:
-        module = ClassifierModule.load_from_checkpoint(checkpoint_path, map_location="cpu", network=network)
+        module = ClassifierModule.load_from_checkpoint(checkpoint_path, map_location="cpu", network=network,
+                                                weights_only=not trust)
+    except (TypeError, ValueError) as error:  # hyperparameters that ClassifierModule does not take
+        raise CheckpointError(f"{checkpoint_path}: its saved hyperparameters do not build the module: "
+                              f"{type(error).__name__}: {error}") from None
     except RuntimeError as error:
         detail = str(error)
         detail = detail if len(detail) <= DETAIL_LIMIT else detail[:DETAIL_LIMIT] + " ..."

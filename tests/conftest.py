@@ -54,6 +54,17 @@ def make_prepared(tmp_path_factory):
     return make
 
 
+@_data_pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one torch thread for a module's tests avoids OpenMP spinning on a shared machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @_data_pytest.fixture(autouse=True, scope="session")
 def close_progress_bars():
     """Trainings interrupted on purpose leave Lightning's tqdm bars open; close them inside the session so they

@@ -18,11 +18,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import train
 from models.arch_dict import build_network
-from models.sizes import count_parameters
 from models.classifier_module import ClassifierModule
-from utils.runs.records import is_run_dir
+from models.sizes import count_parameters
+from utils.checkpoint_safety import load_checkpoint
 from utils.runs.folders import announced_run_folders
-from utils.runs.records import read_metrics
+from utils.runs.records import is_run_dir, read_metrics
 from utils.runs.seeds import seeds_to_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,8 +101,7 @@ def test_run_records_tensorboard_and_neptune_agree(prepared, tmp_path, monkeypat
     assert summary["tags"] == ["smoke", "C-50"] and summary["description"] == "tiny run"
     assert summary["duration_s"] > 0 and "started" in summary and "git_commit" in summary
 
-    best_ckpt = torch.load(run_dir / "best.ckpt", weights_only=False, map_location="cpu")
-    last_ckpt = torch.load(run_dir / "last.ckpt", weights_only=False, map_location="cpu")
+    best_ckpt, last_ckpt = (load_checkpoint(run_dir / name) for name in ("best.ckpt", "last.ckpt"))  # weights_only
     assert best_ckpt["epoch"] == best["epoch"] - 1 and last_ckpt["epoch"] == 1
     checkpoint_state = next(v for k, v in last_ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
     assert float(checkpoint_state["best_model_score"]) == pytest.approx(best["valid_loss"])
@@ -175,7 +174,7 @@ def test_interrupted_run_keeps_records_and_resumes_at_the_next_epoch(prepared, t
     assert summary["state"] == "interrupted" and summary["stop_reason"] == "interrupted"
     before = read_metrics(run_dir)
     assert [row["epoch"] for row in before] == [1, 2]
-    assert torch.load(run_dir / "last.ckpt", weights_only=False)["epoch"] == 1
+    assert load_checkpoint(run_dir / "last.ckpt")["epoch"] == 1
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'output' / 'mlflow.db'}")
@@ -193,7 +192,7 @@ def test_interrupted_run_keeps_records_and_resumes_at_the_next_epoch(prepared, t
     assert resumed.info.run_id == interrupted.info.run_id == summary["mlflow_run_id"]
     assert resumed.info.status == "FINISHED" and resumed.data.metrics["epochs_last"] == 3
     assert [metric.step for metric in client.get_metric_history(resumed.info.run_id, "valid_acc")] == [1, 2, 3]
-    last = torch.load(run_dir / "last.ckpt", weights_only=False)
+    last = load_checkpoint(run_dir / "last.ckpt")
     assert last["epoch"] == 2 and last["global_step"] == 3 * 3  # 3 epochs of 3 batches (20 images, batch 8)
 
 

@@ -1,5 +1,5 @@
-"""Checks on the files and folders a command is asked to write, made before any work, so nothing a user made
-is lost."""
+"""Checks on the files and folders a command is given or asked to write, made before any work, so nothing a user
+made is lost and nothing outside a given folder is read or written through it."""
 
 from __future__ import annotations
 
@@ -24,6 +24,34 @@ def place_problem(path: Path) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"no permission to write in {existing}"
     return None
+
+
+def links_leaving(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(link, target) of each symbolic link under ``folder`` (links are listed, never entered) that leads outside it."""
+    root = Path(folder).resolve()
+    found = []
+    for current, folders, files in os.walk(folder):
+        for entry in (Path(current) / name for name in folders + files):
+            if not entry.is_symlink():
+                continue
+            try:
+                target = entry.resolve()
+            except (OSError, RuntimeError):  # a loop of links: opening it fails, it leads nowhere
+                continue
+            if not target.is_relative_to(root):
+                found.append((entry, target))
+    return found
+
+
+def links_problem(folder: str | os.PathLike, what: str) -> str | None:
+    """The first symbolic link under ``folder`` that leads outside it, as a problem naming it, or None."""
+    links = links_leaving(folder)
+    if not links:
+        return None
+    link, target = links[0]
+    more = f", and {len(links) - 1} more such link(s)" if len(links) > 1 else ""
+    return (f"{link}: a symbolic link to {target}, outside the {what} {folder}; nothing is read or written through "
+            f"it (replace the link by a copy of the file if you trust it){more}")
 
 
 def new_file_problems(path: str | os.PathLike, force: bool = False, protected: Iterable[Path] = ()) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.config import Config, load_config
-from utils.runs.records import CONFIG, RECORD_FILES, SUMMARY, RunRecordError
+from utils.runs.records import CONFIG, RECORD_FILES, SUMMARY, RunRecordError, refuse_links_leaving
 
 RUN_FOLDER_LINE = "run folder: "
 BEST_CHECKPOINT, LAST_CHECKPOINT = "best.ckpt", "last.ckpt"
@@ -49,6 +49,7 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
     if not (run_dir / CONFIG).is_file():
         raise RunRecordError(f"{run_dir / CONFIG}: missing; the checkpoint must sit in its run folder "
                              "next to the config.yml that train.py wrote")
+    refuse_links_leaving(run_dir)
     return run_dir, checkpoint
 
 
@@ -81,6 +82,7 @@ def resume_target(path: str | os.PathLike) -> tuple[Path, Path]:
     for record in (CONFIG, SUMMARY):
         if not (run_dir / record).is_file():
             raise FileNotFoundError(f"--resume {path}: {run_dir} is not a run folder of train.py (no {record})")
+    refuse_links_leaving(run_dir)
     return run_dir, ckpt
 
 

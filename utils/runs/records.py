@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from utils.output_files import links_problem
+
 SUMMARY, CONFIG, METRICS = "summary.json", "config.yml", "metrics.csv"
 RECORD_FILES = (SUMMARY, CONFIG, METRICS)
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "valid_acc_top5", "lr")
@@ -94,9 +96,10 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
 
 
 def write_metrics(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write metrics.csv (one row per epoch) atomically."""
+    """Write metrics.csv (one row per epoch) atomically (a link at the partial file's name is replaced)."""
     path = run_dir / METRICS
     partial = path.with_suffix(".csv.partial")
+    partial.unlink(missing_ok=True)
     with partial.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
@@ -105,10 +108,19 @@ def write_metrics(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON atomically (a crash never leaves half a file)."""
+    """Write JSON atomically (a crash never leaves half a file; a link at the partial file's name is replaced)."""
     partial = path.with_suffix(path.suffix + ".partial")
+    partial.unlink(missing_ok=True)
     partial.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     partial.replace(path)
+
+
+def refuse_links_leaving(folder: str | os.PathLike, what: str = "run folder") -> None:
+    """Raise RunRecordError naming the first symbolic link under ``folder`` that leads outside it: no command reads
+    or writes a file elsewhere through a folder it was given."""
+    problem = links_problem(folder, what)
+    if problem:
+        raise RunRecordError(problem)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -117,8 +129,9 @@ def is_run_dir(path: Path) -> bool:
 
 
 def read_run(path: str | os.PathLike) -> RunRecord:
-    """Read one run folder; raise RunRecordError naming the damaged file."""
+    """Read one run folder; raise RunRecordError naming the damaged file (or a link leading outside the folder)."""
     path = Path(path)
+    refuse_links_leaving(path)
     summary_path, config_path = path / SUMMARY, path / CONFIG
     summary = read_json(summary_path) if summary_path.exists() else {}
     config = read_recorded_config(config_path) if config_path.exists() else {}

@@ -96,18 +96,22 @@ def build_run(config: Config, run_dir: Path, seed_group: str | None = None) -> R
 
 
 def train_run(config: Config, run_dir: Path, checkpoint: Path | None = None, callbacks: Iterable[Callback] = (),
-              seed_group: str | None = None) -> dict[str, Any]:
+              seed_group: str | None = None, trust_checkpoint: bool = False) -> dict[str, Any]:
     """Train one run in run_dir (from checkpoint when given) with its records, checkpoints and trackers; return
     its summary (summary.json's content)."""
     run_dir = Path(run_dir)
     if pl.utilities.rank_zero_only.rank == 0:
         announce_run_folder(run_dir)
-    return fit_run(config, build_run(config, run_dir, seed_group), run_dir, checkpoint, callbacks)
+    parts = build_run(config, run_dir, seed_group)
+    return fit_run(config, parts, run_dir, checkpoint, callbacks, trust_checkpoint)
 
 
 def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | None = None,
-            callbacks: Iterable[Callback] = ()) -> dict[str, Any]:
-    """Fit a run's module on its data module with the run's records, checkpoints and trackers; its summary."""
+            callbacks: Iterable[Callback] = (), trust_checkpoint: bool = False) -> dict[str, Any]:
+    """Fit a run's module on its data module with the run's records, checkpoints and trackers; its summary.
+
+    Lightning loads ``checkpoint`` with weights_only (tensors and plain values) unless ``trust_checkpoint``.
+    """
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     recorder = RunRecorder(run_dir, parts.info, parts.params, resumed_from=checkpoint,
                            mlflow_checkpoints=config.mlflow_log_checkpoints)
@@ -121,7 +125,8 @@ def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | N
         mlflow_logger = make_mlflow_logger(config, run_dir, recorder.summary.get("mlflow_run_id"),
                                            recorder.summary.get("seed_group"))
         trainer.loggers = [*trainer.loggers, *([mlflow_logger] if mlflow_logger else [])]
-    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(checkpoint) if checkpoint else None,
+                weights_only=not trust_checkpoint)
     if recorder.summary.get("state") == "running":  # Lightning returned without training (no batches)
         recorder.end_untrained("no training batches: the training set is smaller than one batch per process",
                                trainer)

@@ -27,10 +27,11 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from pytorch_lightning.callbacks import Callback
 
+from utils.checkpoint_safety import CheckpointError, check_resume_checkpoint
 from utils.config import Config, config_for_records
 from utils.config.loading import training_settings, yaml_inline
 from utils.runs.folders import LAST_CHECKPOINT
-from utils.runs.records import CONFIG, read_metrics, read_summary, write_json
+from utils.runs.records import CONFIG, RunRecordError, read_metrics, read_summary, refuse_links_leaving, write_json
 from utils.runs.training import train_run
 from utils.sweeps.configurations import run_config
 from utils.sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, LIVE, make_pruner, make_sampler, open_storage,
@@ -186,11 +187,20 @@ def run_folder(study: Study, config: Config, study_run: StudyRun) -> Path:
 
 
 def folder_conflict(run_dir: Path, config: Config) -> str | None:
-    """Why a run cannot use its run folder: it holds a run of other training settings."""
+    """Why a run cannot use its run folder: a link in it leads outside, or it holds a run of other (or unreadable)
+    training settings."""
+    if run_dir.is_dir():
+        try:
+            refuse_links_leaving(run_dir)
+        except RunRecordError as error:
+            return str(error)
     path = run_dir / CONFIG
     if not path.is_file():
         return None
-    recorded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        recorded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        return f"{path}: not readable YAML ({error}); move that folder away or give the study another name"
     if isinstance(recorded, dict) and training_settings(recorded, True) == training_settings(
             config_for_records(config), True):
         return None
@@ -199,18 +209,26 @@ def folder_conflict(run_dir: Path, config: Config) -> str | None:
 
 
 def train_study_run(config: Config, run_dir: Path, callbacks: Iterable[Callback]) -> dict[str, Any]:
-    """Train a study run in its folder: from its last.ckpt when an earlier attempt left one; nothing when it is
-    done."""
+    """Train a study run in its folder: from its last.ckpt when an earlier attempt left one (loaded weights_only,
+    checked first); nothing when it is done."""
+    if run_dir.is_dir():
+        refuse_links_leaving(run_dir)
     summary = read_summary(run_dir)
     if summary.get("state") in DONE_STATES:
         logger.info("%s is already %s: nothing to train", run_dir, summary["state"])
         return summary
     conflict = folder_conflict(run_dir, config)
     if conflict:
-        raise RuntimeError(conflict)
+        raise RunRecordError(conflict)
     checkpoint = run_dir / LAST_CHECKPOINT
     run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint.is_file():
+        try:
+            check_resume_checkpoint(checkpoint, run_dir)
+        except CheckpointError as error:
+            raise CheckpointError(f"{error}. sweep.py has no such option: continue that run with train.py --resume "
+                                  f"{run_dir} (and the option), or move {checkpoint.name} away to train the run "
+                                  "afresh") from None
         logger.info("resuming %s from %s", run_dir, checkpoint)
         return train_run(config, run_dir, checkpoint, callbacks)
     return train_run(config, run_dir, None, callbacks)
@@ -288,7 +306,10 @@ def run_trial(study: Study, optuna_study: optuna.Study, storage: RDBStorage, tri
         hand_back(optuna_study, storage, trial_id)
         raise KeyboardInterrupt from None
     except Exception as error:  # a failed run must not stop the worker: the next run may be fine
-        logger.exception("trial %d failed", trial.number)
+        if isinstance(error, (RunRecordError, CheckpointError)):  # its message says it all: no traceback
+            logger.error("trial %d failed: %s", trial.number, error)
+        else:
+            logger.exception("trial %d failed", trial.number)
         storage.set_trial_user_attr(trial_id, "error", f"{type(error).__name__}: {error}")
         optuna_study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 

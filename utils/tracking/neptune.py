@@ -16,9 +16,14 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from utils.checks import is_number
+from utils.output_files import links_problem
 from utils.tracking.mlflow_store import NOTE_TAG, log_recorded_run, tagged_run_exists
 
 NEPTUNE_RUN_TAG = "neptune_offline_run"
+
+
+class NeptuneRunError(ValueError):
+    """A Neptune offline folder that cannot be read safely; the message names the file or link at fault."""
 
 NEPTUNE_MODES = ("async", "offline", "debug")
 
@@ -128,24 +133,51 @@ def neptune_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
     return sorted(found)
 
 
+def _apply_neptune_operation(operation: Mapping[str, Any], values: dict[str, Any],
+                             series: dict[str, list[tuple[int, float]]]) -> None:
+    path = "/".join(operation.get("path", []))
+    if "value" in operation:
+        values[path] = operation["value"]
+    elif operation["type"] == "AddStrings":
+        values[path] = list(dict.fromkeys([*values.get(path, []), *operation["values"]]))
+    elif operation["type"] == "LogFloats":
+        points = series.setdefault(path, [])
+        for item in operation["values"]:
+            step = item.get("step")
+            points.append((int(step) if step is not None else len(points), float(item["value"])))
+
+
 def read_neptune_offline(run_dir: Path) -> tuple[dict[str, Any], dict[str, list[tuple[int, float]]]]:
-    """(assigned values, appended float series) of a Neptune offline run, keyed by 'a/b' paths."""
+    """(assigned values, appended float series) of a Neptune offline run, keyed by 'a/b' paths; NeptuneRunError
+    names a line that is no Neptune operation, or a link leading outside the folder."""
+    problem = links_problem(run_dir, "Neptune offline folder")
+    if problem:
+        raise NeptuneRunError(problem)
     values: dict[str, Any] = {}
     series: dict[str, list[tuple[int, float]]] = {}
-    for log_file in sorted(run_dir.glob("data-*.log"), key=lambda path: int(path.stem.split("-")[1])):
-        for line in log_file.read_text(encoding="utf-8").splitlines():
-            operation = json.loads(line)["obj"]
-            path = "/".join(operation.get("path", []))
-            if "value" in operation:
-                values[path] = operation["value"]
-            elif operation["type"] == "AddStrings":
-                values[path] = list(dict.fromkeys([*values.get(path, []), *operation["values"]]))
-            elif operation["type"] == "LogFloats":
-                points = series.setdefault(path, [])
-                for item in operation["values"]:
-                    step = item.get("step")
-                    points.append((int(step) if step is not None else len(points), float(item["value"])))
+    logs = [path for path in run_dir.glob("data-*.log") if path.stem.removeprefix("data-").isdigit()]
+    for log_file in sorted(logs, key=lambda path: int(path.stem.removeprefix("data-"))):
+        number = 0
+        try:
+            for number, line in enumerate(log_file.read_text(encoding="utf-8").splitlines(), start=1):
+                _apply_neptune_operation(json.loads(line)["obj"], values, series)
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as error:
+            where = f"{log_file}, line {number}" if number else str(log_file)
+            raise NeptuneRunError(f"{where}: not a Neptune offline operation ({type(error).__name__}: {error})") \
+                from None
     return values, series
+
+
+def readable_neptune_runs(run_dirs: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """The Neptune offline runs that can be read, and one problem line for each of the others."""
+    readable, problems = [], []
+    for run_dir in run_dirs:
+        try:
+            read_neptune_offline(run_dir)
+            readable.append(run_dir)
+        except NeptuneRunError as error:
+            problems.append(f"{error} (skipped)")
+    return readable, problems
 
 
 def import_neptune_run(client: Any, experiment_id: str, run_dir: Path) -> str | None:
