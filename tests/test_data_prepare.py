@@ -17,7 +17,8 @@ from PIL import Image
 import prepare_stanford_dataset as script
 from datasets import preparation
 from datasets.preparation import DataPreparationError, LABEL_COLUMNS, make_data_archive, prepare_stanford_dataset
-from datasets.synthetic import MARGIN, class_colour, class_name, mat_bytes, struct_array
+from datasets.synthetic import class_name, mat_bytes, struct_array
+from datasets.synthetic_images import MARGIN, class_colour
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -332,7 +333,7 @@ def test_unsafe_archive_members_are_refused(data_make_raw, tmp_path, kind):
 
 def test_interrupted_prepare_leaves_no_partial_output(data_make_raw, tmp_path, monkeypatch):
     raw, _ = data_make_raw()
-    real_write = preparation._write_labels
+    real_write = preparation.write_labels
     calls = []
 
     def fail_on_second(*args):
@@ -341,7 +342,7 @@ def test_interrupted_prepare_leaves_no_partial_output(data_make_raw, tmp_path, m
             raise KeyboardInterrupt
         real_write(*args)
 
-    monkeypatch.setattr(preparation, "_write_labels", fail_on_second)
+    monkeypatch.setattr(preparation, "write_labels", fail_on_second)
     with pytest.raises(KeyboardInterrupt):
         prepare_stanford_dataset(raw, tmp_path / "data" / "out", progress=False)
     assert list((tmp_path / "data").iterdir()) == []
@@ -360,7 +361,7 @@ def test_existing_data_kept_without_force_and_replaced_only_when_complete(data_m
         raise RuntimeError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(preparation, "_write_labels", broken)
+        patch.setattr(preparation, "write_labels", broken)
         with pytest.raises(RuntimeError, match="disk full"):
             prepare_stanford_dataset(raw, out, force=True, progress=False)
     assert (out / "train_labels.csv").read_text() == "earlier labels"
