@@ -17,7 +17,8 @@ from datasets.stanford_data import StanfordCarsDataset
 from datasets.stanford_data_module import StanfordCarsDataModule
 from datasets.stanford_data import load_image
 from datasets.stanford_data_module import default_num_workers
-from datasets.synthetic import MARGIN, class_colour, class_name
+from datasets.synthetic import class_name
+from datasets.synthetic_images import MARGIN, class_colour
 
 
 def plain_module(path, batch_size=64, seed=0, **preprocessing):
