@@ -3,7 +3,7 @@
 C-50 (config_template.yml, which is that run as its record lists it):
 GhostNet (output_channels 320), AdamW (lr 0.001, weight decay 0.6), MultiStepLR, label-smoothing cross-entropy,
 flip + affine + colour jitter, 227x227, batch 64, on a generated Stanford-sized set (JPEGs 480-900 px wide).
-Every setting is a real ``train.main`` run (checkpoints and records written every epoch, as users run it):
+Every setting is a real run of utils.runs.training, as train.py runs it (checkpoints and records every epoch):
 
 - reference-like: no cache, CPU augmentation, fp32;
 - cache; cache + batch augmentation on the training device (kornia; "GPU augmentation" on a GPU);
@@ -15,13 +15,13 @@ Every setting is a real ``train.main`` run (checkpoints and records written ever
   on a CPU they only add compilation.
 
 Each setting runs ``--epochs`` epochs; the last one is reported (earlier ones pay for worker start-up and
-compilation, reported as the first epoch's extra seconds). ``--profile N`` profiles some training steps of
-setting N with torch.profiler: the top operators, and the share of the time that GPU kernels run.
-Also times the training loader alone (no model) for the reference-like pipeline and the cache.
+compilation, reported as the first epoch's extra seconds). ``--profile N`` runs setting N with the run's
+``profiler: pytorch`` (operator tables and a trace, copied to ``--out``) and reports the share of the profiled
+steps during which GPU kernels run.
+The training loader alone (no model) is timed by ``python -m benchmarks.loader``.
 
-    python -m benchmarks.epoch_time [--train 400] [--test 400] [--epochs 2] [--loader-train 400] [--work DIR]
-                                    [--workers N] [--generate-workers N] [--settings 1,2,...] [--skip-loader]
-                                    [--profile N] [--out DIR]
+    python -m benchmarks.epoch_time [--train 400] [--test 400] [--epochs 2] [--work DIR] [--workers N]
+                                    [--generate-workers N] [--settings 1,2,...] [--profile N] [--out DIR]
 
 Figures are scaled to the full set (8,144 train + 8,041 test images) and to 200 epochs by the measured
 per-image times.
@@ -30,14 +30,16 @@ per-image times.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -46,10 +48,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from benchmarks.data_pipeline import make_data, thesis_text_pipeline
-from datasets.settings import DataSettings, data_settings
+from benchmarks.data_pipeline import make_data
+from datasets.settings import data_settings
 from datasets.stanford_data_module import StanfordCarsDataModule, default_num_workers
 from utils.config import Config, load_config, parse_overrides
+from utils.runs.trainer import PROFILE_FOLDER
 from utils.runs.training import RUN_CHECKS, train_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,66 +178,23 @@ class EpochTimer(Callback):
         self.epochs[-1].gpu = self._sampler.stop()
 
 
-class StepProfiler(Callback):
-    """torch.profiler over training steps [first, first + count) of the last epoch; tables written after the run.
-
-    ``overhead_s``: the time its own hooks took (starting and stopping the profiler), which the epoch timings
-    subtract; the tables are made after training (``report``).
-    """
-
-    def __init__(self, out: Path, epochs: int, first: int = 20, count: int = 30) -> None:
-        self.out, self.epoch, self.first, self.count = out, epochs - 1, first, count
-        self.profiler: torch.profiler.profile | None = None
-        self.finished: torch.profiler.profile | None = None
-        self.wall_s = 0.0
-        self.overhead_s = 0.0
-        self.busy = "n/a"
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        if trainer.current_epoch == self.epoch and batch_idx == self.first:
-            activities = [torch.profiler.ProfilerActivity.CPU]
-            if torch.cuda.is_available():
-                activities.append(torch.profiler.ProfilerActivity.CUDA)
-            sync()
-            start = time.perf_counter()
-            self.profiler = torch.profiler.profile(activities=activities)
-            self.profiler.__enter__()
-            self.wall_s = time.perf_counter()
-            self.overhead_s += self.wall_s - start
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if self.profiler is not None and batch_idx == self.first + self.count - 1:
-            sync()
-            stop = time.perf_counter()
-            self.wall_s = stop - self.wall_s
-            self.profiler.__exit__(None, None, None)
-            self.finished, self.profiler = self.profiler, None
-            self.overhead_s += time.perf_counter() - stop
-
-    def report(self) -> None:
-        """Write the operator tables and measure the share of the profiled time that GPU kernels ran."""
-        if self.finished is None:
-            return
-        profiler = self.finished
-        averages = profiler.key_averages()
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "profile_ops.txt", "w", encoding="utf-8") as handle:
-            handle.write(f"{self.count} training steps, {self.wall_s * 1000:.1f} ms wall\n\n")
-            for key in ("self_device_time_total", "cpu_time_total", "self_cpu_time_total"):
-                try:
-                    handle.write(averages.table(sort_by=key, row_limit=30, max_name_column_width=70) + "\n\n")
-                except Exception as error:  # a key the build does not record (no CUDA)
-                    handle.write(f"({key}: {error})\n")
-        kernels = sorted((event.time_range.start, event.time_range.end) for event in profiler.events()
-                         if event.device_type == torch.autograd.DeviceType.CUDA)
-        busy_us, end = 0.0, float("-inf")
-        for start, stop in kernels:
-            busy_us += max(0.0, stop - max(start, end))
-            end = max(end, stop)
-        if kernels:
-            self.busy = f"{busy_us / 1e6 / self.wall_s:.0%} of {self.wall_s * 1000 / self.count:.2f} ms/step"
+def kernel_busy(profile_dir: Path) -> str:
+    """The share of the profiled training steps during which GPU kernels ran, from the chrome trace that the
+    run's pytorch profiler (profiler: pytorch) wrote; 'n/a' without GPU kernels."""
+    traces = sorted(profile_dir.glob("*.pt.trace.json"))
+    if not traces:
+        return "n/a (no trace)"
+    events = json.loads(traces[-1].read_text(encoding="utf-8")).get("traceEvents", [])
+    steps = [e for e in events if str(e.get("name", "")).startswith("ProfilerStep#") and "dur" in e]
+    kernels = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "kernel" and "dur" in e)
+    if not steps or not kernels:
+        return "n/a (no GPU kernels)"
+    wall_us = max(e["ts"] + e["dur"] for e in steps) - min(e["ts"] for e in steps)
+    busy_us, end = 0.0, float("-inf")
+    for start, stop in kernels:
+        busy_us += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    return f"{busy_us / wall_us:.0%} of {wall_us / 1000 / len(steps):.2f} ms/step over {len(steps)} steps"
 
 
 @dataclass
@@ -274,78 +234,25 @@ def cache_build_s(config: Config) -> float:
 
 
 def run_setting(name: str, settings: tuple[str, ...], data: Path, work: Path, workers: int, epochs: int,
-                profiler: StepProfiler | None = None) -> Result:
-    """Train C-50 as train.py does for some epochs in one setting; the last epoch's times."""
-    config = c50_config(data, work, workers, epochs, settings)
+                profile_to: Path | None = None) -> Result:
+    """Train C-50 as train.py does for some epochs in one setting; the last epoch's times. With profile_to, the
+    run's pytorch profiler (profiler: pytorch) writes operator tables and a trace, copied into profile_to."""
+    profiling = ("profiler=pytorch",) if profile_to else ()
+    config = c50_config(data, work, workers, epochs, (*settings, *profiling))
     build_s = cache_build_s(config)
     timer = EpochTimer()
-    callbacks = [timer] + ([profiler] if profiler else [])
     start = time.perf_counter()
-    results = train_seeds(config, [config.seed], callbacks)
+    results = train_seeds(config, [config.seed], [timer])
     if results.failed:
         raise RuntimeError(f"{name}: {results.failed}")
-    if profiler is not None:  # its own start and stop are no part of training
-        timer.epochs[-1].train_s -= profiler.overhead_s
-        timer.epochs[-1].fetch_s -= profiler.overhead_s
-        profiler.report()
+    if profile_to:
+        profile_dir = shutil.copytree(Path(results.runs[0]["run_dir"]) / PROFILE_FOLDER, profile_to / PROFILE_FOLDER,
+                                      dirs_exist_ok=True)
+        print(f"  {name}: profile in {profile_dir}: GPU kernels running {kernel_busy(profile_dir)}", file=sys.stderr)
     print(f"  {name}: {timer.epochs[-1]} ({time.perf_counter() - start:.1f} s in all)", file=sys.stderr)
     first = timer.epochs[0].train_s + timer.epochs[0].valid_s
     best = results.runs[0]["best_valid_acc"]
     return Result(name, timer.epochs[-1], first, build_s, best)
-
-
-def data_module(data: Path, workers: int, cache_dir: Path, cache_images: bool,
-                augmentation_device: str = "cpu") -> StanfordCarsDataModule:
-    """The training data of the loader-alone table: box crop, background erasing, the schema's transforms."""
-    preprocessing, augmentation = thesis_text_pipeline(augmentation_device)
-    loading = replace(data_settings(Config()).loading, batch_size=64, num_workers=workers, seed=0,
-                      cache_images=cache_images, cache_path=str(cache_dir))
-    return StanfordCarsDataModule(DataSettings(data, preprocessing, augmentation, loading), show_progress=False)
-
-
-def loader_ms_per_image(datamodule: StanfordCarsDataModule, augment_batches: bool,
-                        passes: int = 2) -> tuple[float, float]:
-    """(wall, this process's CPU) ms per image of the best of some passes over the training loader.
-
-    A first pass starts the workers and warms the page cache. CPU time counts this process only (all of the
-    work with 0 workers); with workers, the wall time is the cost an epoch sees.
-    """
-    loader = datamodule.train_dataloader()
-    for _ in loader:
-        pass
-    best = (float("inf"), float("inf"))
-    for _ in range(passes):
-        images = 0
-        start, cpu = time.perf_counter(), time.process_time()
-        for batch in loader:
-            if augment_batches:
-                datamodule.on_after_batch_transfer(batch, 0)
-            images += len(batch[1])
-        wall, cpu = (time.perf_counter() - start) / images * 1000, (time.process_time() - cpu) / images * 1000
-        best = min(best, (wall, cpu))
-    return best
-
-
-LOADER_PIPELINES = (
-    ("reference-like: decode + crop + erase + resize + CPU aug", dict(cache_images=False), False),
-    ("cache + CPU aug (torchvision, per image)", dict(cache_images=True), False),
-    ("cache, loader only (uint8 batches; aug on the device)", dict(cache_images=True, augmentation_device="gpu"),
-     False),
-    ("cache + batch aug on this CPU (kornia)", dict(cache_images=True, augmentation_device="gpu"), True),
-)
-
-
-def data_only(data: Path, workers: int, cache_dir: Path) -> list[tuple[str, int, float, float]]:
-    """Training-loader cost per image: reference-like vs cache (vs cache + batch augmentation on this device)."""
-    rows = []
-    for count in sorted({0, workers}):
-        for name, settings, augment in LOADER_PIPELINES:
-            torch.manual_seed(0)
-            module = data_module(data, count, cache_dir, **settings)
-            wall, cpu = loader_ms_per_image(module, augment)
-            rows.append((name, count, wall, cpu))
-            print(f"  data only, {name}, workers {count}: {wall:.2f} ms/image wall, {cpu:.2f} CPU", file=sys.stderr)
-    return rows
 
 
 def cpu_pressure() -> str:
@@ -372,8 +279,7 @@ def machine() -> str:
             f"torch {torch.__version__}, Lightning {pl.__version__}, Python {platform.python_version()}")
 
 
-def print_tables(results: list[Result], loader_rows: list[tuple[str, int, float, float]], args: argparse.Namespace,
-                 pressure: str, busy: str) -> None:
+def print_tables(results: list[Result], args: argparse.Namespace, pressure: str) -> None:
     print(f"Machine: {machine()}; date {date.today().isoformat()}; CPU pressure from other load (60 s avg "
           f"at the end): {pressure}")
     print(f"Run C-50 through train.py on {args.train} train + {args.test} test generated Stanford-sized JPEGs "
@@ -390,16 +296,6 @@ def print_tables(results: list[Result], loader_rows: list[tuple[str, int, float,
         print(f"| {result.name} | {e.train_images / e.train_s:.0f} | {e.train_s + e.valid_s:.2f} "
               f"({e.train_s:.2f} + {e.valid_s:.2f}) | {e.fetch_s / e.train_images * 1000:.2f} | {e.gpu} | "
               f"{full:.2f} | {shown} | {result.one_off_s():.0f} | {result.cache_build_s:.1f} |")
-    if busy:
-        print(f"\nProfiled training steps of setting {args.profile} (torch.profiler): GPU kernels running {busy}")
-    if not loader_rows:
-        return
-    print(f"\nTraining loader alone (no model), {args.loader_train} training images, best of 2 passes; "
-          "the reference: ~8 ms an image in one process (FACTS.md):\n")
-    print("| pipeline | loader workers | wall ms/image | CPU ms/image (this process) | reference's 8 ms / wall |")
-    print("|---|---:|---:|---:|---:|")
-    for name, count, wall, cpu in loader_rows:
-        print(f"| {name} | {count} | {wall:.2f} | {cpu:.2f} | {REFERENCE_MS_PER_IMAGE / wall:.1f}x |")
 
 
 def selected(spec: str | None) -> dict[str, tuple[str, ...]]:
@@ -413,8 +309,6 @@ def selected(spec: str | None) -> dict[str, tuple[str, ...]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=int, default=400, help="training images (as many test images by default)")
-    parser.add_argument("--loader-train", type=int, default=None,
-                        help="training images of the loader-alone table (default: --train)")
     parser.add_argument("--test", type=int, default=None, help="test (validation) images")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per setting; the last one is reported")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: the machine's cores)")
@@ -423,32 +317,24 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for the generated data and caches (default: temporary)")
     parser.add_argument("--settings", help="comma-separated numbers of the settings to run (default: all): "
                         + "; ".join(f"{i} {name}" for i, name in enumerate(SETTINGS, 1)))
-    parser.add_argument("--skip-training", action="store_true", help="only the loader-alone table")
-    parser.add_argument("--skip-loader", action="store_true", help="no loader-alone table")
-    parser.add_argument("--profile", type=int, metavar="N", help="profile training steps of setting number N")
-    parser.add_argument("--out", type=Path, default=Path("."), help="folder of the profile tables")
+    parser.add_argument("--profile", type=int, metavar="N",
+                        help="profile setting number N with its run's pytorch profiler (profiler: pytorch; its "
+                             "timings then include the profiler's cost)")
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder the profile is copied to")
     args = parser.parse_args()
     args.test = args.test or args.train
-    args.loader_train = args.loader_train or args.train
     if args.workers is None:
         args.workers = default_num_workers()
     generate_workers = args.generate_workers or os.cpu_count() or 1
-    chosen = {} if args.skip_training else selected(args.settings)
+    chosen = selected(args.settings)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         # make_data takes images per split: the set's train and test halves are equal
         data = make_data(work / f"set_{args.train}_{args.test}", (args.train + args.test) // 2, generate_workers)
-        profiler = StepProfiler(args.out, args.epochs) if args.profile else None
         profiled = list(SETTINGS)[args.profile - 1] if args.profile else None
         results = [run_setting(name, settings, data, work, args.workers, args.epochs,
-                               profiler if name == profiled else None)
-                   for name, settings in chosen.items()]
-        loader_rows = []
-        if not args.skip_loader:
-            loader_data = make_data(work / f"set_{args.loader_train}_{args.loader_train}", args.loader_train,
-                                    generate_workers)
-            loader_rows = data_only(loader_data, args.workers, work / "cache")
-    print_tables(results, loader_rows, args, cpu_pressure(), profiler.busy if profiler else "")
+                               args.out if name == profiled else None) for name, settings in chosen.items()]
+    print_tables(results, args, cpu_pressure())
 
 
 if __name__ == "__main__":

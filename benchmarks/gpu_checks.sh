@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 for stage in "$@"; do
   start=$SECONDS
   case $stage in
-    smoke) python3 -m benchmarks.epoch_time --train 640 --test 640 --epochs 2 --settings 5,6 --skip-loader \
+    smoke) python3 -m benchmarks.epoch_time --train 640 --test 640 --epochs 2 --settings 5,6 \
              --workers 8 --profile 6 --out "$OUT" --work /tmp/bench_small ;;
     tests) python3 -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider -x
            python3 -m pytest tests/test_gpu_augmentation_statistics.py -q -p no:cacheprovider ;;
@@ -36,9 +36,9 @@ for stage in "$@"; do
            timeout 50 python3 -m benchmarks.train_step --device cuda --batch-size 64 --rounds 3 --steps 10 \
              --warmup 5 --bf16 --channels-last
            python3 -m benchmarks.host_overhead --rounds 3 ;;
-    full)  timeout 380 python3 -m benchmarks.epoch_time --train 8144 --test 8041 --epochs 2 --skip-loader \
+    full)  timeout 380 python3 -m benchmarks.epoch_time --train 8144 --test 8041 --epochs 2 \
              --workers 16 --settings 6,5,1,4,3,2 --profile 6 --out "$OUT" --work /tmp/bench_full ;;
-    tuned) timeout 560 python3 -m benchmarks.epoch_time --train 8144 --test 8041 --epochs 2 --skip-loader \
+    tuned) timeout 560 python3 -m benchmarks.epoch_time --train 8144 --test 8041 --epochs 2 \
              --workers 16 --settings 7,8 --out "$OUT" --work /tmp/bench_full ;;
     curve) python3 -m benchmarks.learning_curve --classes 24 --per-class 40 --epochs 15 --seeds 3 --compile \
              --work /tmp/curve ;;

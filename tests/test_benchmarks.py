@@ -14,9 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # benchmark -> (tiny arguments, with {work} for a scratch folder; a line its table prints)
 BENCHMARKS = {
-    "epoch_time": (["--train", "8", "--test", "8", "--epochs", "1", "--settings", "1,3", "--loader-train", "8",
-                    "--workers", "0", "--generate-workers", "1", "--work", "{work}", "--out", "{work}"],
+    "epoch_time": (["--train", "8", "--test", "8", "--epochs", "1", "--settings", "1,3", "--workers", "0",
+                    "--generate-workers", "1", "--work", "{work}", "--out", "{work}"],
                    "| reference-like (no cache, CPU aug, fp32) |"),
+    "loader": (["--images", "8", "--workers", "0", "--generate-workers", "1", "--work", "{work}"],
+               "| cache + CPU aug (torchvision, per image) | 0 |"),
     "host_overhead": (["--steps", "10", "--rounds", "1"], "| self.log every step (before) |"),
     "learning_curve": (["--classes", "2", "--per-class", "4", "--epochs", "1", "--seeds", "2", "--image-size", "32",
                         "--precision", "32", "--workers", "0", "--work", "{work}"], "Welch's t-test"),

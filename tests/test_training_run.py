@@ -290,3 +290,10 @@ def test_a_training_run_imports_neither_matplotlib_nor_the_run_table(prepared, t
         imported += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
         assert not [name for name in imported if name.split(".")[0] == "matplotlib"], path
     assert [row["epoch"] for row in read_metrics(run_dirs(tmp_path)[0])] == [1]
+
+
+def test_the_profiler_key_writes_its_report_in_the_run_folder(prepared, tmp_path):
+    assert train.main(base_args(prepared, tmp_path, epochs=1) + ["--set", "profiler=simple"]) == 0
+    (report,) = (run_dirs(tmp_path)[0] / "profile").glob("*profile*.txt")
+    assert "training_step" in report.read_text()
+    assert train.main(base_args(prepared, tmp_path, epochs=1) + ["--set", "profiler=cprofile"]) == 2

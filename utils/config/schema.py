@@ -192,6 +192,10 @@ class Config:
     cudnn_benchmark: bool = key(
         False, "on CUDA: cuDNN times its convolution algorithms on the first batches of each shape and keeps the "
                "fastest (results differ in the last bits; runs are no longer bit-reproducible)", TRAINED)
+    profiler: str | None = key(
+        None, "Lightning profiler of the run: null (none), simple (time of each hook), advanced (cProfile of each "
+              "hook) or pytorch (torch.profiler: operator tables and a trace of 20 training steps after the first 15); "
+              "reports in <run folder>/profile/", choices=("simple", "advanced", "pytorch"))
     accelerator: str = key("auto", "auto (CUDA when available, else CPU), gpu, cpu, mps, ...", choices=ACCELERATORS)
     devices: int | str | list[int] = key(1, "devices per node: a count, 'auto' or a list of indices", TRAINED)
     strategy: str = key("auto", "Lightning strategy: auto, ddp, ddp_spawn, ...", TRAINED)

@@ -86,7 +86,7 @@ def value_problems(info: KeyInfo, kind: KeyType, value: Any, path: str) -> list[
     """A value's problems against its key: type, choices, list items and length, bounds."""
     if not any(_matches(value, wanted) for wanted in kind.types):
         return [f"{path}: expected {type_names(kind.types)}, got {type(value).__name__} {value!r}"]
-    if info.choices is not None and value not in info.choices:
+    if info.choices is not None and value not in info.choices and not (value is None and NoneType in kind.types):
         return [f"{path}: {value!r} is not one of {', '.join(map(str, info.choices))}"]
     if isinstance(value, list) and kind.item_type is not None:
         if not all(_matches(item, kind.item_type) for item in value):

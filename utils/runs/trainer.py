@@ -14,6 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.profilers import AdvancedProfiler, Profiler, PyTorchProfiler, SimpleProfiler
 
 from utils.config import Config
 from utils.devices import cuda_problems, resolve_accelerator
@@ -89,8 +90,26 @@ def trainer_kwargs(config: Config, run_dir: Path, callbacks: Sequence[Callback],
         "deterministic": "warn" if accelerator == "cpu" else None,
         "benchmark": config.cudnn_benchmark if accelerator != "cpu" else None,
         "callbacks": list(callbacks), "logger": list(loggers) if loggers else False,
-        "default_root_dir": str(run_dir), "log_every_n_steps": 1,
+        "default_root_dir": str(run_dir), "log_every_n_steps": 1, "profiler": make_profiler(config, run_dir),
     }
+
+
+PROFILE_FOLDER = "profile"
+
+
+def make_profiler(config: Config, run_dir: Path) -> Profiler | None:
+    """The run's Lightning profiler (profiler key), writing its reports to <run_dir>/profile/."""
+    folder, name = run_dir / PROFILE_FOLDER, "profile"
+    if config.profiler == "simple":
+        return SimpleProfiler(dirpath=folder, filename=name)
+    if config.profiler == "advanced":
+        return AdvancedProfiler(dirpath=folder, filename=name)
+    if config.profiler == "pytorch":
+        import torch
+
+        steps = torch.profiler.schedule(skip_first=10, wait=0, warmup=5, active=20, repeat=1)
+        return PyTorchProfiler(dirpath=folder, filename=name, schedule=steps, row_limit=30)
+    return None
 
 
 def checkpoint_callbacks(config: Config, run_dir: Path) -> list[Callback]:
