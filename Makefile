@@ -34,7 +34,7 @@ $(PROD_STAMP): prod_requirements.txt | $(PY)
 	$(PY) -m pip install --quiet -r prod_requirements.txt
 	touch $@
 
-$(DEV_STAMP): dev_requirements.txt $(PROD_STAMP)
+$(DEV_STAMP): dev_requirements.txt export_requirements.txt $(PROD_STAMP)
 	$(PY) -m pip install --quiet -r dev_requirements.txt
 	touch $@
 

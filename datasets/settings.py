@@ -1,6 +1,6 @@
 """The data settings of a run, one frozen object per concern, built once from the configuration.
 
-``Preprocessing`` decides the pixels (the image cache's key, the export's metadata), ``Augmentation`` the random
+``Preprocessing`` decides the pixels (the image cache's key, the input contract written beside exports), ``Augmentation`` the random
 training-time changes, ``Loading`` how batches are made. The data module and the dataset take them as they are.
 """
 
@@ -58,18 +58,6 @@ class Preprocessing:
     def validation(self) -> Preprocessing:
         """The validation images' preprocessing: the whole image, no box crop."""
         return replace(self, crop_to_bboxes=False, erase_background=False)
-
-    def metadata(self) -> dict[str, Any]:
-        """How a photo becomes the model's input, as validation images were made (written beside exports)."""
-        height, width = self.image_size
-        return {
-            "image_size": [height, width], "input_shape": ["batch", self.channels, height, width],
-            "grayscale": self.grayscale, "normalize": self.normalize,
-            "mean": list(self.mean) if self.normalize else None, "std": list(self.std) if self.normalize else None,
-            "steps": ["convert to grayscale (L) or RGB", f"resize the whole image to {width}x{height} (bilinear)",
-                      "scale pixel values to [0, 1]"] + (["subtract mean, divide by std per channel"]
-                                                          if self.normalize else []),
-        }
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datasets.image_cache import CachedImages, array_image, file_fingerprint
-from datasets.photos import (SIDES_SWAPPED, decode_whole, open_image, orientation, size_limit_as_error, upright,
-                             upright_size)
+from datasets.photos import (ORIENTATION_TAG, SIDES_SWAPPED, decode_whole, open_image, orientation,
+                             size_limit_as_error, upright, upright_size)
 from datasets.settings import NO_AUGMENTATION, Augmentation, Preprocessing
 from datasets.preparation import BOX_FIELDS, LABEL_COLUMNS
 from datasets.transforms import build_transforms
@@ -72,6 +72,14 @@ def read_labels(csv_path: str | os.PathLike) -> list[LabelRecord]:
     return records
 
 
+RESIZE_FILTER = Image.Resampling.BILINEAR
+BACKGROUND = 255                      # the erased background: white
+PIXEL_SCALE = 255                     # to_tensor's divisor
+DRAFT_FORMATS = ("JPEG", "MPO")       # what Pillow's draft decodes at a reduced scale (others: full size)
+DRAFT_SCALES = [8, 4, 2, 1]           # libjpeg's scale denominators, as Pillow's JpegImageFile.draft picks them
+SIXTEEN_BIT_PREFIX = "I;16"           # Pillow's 16-bit grayscale modes (I;16, I;16B, ...); 32-bit I is read alike
+
+
 def _draft_size(full: tuple[int, int], crop: tuple[int, int] | None, target_wh: tuple[int, int]) -> tuple[int, int]:
     """Smallest decode size that still gives the (cropped) region at least the target resolution."""
     if crop is None:
@@ -81,7 +89,7 @@ def _draft_size(full: tuple[int, int], crop: tuple[int, int] | None, target_wh: 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
     """16-bit grayscale (PIL modes I;16* and I) scaled to 8-bit L; PIL's own convert would clip it to white."""
-    if image.mode.startswith("I;16") or image.mode == "I":
+    if image.mode.startswith(SIXTEEN_BIT_PREFIX) or image.mode == "I":
         pixels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
         return Image.fromarray(pixels.astype(np.uint8), "L")
     if image.mode == "F":
@@ -117,16 +125,16 @@ def load_image(
         if image.mode != mode:
             image = image.convert(mode)
     if box is None:
-        return image.resize(target_wh, Image.BILINEAR)
+        return image.resize(target_wh, RESIZE_FILTER)
     x1, y1, x2, y2 = box
     region = (x1 * sx, y1 * sy, (x2 + 1) * sx, (y2 + 1) * sy)
     if not erase_background:
-        return image.resize(target_wh, Image.BILINEAR, box=region)
+        return image.resize(target_wh, RESIZE_FILTER, box=region)
     fx, fy = target_wh[0] / full[0], target_wh[1] / full[1]
     width = max(1, round((x2 - x1 + 1) * fx))
     height = max(1, round((y2 - y1 + 1) * fy))
-    patch = image.resize((width, height), Image.BILINEAR, box=region)
-    canvas = Image.new(mode, target_wh, 255 if mode == "L" else (255, 255, 255))
+    patch = image.resize((width, height), RESIZE_FILTER, box=region)
+    canvas = Image.new(mode, target_wh, BACKGROUND if mode == "L" else (BACKGROUND,) * 3)
     offset = ((target_wh[0] - width) // 2, (target_wh[1] - height) // 2)
     canvas.paste(patch, offset)
     return canvas
@@ -167,6 +175,57 @@ def preprocess_image(path: str | os.PathLike, preprocessing: Preprocessing,
     if preprocessing.normalize:
         tensor = F.normalize(tensor, list(preprocessing.mean), list(preprocessing.std), inplace=True)
     return tensor
+
+
+def input_contract(preprocessing: Preprocessing) -> dict[str, Any]:
+    """Every step ``preprocess_image`` takes from a photo file to the network's input, in order and with its
+    parameters, from the constants ``load_image`` uses: the contract written beside exported models."""
+    height, width = preprocessing.image_size
+    mode = preprocessing.mode
+    return {
+        "input_shape": ["batch", preprocessing.channels, height, width], "input_layout": "NCHW",
+        "input_dtype": "float32", "image_size": [height, width], "grayscale": preprocessing.grayscale,
+        "normalize": preprocessing.normalize, "mean": list(preprocessing.mean) if preprocessing.normalize else None,
+        "std": list(preprocessing.std) if preprocessing.normalize else None,
+        "box": "erase_background" if preprocessing.erase_background else "crop",
+        "steps": [step for step in _input_steps(preprocessing, mode, (width, height)) if step is not None],
+    }
+
+
+def _input_steps(preprocessing: Preprocessing, mode: str, size: tuple[int, int]) -> list[dict[str, Any] | None]:
+    box_step = {"step": "box", "optional": True, "coordinates": "x1,y1,x2,y2: inclusive pixels of the upright photo",
+                "scaled_by": "decoded_size / upright_size: region = (x1 * sx, y1 * sy, (x2 + 1) * sx, (y2 + 1) * sy)"}
+    if preprocessing.erase_background:
+        box_step.update(action="erase_background", background=[BACKGROUND] * preprocessing.channels,
+                        does="resize the region to round(box_size * size / upright_size) (at least 1 pixel), paste "
+                             "it on a background canvas of `size` at ((size - patch) // 2); the canvas is the input")
+    else:
+        box_step.update(action="crop", does="resize only the region (Pillow resize with box=region) to `size`")
+    return [
+        {"step": "first_frame", "does": "open the file; animated images (GIF, WebP): the first frame only"},
+        {"step": "exif_orientation", "tag": ORIENTATION_TAG, "missing_or_invalid": 1,
+         "sides_swapped": list(SIDES_SWAPPED),
+         "does": "read the orientation (1..8); upright_size = stored (W, H), swapped for sides_swapped"},
+        {"step": "reduced_scale_decode", "applies_to": list(DRAFT_FORMATS), "mode": mode,
+         "scales": list(DRAFT_SCALES),
+         "request": "size; with a crop box: ceil(size * upright_size / box_size) per axis; in stored orientation "
+                    "(swapped for sides_swapped)",
+         "rule": "q = min(W // request_w, H // request_h); s = the largest of scales <= q (1 when none); decoded "
+                 "size (ceil(W / s), ceil(H / s)), by libjpeg's scaled DCT; a grayscale mode decodes the luma plane",
+         "pillow": "Image.draft(mode, request) before load()"},
+        {"step": "exif_transpose", "does": "turn/flip the decoded pixels as the orientation says (Pillow "
+                                           "ImageOps.exif_transpose), only when it is not 1"},
+        {"step": "sixteen_bit_gray", "modes": f"Pillow modes starting with {SIXTEEN_BIT_PREFIX}, and I",
+         "does": "clip to 0..65535 and shift right by 8 bits, giving 8-bit L; mode F (float) is refused"},
+        {"step": "colour_mode", "mode": mode, "does": f"convert to {mode} (Pillow convert) when not already"},
+        box_step,
+        {"step": "resize", "filter": RESIZE_FILTER.name.lower(), "size": list(size),
+         "does": "Pillow Image.resize(size, filter[, box]) (the filter widens by the reduction factor, antialiased)"},
+        {"step": "scale", "divide_by": float(PIXEL_SCALE), "layout": "CHW", "dtype": "float32",
+         "does": "uint8 pixels [H, W, C] to float32 [C, H, W] / divide_by"},
+        {"step": "normalize", "mean": list(preprocessing.mean), "std": list(preprocessing.std),
+         "does": "(x - mean[c]) / std[c] per channel, in float32"} if preprocessing.normalize else None,
+    ]
 
 
 class StanfordCarsDataset(Dataset):

@@ -2,23 +2,27 @@
 on generated data (two seeds of one RGB setting, a grayscale run, an interrupted run, a snapshot of a run in
 progress, and damaged records)."""
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import re
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
 import yaml
-from PIL import Image
+from PIL import Image, ImageOps
 from pytorch_lightning.callbacks import Callback
 
 import compare_runs
@@ -474,12 +478,33 @@ def test_predict_names_large_broken_and_odd_images_and_goes_on(runs, capsys, tmp
 # ---- export_model.py -----------------------------------------------------------------------------------
 
 
-def test_export_onnx_matches_pytorch_and_never_overwrites(runs, capsys, tmp_path):
-    target = tmp_path / "exports" / "car.onnx"
-    code, out, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", target], capsys)
-    assert code == 0, err
+@dataclass
+class Exported:
+    folder: Path
+    rgb: Path       # runs.rgb[0] as ONNX
+    gray: Path      # runs.gray as ONNX
+    output: str     # what export_model.py printed for the RGB run
+
+
+@pytest.fixture(scope="module")
+def onnx_exports(runs, tmp_path_factory):
+    """The RGB and the grayscale run exported to ONNX once for the module's tests (a dynamo export takes seconds)."""
+    folder = tmp_path_factory.mktemp("exports")
+    outputs = []
+    for run_dir, name in ((runs.rgb[0], "car.onnx"), (runs.gray, "gray.onnx")):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert export_model.main([str(run_dir), "--format", "onnx", "--out", str(folder / name)]) == 0
+        outputs.append(printed.getvalue())
+    return Exported(folder, folder / "car.onnx", folder / "gray.onnx", outputs[0])
+
+
+def test_export_onnx_matches_pytorch_and_never_overwrites(runs, onnx_exports, capsys):
+    target, out = onnx_exports.rgb, onnx_exports.output
     assert "check on 4 validation images" in out and "MB)" in out and "PyTorch on CPU (1 thread)" in out
-    metadata = json.loads((tmp_path / "exports" / "car.onnx.json").read_text())
+    assert re.search(r"latency, batch 1, median of 20 calls: PyTorch on CPU \(1 thread\) [\d.]+ ms, "
+                     r"onnx on CPU \(1 thread\) [\d.]+ ms", out)
+    metadata = json.loads((onnx_exports.folder / "car.onnx.json").read_text())
     labels = list(csv.DictReader((runs.data / "test_labels.csv").open()))
     names = {int(row["class"]): row["class_name"] for row in labels}
     assert metadata["class_names"] == [names[i] for i in range(1, 5)]
@@ -492,38 +517,134 @@ def test_export_onnx_matches_pytorch_and_never_overwrites(runs, capsys, tmp_path
     validation = StanfordCarsDataset(runs.data, "test", train=False, preprocessing=preprocessing((32, 32)))
     images = torch.stack([validation[i][0] for i in range(6)])
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {metadata["input_name"]: images.numpy()})
-    with torch.no_grad():
-        np.testing.assert_allclose(logits, trained.module.network(images).numpy(), atol=1e-4)
+    for batch in images[:1], images:
+        (logits,) = session.run(None, {metadata["input_name"]: batch.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(logits, trained.module.network(batch).numpy(), atol=1e-4)
+    assert session.get_inputs()[0].shape == ["batch", 3, 32, 32] and metadata["opset"] == 18
+    assert sorted(p.name for p in onnx_exports.folder.iterdir()) == [
+        "car.onnx", "car.onnx.json", "gray.onnx", "gray.onnx.json"]  # one self-contained file: no .onnx.data
 
     content = target.read_bytes()
     code, _, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", target], capsys)
     assert code == 2 and f"{target}: already exists; pass --force" in err
     assert target.read_bytes() == content
-    code, _, _ = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", target, "--force"], capsys)
-    assert code == 0
 
 
-@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:FutureWarning")
-def test_export_torchscript_grayscale_without_data_uses_generated_inputs(runs, capsys, tmp_path):
+def test_export_pt2_grayscale_without_data_uses_generated_inputs(runs, capsys, tmp_path):
     moved = run_without_its_data(runs.gray, tmp_path)
-    code, out, err = run(export_model, [moved, "--format", "torchscript"], capsys)
+    code, out, err = run(export_model, [moved, "--format", "pt2"], capsys)
     assert code == 0, err
     assert "generated random inputs" in out and "check on 4 generated inputs" in out
-    target = moved / "model.pt"
-    metadata = json.loads((moved / "model.pt.json").read_text())
+    target = moved / "model.pt2"
+    metadata = json.loads((moved / "model.pt2.json").read_text())
     recorded = json.loads((runs.gray / "summary.json").read_text())["class_names"]
-    assert metadata["format"] == "torchscript" and metadata["class_names"] == recorded and len(recorded) == 4
+    assert metadata["format"] == "pt2" and metadata["class_names"] == recorded and len(recorded) == 4
     assert metadata["preprocessing"]["grayscale"] is True and len(metadata["preprocessing"]["mean"]) == 1
     assert metadata["preprocessing"]["input_shape"] == ["batch", 1, 32, 32]
-    scripted = torch.jit.load(str(target))
+    program = torch.export.load(str(target)).module()
     cfg = load_config(runs.gray / "config.yml")
     trained = load_trained_model(runs.gray / "best.ckpt", "ghost", 1, cfg.dropout, cfg.output_channels)
-    images = torch.randn(3, 1, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(images), trained.module.network(images), atol=1e-4, rtol=0)
-    code, _, err = run(export_model, [moved, "--format", "torchscript"], capsys)
+    for batch in (1, 3):
+        images = torch.randn(batch, 1, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(program(images), trained.module.network(images), atol=1e-4, rtol=0)
+    code, _, err = run(export_model, [moved, "--format", "pt2"], capsys)
     assert code == 2 and "already exists" in err
+
+
+def test_int8_export_reports_fp32_and_int8_side_by_side(runs, capsys, tmp_path):
+    target = tmp_path / "car.int8.onnx"
+    code, out, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--quantize", "int8", "--out", target,
+                                        "--calibration-images", 8], capsys)
+    assert code == 0, err
+    assert "calibrated on 8 training images" in out
+    for row in ("size (MB)", "latency, batch 1, 1 thread (ms)", "latency, batch 1, 2 threads (ms)",
+                "top-1 on 20 validation images", "same top-1 class as fp32"):
+        assert len(re.findall(rf"^{re.escape(row)}\s+[\d.]+\s+[\d.]+$", out, re.MULTILINE)) == 1, out
+    metadata = json.loads((tmp_path / "car.int8.onnx.json").read_text())
+    quantization = metadata["quantization"]
+    assert quantization["calibration_images"] == 8 and quantization["int8"]["size_bytes"] == target.stat().st_size
+    assert quantization["int8"]["size_bytes"] < quantization["fp32"]["size_bytes"] / 2
+    assert metadata["preprocessing"]["steps"][-1]["step"] == "normalize"
+
+    validation = StanfordCarsDataset(runs.data, "test", train=False, preprocessing=preprocessing((32, 32)))
+    images = torch.stack([validation[i][0] for i in range(len(validation))]).numpy()
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(target)).graph.node)
+    predicted = session.run(None, {"images": images})[0].argmax(axis=1)
+    top1 = float((predicted == np.array(validation.targets)).mean())
+    assert quantization["int8"]["top1"] == pytest.approx(top1)
+    assert re.search(rf"^top-1 on 20 validation images\s+[\d.]+\s+{top1:.4f}$", out, re.MULTILINE)
+
+
+def test_int8_export_refusals_name_the_fault_and_write_nothing(runs, capsys, tmp_path):
+    for options, message in ((["--quantize", "int4"], "argument --quantize: invalid choice: 'int4'"),
+                             (["--quantize", "int8", "--format", "pt2"], "use it with --format onnx"),
+                             (["--calibration-images", "0"], "--calibration-images 0: need at least 1"),
+                             (["--max-drop", "-1"], "--max-drop -1.0: need a number")):
+        with pytest.raises(SystemExit) as exited:
+            export_model.main([str(runs.rgb[0]), "--format", "onnx", *options])
+        assert exited.value.code == 2 and message in capsys.readouterr().err
+    moved = run_without_its_data(runs.rgb[0], tmp_path)
+    code, _, err = run(export_model, [moved, "--format", "onnx", "--quantize", "int8"], capsys)
+    assert code == 2 and "--quantize int8 calibrates on the run's training images" in err and "pass -d" in err
+    assert not (moved / "model.int8.onnx").exists()
+    mine = tmp_path / "mine.onnx"
+    mine.write_text("my model")
+    code, _, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--quantize", "int8", "--out", mine], capsys)
+    assert code == 2 and f"{mine}: already exists; pass --force" in err and mine.read_text() == "my model"
+    assert {p.name for p in tmp_path.iterdir()} == {"mine.onnx", moved.name}
+
+
+def large_photos(source: Path, folder: Path) -> dict[str, Path]:
+    """A 4032x3024 photo (a test image enlarged, with noise) stored upright, and stored sideways with EXIF
+    orientation 6 (as phones store photos taken in portrait)."""
+    with Image.open(source) as image:
+        picture = np.asarray(image.convert("RGB").resize((4032, 3024), Image.Resampling.BICUBIC), dtype=np.int16)
+    noise = np.random.default_rng(0).integers(-12, 13, picture.shape)
+    picture = Image.fromarray(np.clip(picture + noise, 0, 255).astype(np.uint8))
+    photos = {"upright": folder / "upright.jpg", "exif6": folder / "exif6.jpg"}
+    picture.save(photos["upright"], quality=92)
+    save_with_orientation(picture, 6, photos["exif6"])
+    return photos
+
+
+def test_the_reference_implementation_answers_as_predict(runs, onnx_exports, capsys, tmp_path):
+    """deploy/reference_predict.py follows the exported JSON with Pillow, numpy and onnxruntime alone."""
+    from deploy import reference_predict
+
+    source = runs.data / "test" / sorted(p.name for p in (runs.data / "test").iterdir())[0]
+    photos = large_photos(source, tmp_path)
+    box = (700, 500, 3300, 2700)
+    for run_dir, channels, model in ((runs.rgb[0], 3, onnx_exports.rgb), (runs.gray, 1, onnx_exports.gray)):
+        contract = reference_predict.read_metadata(model)
+        session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        cfg = load_config(run_dir / "config.yml")
+        network = load_trained_model(run_dir / "best.ckpt", "ghost", channels, cfg.dropout,
+                                     cfg.output_channels).module.network
+        for photo, given in ((photos["upright"], None), (photos["exif6"], None), (photos["exif6"], box)):
+            expected = predict.photo_tensor(photo, cfg, given)
+            assert np.array_equal(reference_predict.preprocess(photo, contract["preprocessing"], given),
+                                  expected.numpy())
+            probabilities, indices = predict_top_k(network, expected[None], 4)
+            ours = torch.zeros(4).scatter_(0, indices[0], probabilities[0]).numpy()
+            np.testing.assert_allclose(reference_predict.probabilities(session, contract, photo, given), ours,
+                                       rtol=0, atol=1e-4)
+    cfg = load_config(runs.rgb[0] / "config.yml")
+    mean, std = (np.array(cfg.normalization().mean)[:, None, None], np.array(cfg.normalization().std)[:, None, None])
+    with Image.open(photos["exif6"]) as image:  # the steps the JSON listed before: no draft, no turn (or a turn)
+        for picture in image, ImageOps.exif_transpose(image):
+            pixels = np.asarray(picture.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)) / 255
+            naive = (pixels.transpose(2, 0, 1) - mean) / std
+            assert np.abs(naive - predict.photo_tensor(photos["exif6"], cfg).numpy()).max() > 0.01
+    script = ("import sys; sys.modules.update(dict.fromkeys(['torch', 'datasets', 'models', 'utils'])); "
+              "import runpy; runpy.run_path('deploy/reference_predict.py', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", script, str(onnx_exports.gray), str(photos["upright"]), "--top",
+                             "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    code, out, _ = run(predict, [runs.gray, photos["upright"], "--top", 2], capsys)
+    assert result.returncode == 0 and code == 0, result.stderr
+    assert re.findall(r"\(class \d+\)", result.stdout) == re.findall(r"\(class \d+\)", out)
 
 
 def test_device_cpu_gives_the_default_results(runs, capsys, tmp_path):
@@ -531,12 +652,17 @@ def test_device_cpu_gives_the_default_results(runs, capsys, tmp_path):
     for script, extra in ((predict, [image, "--top", 3]), (evaluate, [])):
         code, default, _ = run(script, [runs.rgb[0], *extra], capsys)
         assert code == 0 and run(script, [runs.rgb[0], *extra, "--device", "cpu"], capsys)[1] == default
-    code, out, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", tmp_path / "m.onnx",
+    code, out, err = run(export_model, [runs.rgb[0], "--format", "pt2", "--out", tmp_path / "m.pt2",
                                         "--device", "cpu"], capsys)
     assert code == 0, err
     assert "max |exported - PyTorch on cpu|" in out
     assert re.search(r"latency, batch 1, median of 20 calls: PyTorch on CPU \(1 thread\) [\d.]+ ms, "
-                     r"onnx on CPU \(1 thread\) [\d.]+ ms", out)
+                     r"pt2 on CPU \(1 thread\) [\d.]+ ms", out)
+    content = (tmp_path / "m.pt2").read_bytes()
+    code, _, err = run(export_model, [runs.rgb[0], "--format", "pt2", "--out", tmp_path / "m.pt2"], capsys)
+    assert code == 2 and "already exists; pass --force" in err and (tmp_path / "m.pt2").read_bytes() == content
+    code, _, err = run(export_model, [runs.rgb[0], "--format", "pt2", "--out", tmp_path / "m.pt2", "--force"], capsys)
+    assert code == 0, err
 
 
 def test_export_check_rejects_outputs_beyond_the_tolerance():
@@ -549,12 +675,17 @@ def test_export_check_rejects_outputs_beyond_the_tolerance():
     assert "shape" in output_problem(expected, expected[:1])[1]
 
 
-def test_onnx_export_without_the_onnx_packages_says_what_to_install(monkeypatch, tmp_path):
+@pytest.mark.parametrize("package", ["onnxruntime", "onnxscript"])
+def test_onnx_export_without_the_onnx_packages_says_what_to_install(runs, capsys, monkeypatch, tmp_path, package):
     from models.export import ExportError, export_model as export
 
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
-    with pytest.raises(ExportError, match="onnxruntime.*pip install -r dev_requirements.txt"):
+    monkeypatch.setitem(sys.modules, package, None)  # as if not installed
+    install = f"{sys.executable} -m pip install -r {ROOT / 'export_requirements.txt'}"
+    with pytest.raises(ExportError, match=f"missing: {package}.*") as raised:
         export(torch.nn.Conv2d(3, 2, 1), tmp_path / "m.onnx", "onnx", torch.zeros(1, 3, 4, 4), {})
+    assert install in str(raised.value) and not (tmp_path / "m.onnx").exists()
+    code, _, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", tmp_path / "m.onnx"], capsys)
+    assert code == 2 and install in err and not (tmp_path / "m.onnx").exists()
 
 
 def test_class_names_come_from_the_run_records_without_the_data(runs, capsys, tmp_path):
@@ -621,7 +752,7 @@ def test_export_never_writes_over_run_records_or_a_mismatched_extension(runs, ca
         code, _, err = run(export_model, [runs.rgb[0], "--format", "onnx", "--out", target, "--force"], capsys)
         assert code == 2 and f"is the run's own {target.name}" in err
     assert checkpoint.read_bytes() == content
-    code, _, err = run(export_model, [runs.rgb[0], "--format", "torchscript", "--out", tmp_path / "m.onnx"], capsys)
+    code, _, err = run(export_model, [runs.rgb[0], "--format", "pt2", "--out", tmp_path / "m.onnx"], capsys)
     assert code == 2 and ".onnx is the onnx extension" in err and not (tmp_path / "m.onnx").exists()
 
 
@@ -629,16 +760,16 @@ def test_a_failed_export_check_keeps_the_earlier_export(tmp_path, monkeypatch):
     from models import export as export_module
 
     network, images = torch.nn.Conv2d(3, 2, 1), torch.ones(2, 3, 2, 2)
-    target = tmp_path / "m.pt"
-    export_module.export_model(network, target, "torchscript", images, {"run": "earlier"}, latency_repeats=1)
-    earlier = target.read_bytes(), (tmp_path / "m.pt.json").read_text()
+    target = tmp_path / "m.pt2"
+    export_module.export_model(network, target, "pt2", images, {"run": "earlier"}, latency_repeats=1)
+    earlier = target.read_bytes(), (tmp_path / "m.pt2.json").read_text()
     torch.nn.init.ones_(network.weight)
     monkeypatch.setattr(export_module, "output_problem", lambda *args, **kwargs: (1.0, "outputs differ (injected)"))
-    with pytest.raises(export_module.ExportError, match=r"kept for inspection as .*m\.unchecked\.pt"):
-        export_module.export_model(network, target, "torchscript", images, {"run": "later"}, force=True,
+    with pytest.raises(export_module.ExportError, match=r"kept for inspection as .*m\.unchecked\.pt2"):
+        export_module.export_model(network, target, "pt2", images, {"run": "later"}, force=True,
                                    latency_repeats=1)
-    assert (target.read_bytes(), (tmp_path / "m.pt.json").read_text()) == earlier
-    assert (tmp_path / "m.unchecked.pt").is_file()
+    assert (target.read_bytes(), (tmp_path / "m.pt2.json").read_text()) == earlier
+    assert (tmp_path / "m.unchecked.pt2").is_file()
 
 
 def test_a_named_data_folder_must_be_prepared_data_with_the_run_classes(runs, capsys, tmp_path):

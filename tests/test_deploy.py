@@ -1,0 +1,104 @@
+"""The deployment contract without a trained run: the JSON's steps against the code that preprocesses, the reference
+implementation (deploy/reference_predict.py) against predict's preprocessing on photos of every kind, and the int8
+export's refusal to write a model that loses accuracy."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets.stanford_data import DRAFT_SCALES, input_contract, preprocess_image
+from deploy import reference_predict
+from models.quantization import export_int8
+from tests.flat_settings import preprocessing
+from tests.test_data_module import save_with_orientation
+
+STEP_ORDER = ["first_frame", "exif_orientation", "reduced_scale_decode", "exif_transpose", "sixteen_bit_gray",
+              "colour_mode", "box", "resize", "scale", "normalize"]
+
+
+def test_the_contract_lists_every_step_in_order_with_the_runs_parameters():
+    contract = input_contract(preprocessing((48, 64), grayscale=True, mean=(0.5,), std=(0.25,)))
+    assert [step["step"] for step in contract["steps"]] == STEP_ORDER
+    steps = reference_predict.steps_of(contract)
+    assert steps["resize"] == {**steps["resize"], "filter": "bilinear", "size": [64, 48]}
+    assert steps["colour_mode"]["mode"] == steps["reduced_scale_decode"]["mode"] == "L"
+    assert steps["normalize"]["mean"] == [0.5] and steps["normalize"]["std"] == [0.25]
+    assert steps["box"]["action"] == "crop" and steps["exif_orientation"]["tag"] == 0x0112
+    erasing = input_contract(preprocessing((48, 64), crop_to_bboxes=True, erase_background=True, normalize=False))
+    assert [step["step"] for step in erasing["steps"]] == STEP_ORDER[:-1]
+    assert reference_predict.steps_of(erasing)["box"]["background"] == [255, 255, 255]
+    assert json.loads(json.dumps(contract)) == contract
+
+
+@pytest.mark.parametrize("stored", [(4032, 3024), (1816, 1816), (1815, 1816), (908, 681), (453, 1000), (50, 40)])
+def test_the_contracts_reduced_scale_rule_is_pillows(stored):
+    buffer = io.BytesIO()
+    Image.new("RGB", stored, (120, 30, 200)).save(buffer, "JPEG", quality=60)
+    for request in itertools.product((227, 100, 64, 33, 9), (227, 150, 48, 7)):
+        with Image.open(io.BytesIO(buffer.getvalue())) as image:
+            image.draft("RGB", request)
+            image.load()
+            assert image.size == reference_predict.decoded_size(stored, request, DRAFT_SCALES), request
+
+
+def photos(folder):
+    """Photos of each kind predict reads: a large JPEG stored sideways (EXIF 6) and mirrored (EXIF 2), a small
+    PNG, a 16-bit grayscale PNG and a CMYK JPEG."""
+    rng = np.random.default_rng(3)
+    picture = Image.fromarray(rng.integers(0, 255, (900, 1200, 3), dtype=np.uint8)).resize((2400, 1800))
+    save_with_orientation(picture, 6, folder / "exif6.jpg")
+    save_with_orientation(picture, 2, folder / "exif2.jpg")
+    picture.resize((120, 90)).save(folder / "small.png")
+    Image.fromarray(rng.integers(0, 65535, (300, 400), dtype=np.uint16)).save(folder / "gray16.png")
+    picture.convert("CMYK").save(folder / "cmyk.jpg")
+    return [folder / name for name in ("exif6.jpg", "exif2.jpg", "small.png", "gray16.png", "cmyk.jpg")]
+
+
+@pytest.mark.parametrize("settings", [{}, {"grayscale": True, "mean": (0.46,), "std": (0.25,)},
+                                      {"crop_to_bboxes": True, "erase_background": True, "normalize": False}])
+def test_the_reference_follows_the_contract_to_predicts_pixels(settings, tmp_path):
+    chosen = preprocessing((40, 56), **settings)
+    contract = json.loads(json.dumps(input_contract(chosen)))
+    for photo in photos(tmp_path):
+        for box in (None, (10, 20, 80, 70)):
+            expected = preprocess_image(photo, chosen, box).numpy()
+            assert np.array_equal(reference_predict.preprocess(photo, contract, box), expected), (photo, box)
+
+
+def test_the_reference_stops_at_a_step_it_does_not_know(tmp_path):
+    contract = {"input_name": "images", "output_name": "logits",
+                "preprocessing": input_contract(preprocessing((32, 32)))}
+    contract["preprocessing"]["steps"].insert(3, {"step": "sharpen", "amount": 2})
+    (tmp_path / "m.onnx.json").write_text(json.dumps(contract))
+    with pytest.raises(ValueError, match="unknown preprocessing step.*sharpen"):
+        reference_predict.read_metadata(tmp_path / "m.onnx")
+
+
+def test_an_int8_model_that_loses_accuracy_is_written_only_with_force(tmp_path):
+    """Calibrated on blank images, int8 clips every activation to their ranges and answers one class."""
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3),
+                                  torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                  torch.nn.Linear(16, 5)).eval()
+    images = torch.randn(40, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        labels = network(images).argmax(dim=1).numpy()        # fp32 top-1 is 1.0 by construction
+    target = tmp_path / "m.int8.onnx"
+    blank = [np.zeros((4, 3, 16, 16), dtype=np.float32)]
+    refused = export_int8(network, target, images[:4], {}, blank, [(images.numpy(), labels)], max_drop_points=1.0)
+    assert not refused.written and refused.drop_points > 50 and list(tmp_path.iterdir()) == []
+    assert refused.figures["fp32"].top1 == 1.0 and refused.figures["int8"].agreement == refused.figures["int8"].top1
+    forced = export_int8(network, target, images[:4], {}, blank, [(images.numpy(), labels)], force=True)
+    assert forced.written and forced.drop_points == refused.drop_points
+    recorded = json.loads((tmp_path / "m.int8.onnx.json").read_text())["quantization"]
+    assert recorded["top1_drop_points"] == pytest.approx(forced.drop_points) and recorded["calibration_images"] == 4
+    batches = [images[:10].numpy(), images[10:20].numpy(), blank[0]]  # every batch's ranges count, not the last's
+    calibrated = export_int8(network, tmp_path / "good.int8.onnx", images[:4], {}, batches, [(images.numpy(), labels)])
+    assert calibrated.written and calibrated.drop_points <= 1.0 and calibrated.calibration_images == 24
