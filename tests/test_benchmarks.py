@@ -27,6 +27,8 @@ BENCHMARKS = {
     "data_pipeline": (["--images", "8", "--repeats", "1", "--work", "{work}"], "| pipeline | images/s |"),
     "mlflow_logging": (["--epochs", "2"], "| store | per epoch, median |"),
     "sweep_overhead": (["--runs", "1", "--size", "32", "--work", "{work}"], "worker start-up (launch to first trial)"),
+    "deploy": (["--image-size", "32", "--num-classes", "4", "--architectures", "sq_10", "sq_11",
+                "--repeats", "2", "--calibration-images", "2", "--work", "{work}/exports"], "| sq_11 |"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Parameters and multiply-adds of every arch_dict entry against the published figures; the summary."""
+"""Parameters and multiply-adds of every arch_dict entry against the published figures; the deploy table's counts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import nn
 
 from models.arch_dict import arch_dict, build_network
 from models.sizes import count_multiply_adds, count_parameters
-from benchmarks.architecture_sizes import main as summary_main
+from benchmarks.deploy import main as deploy_table
 
 # Published ImageNet figures (1000 classes): key -> (input size, params in M, multiply-adds in M or None).
 PUBLISHED = {
@@ -62,12 +62,15 @@ def test_count_multiply_adds_counts_a_known_network_and_keeps_its_mode() -> None
     assert count_parameters(network) == 8 * 9 + 8 * 10 * 12 * 5 + 5
 
 
-def test_summary_prints_one_row_per_requested_entry(capsys) -> None:
-    summary_main(["--image-size", "64", "--num-classes", "10", "--architectures", "ghost", "sq_11", "--repeats", "1"])
+def test_the_deploy_table_counts_as_the_size_counters(capsys) -> None:
+    rows = deploy_table(["--image-size", "32", "--num-classes", "10", "--architectures", "sq_11", "--repeats", "1",
+                         "--calibration-images", "2"])
     lines = capsys.readouterr().out.splitlines()
-    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| architecture")]
-    assert [row.split("|")[1].strip() for row in rows] == ["ghost", "sq_11"]
-    ghost = rows[0].split("|")
+    printed = [line.split("|")[1:-1] for line in lines if line.startswith("| sq_11 |")]
     with torch.device("meta"):
-        expected = count_multiply_adds(build_network("ghost", 10), 64, 3) / 1e6
-    assert float(ghost[3]) == pytest.approx(expected, abs=0.5)
+        network = build_network("sq_11", 10)
+    assert [row.key for row in rows] == ["sq_11"] and len(printed) == 1
+    assert rows[0].parameters == count_parameters(network)
+    assert float(printed[0][1]) == round(rows[0].parameters / 1e6, 2)
+    assert rows[0].multiply_adds == count_multiply_adds(network, 32, 3)
+    assert rows[0].int8_bytes < rows[0].fp32_bytes / 2
