@@ -8,7 +8,10 @@ Each network is built with random weights (sizes and latency do not depend on th
 statistics are settled on generated images so that activations have realistic ranges, then it is exported with
 models.export (dynamo ONNX, checked against PyTorch) and quantized to int8 with models.quantization, calibrated on
 seeded random-noise images (not photos: this table's int8 column is about size and speed, not accuracy).
-Latency: batch 1, median of --repeats calls after 5 warm-up calls, --threads intra-op threads.
+Latency: batch 1, median of --repeats calls after warm-up calls, --threads intra-op threads. With one thread
+(the default) PyTorch and onnxruntime compute on the calling thread and the figure is that thread's CPU time, which
+other jobs on a shared machine do not inflate (on an idle machine it equals wall time); with more threads it is
+wall time.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -70,20 +74,25 @@ def settled_network(key: str, num_classes: int, channels: int, output_channels: 
     return network.eval()
 
 
+def latency_clock(threads: int) -> Callable[[], float]:
+    """The calling thread's CPU time for one-thread runs, wall time otherwise."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
 def measure(key: str, args: argparse.Namespace, work: Path) -> Row:
     """Export, quantize and time one architecture."""
-    channels, size = args.img_channels, args.image_size
+    channels, size, clock = args.img_channels, args.image_size, latency_clock(args.threads)
     network = settled_network(key, args.num_classes, channels, args.output_channels, size)
     image = generated_images(1, channels, size, seed=1)
     with torch.no_grad():
-        pytorch_ms = median_latency_ms(lambda: network(image), args.repeats, warmup=3)
+        pytorch_ms = median_latency_ms(lambda: network(image), args.repeats, warmup=3, clock=clock)
     fp32, int8 = work / f"{key}.onnx", work / f"{key}.int8.onnx"
     export_model(network, fp32, "onnx", generated_images(2, channels, size, seed=2), {"architecture": key},
                  force=True, latency_repeats=1)
     calibration = generated_images(args.calibration_images, channels, size, seed=3).numpy()
     quantize_int8(fp32, int8, (calibration[i:i + 1] for i in range(len(calibration))))
     figures = compare_models({"fp32": fp32, "int8": int8}, image.numpy(), threads=(args.threads,),
-                             repeats=args.repeats)
+                             repeats=args.repeats, clock=clock)
     return Row(key, count_parameters(network), count_multiply_adds(network, size, channels), pytorch_ms,
                figures["fp32"].size_bytes, figures["int8"].size_bytes, figures["fp32"].latency_ms[args.threads],
                figures["int8"].latency_ms[args.threads])
@@ -146,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
           f"{date.today().isoformat()}")
     print(f"{args.image_size}x{args.image_size}, {args.img_channels} channel(s), {args.num_classes} classes, GhostNet "
           f"output_channels={args.output_channels}; batch 1, {args.threads} thread(s), median of {args.repeats} "
-          f"calls; int8 calibrated on {args.calibration_images} generated images\n", flush=True)
+          f"calls ({'CPU time of the calling thread' if args.threads == 1 else 'wall time'}); int8 calibrated on "
+          f"{args.calibration_images} generated images\n", flush=True)
     print(HEADER)
     print("|---|" + "---:|" * 8, flush=True)
     rows = []

@@ -102,3 +102,16 @@ def test_an_int8_model_that_loses_accuracy_is_written_only_with_force(tmp_path):
     batches = [images[:10].numpy(), images[10:20].numpy(), blank[0]]  # every batch's ranges count, not the last's
     calibrated = export_int8(network, tmp_path / "good.int8.onnx", images[:4], {}, batches, [(images.numpy(), labels)])
     assert calibrated.written and calibrated.drop_points <= 1.0 and calibrated.calibration_images == 24
+
+
+def test_one_thread_latency_is_the_calling_threads_cpu_time_which_waiting_does_not_count():
+    """The deploy table's clock: a call that waits (as when other jobs hold the cores) costs no CPU time."""
+    import time
+
+    from benchmarks.deploy import latency_clock
+    from models.export import median_latency_ms
+
+    assert latency_clock(1) is time.thread_time and latency_clock(2) is time.perf_counter
+    waiting = lambda: time.sleep(0.02)  # noqa: E731
+    assert median_latency_ms(waiting, repeats=3, warmup=0) >= 20
+    assert median_latency_ms(waiting, repeats=3, warmup=0, clock=time.thread_time) < 5
