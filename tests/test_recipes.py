@@ -214,3 +214,28 @@ def test_the_template_has_every_option_off():
     assert (config.warmup_epochs, config.ema_decay, config.mixup_alpha, config.cutmix_alpha) == (0, 0.0, 0.0, 0.0)
     assert (config.gradient_clip_val, config.accumulate_grad_batches) == (None, 1)
     assert (config.backbone_lr_scale, config.freeze_backbone_epochs) == (1.0, 0)
+
+
+@pytest.fixture(scope="module")
+def device_data(make_prepared):
+    return make_prepared("recipes_device_data", num_classes=4, images_per_class=5, min_width=40, max_width=64, seed=5)
+
+
+def test_the_options_on_device_data_never_wait_for_the_device(device_data, tmp_path, monkeypatch):
+    """On the device-resident path a step reads nothing back from the batch's device: the EMA update, clipping,
+    accumulation and the parameter groups add no read-back; torchvision's MixUp/CutMix (and RandomChoice between
+    them) read only their own random draws, which they make on the host (CPU tensors on any device)."""
+    import train
+    from tests.test_speed_device_data import HostTrips, SteadySteps
+    from tests.test_speed_precision import args_for
+
+    monkeypatch.chdir(tmp_path)
+    trips = HostTrips()
+    settings = ["cache_images=true", "augmentation_device=gpu", "data_on_device=true", f"cache_path={tmp_path / 'c'}",
+                "num_epochs=3", "batch_size=2", "optimizer_params.fused=true", "ema_decay=0.9", "mixup_alpha=0.2",
+                "cutmix_alpha=1.0", "warmup_epochs=1", "gradient_clip_val=1.0", "accumulate_grad_batches=2",
+                "backbone_lr_scale=0.5", "freeze_backbone_epochs=1"]
+    with trips:
+        assert train.main(args_for(device_data, tmp_path, *settings), extra_callbacks=[SteadySteps(trips)]) == 0
+    outside = [call for call in trips.calls if "torchvision/transforms/v2/" not in call]
+    assert outside == [] and trips.calls, trips.calls
