@@ -31,7 +31,7 @@ class TinyNet(nn.Module):
         return self.classifier(self.features(images))
 
 
-def fit(tmp_path, callbacks=(), **settings):
+def fit(tmp_path, callbacks=(), checkpoint=None, **settings):
     """A run of TinyNet through fit_run (the run's Trainer settings and callbacks) with these config values."""
     config = Config(**{**dict(num_epochs=2, log_to_tensorboard=False, log_to_mlflow=False, accelerator="cpu",
                               optimizer="SGD", output_path=str(tmp_path), optimizer_params={"lr": 0.1},
@@ -39,7 +39,7 @@ def fit(tmp_path, callbacks=(), **settings):
     pl.seed_everything(config.seed, workers=True)
     module = ClassifierModule(TinyNet(), NUM_CLASSES, **module_settings(config))
     summary = fit_run(config, RunParts(TinyData(), module, {"architecture": "tiny"}, {}), tmp_path / "run",
-                      callbacks=callbacks)
+                      checkpoint, callbacks=callbacks)
     assert summary["state"] == "finished", summary
     return module
 
@@ -239,3 +239,20 @@ def test_the_options_on_device_data_never_wait_for_the_device(device_data, tmp_p
         assert train.main(args_for(device_data, tmp_path, *settings), extra_callbacks=[SteadySteps(trips)]) == 0
     outside = [call for call in trips.calls if "torchvision/transforms/v2/" not in call]
     assert outside == [] and trips.calls, trips.calls
+
+
+def test_a_resumed_ema_run_continues_from_the_raw_weights_and_the_saved_average(tmp_path):
+    fit(tmp_path, num_epochs=1, ema_decay=0.5)
+    checkpoint = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)
+    watch = Watch()
+    module = fit(tmp_path, [watch], tmp_path / "run" / "last.ckpt", ema_decay=0.5)
+    for name, value in watch.epoch_starts[0].items():  # training goes on from the raw weights
+        assert torch.equal(value, checkpoint["current_model_state"][f"network.{name}"])
+    expected = {name[len("network."):]: value for name, value in checkpoint["state_dict"].items()
+                if name.startswith("network.")}
+    for updates, raw in enumerate(watch.after_steps, start=4):  # 4 updates before the checkpoint
+        decay = warmed_up_decay(0.5, updates)
+        expected = {name: value * decay + raw[name] * (1 - decay) if value.is_floating_point() else raw[name]
+                    for name, value in expected.items()}
+    for name, value in expected.items():
+        torch.testing.assert_close(module.network.state_dict()[name], value)
