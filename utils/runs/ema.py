@@ -6,7 +6,7 @@ leaves it in the module after training. This subclass changes three things, each
 
 - the decay is warmed up, ``min(decay, (1 + t) / (10 + t))`` after t updates: with a constant decay the average of
   a short run is mostly its random start, and its averaged BatchNorm statistics do not fit its averaged weights
-  (Lightning's EMAWeightAveraging validated at chance for 20 epochs of the digits proxy, docs/recipes.md);
+  (the constant-decay average validated at chance for 20 epochs of a digits run, docs/recipes.md);
 - the average lives on the training device (Lightning takes the module's device when the callback is set up,
   before the Trainer moves the module there);
 - one update is a few foreach kernels with the decay computed on the host from a Python counter, so it never waits
