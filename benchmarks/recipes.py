@@ -11,7 +11,10 @@ each training option alone on ``timm:ghostnet_100`` (320), then the options whos
 (``--arms`` also offers ``timm:ghostnet_100`` with its own 1280-wide head). Each arm runs ``--seeds`` seeds; a run's result is kept in ``--work`` and reused.
 
     python -m benchmarks.recipes [--epochs 20] [--seeds 3] [--size 64] [--jobs 2] [--per-class N]
-                                 [--arms a,b,...] [--work DIR]
+                                 [--arms a,b,...] [--work DIR] [--docs docs/recipes.md]
+
+``--docs FILE`` writes the table, with the command and the machine, between FILE's ``<!-- digits table ...-->``
+and ``<!-- end of digits table -->`` lines (a file without them is refused, before any run).
 
 Runs use one torch thread each (``--jobs`` of them at once): more threads than cores make OpenMP spin.
 """
@@ -24,7 +27,9 @@ import json
 import multiprocessing
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -49,6 +54,8 @@ OPTIONS = {  # each alone on the base arm
     "freeze_backbone_epochs: 2": ["freeze_backbone_epochs=2"],
 }
 BEST = "best combination"
+TABLE_START, TABLE_END = "<!-- digits table: written by python -m benchmarks.recipes --docs -->", \
+    "<!-- end of digits table -->"
 
 
 def write_digits(raw: Path, per_class: int | None, size: int) -> None:
@@ -181,7 +188,40 @@ def table(results: list[dict[str, Any]], arms: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def machine() -> str:
+    """The CPU's model name and core count (and the GPU's, when there is one)."""
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []
+    cpu = names[0] if names else (platform.processor() or platform.machine())
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores{gpu}"
+
+
+def heading(args: argparse.Namespace) -> str:
+    """What was run, where and with what: the line above the table."""
+    import timm
+    import torch
+
+    data = f"at most {args.per_class} digits a class" if args.per_class else "all 1,797 digits"
+    command = shlex.join(["python", "-m", "benchmarks.recipes", *sys.argv[1:]])
+    return (f"Measured {date.today()} with `{command}`: {data} at {args.size}x{args.size}, {args.epochs} epochs, "
+            f"seeds 0..{args.seeds - 1}; {machine()}; torch {torch.__version__}, timm {timm.__version__}; "
+            f"one torch thread a run, {args.jobs} run(s) at a time.")
+
+
+def with_table(text: str, block: str, path: Path) -> str:
+    """`text` with the lines between its digits-table markers replaced by `block`."""
+    lines = text.splitlines(keepends=True)
+    marks = [i for i, line in enumerate(lines) if line.strip() in (TABLE_START, TABLE_END)]
+    if len(marks) != 2 or lines[marks[0]].strip() != TABLE_START:
+        raise ValueError(f"--docs: {path} needs one {TABLE_START!r} line, then one {TABLE_END!r} line")
+    return "".join([*lines[:marks[0] + 1], block.rstrip("\n") + "\n", *lines[marks[1]:]])
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
@@ -190,29 +230,45 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=None, help="at most this many digits per class")
     parser.add_argument("--arms", default=None, help="comma-separated arms (default: all, then the best combination)")
     parser.add_argument("--work", type=Path, default=ROOT / "output" / "benchmarks" / "recipes")
+    parser.add_argument("--docs", type=Path, default=None, help="a markdown file to write the table into")
     args = parser.parse_args()
+    arms = args.arms.split(",") if args.arms else [arm for arm in all_arms() if arm != OWN_HEAD] + [BEST]
+    unknown = [arm for arm in arms if arm not in all_arms() and arm != BEST]
+    if unknown:
+        parser.error(f"--arms: unknown {', '.join(unknown)}; valid: {', '.join([*all_arms(), BEST])}")
+    if args.docs is not None:
+        if not args.docs.is_file():
+            parser.error(f"--docs: {args.docs} is not a file")
+        try:
+            with_table(args.docs.read_text(encoding="utf-8"), "", args.docs)  # its markers, before any run
+        except ValueError as error:
+            parser.error(str(error))
+    args.arms = arms
+    return args
+
+
+def all_arms() -> dict[str, list[str]]:
+    return {**NETWORKS, **{arm: [*NETWORKS[BASE_ARM], *settings] for arm, settings in OPTIONS.items()}}
+
+
+def main() -> None:
+    args = arguments()
     work = args.work / f"{args.size}px_{args.epochs}ep" / (f"{args.per_class}pc" if args.per_class else "all")
     data, mean, std = make_digits(work, args.per_class, args.size)
     common = recipe(data, mean, std, args.epochs, args.size)
-    arms = {**NETWORKS, **{arm: [*NETWORKS[BASE_ARM], *settings] for arm, settings in OPTIONS.items()}}
-    chosen = args.arms.split(",") if args.arms else [arm for arm in arms if arm != OWN_HEAD] + [BEST]
-    unknown = [arm for arm in chosen if arm not in arms and arm != BEST]
-    if unknown:
-        parser.error(f"--arms: unknown {', '.join(unknown)}; valid: {', '.join([*arms, BEST])}")
-    selected = {arm: arms[arm] for arm in chosen if arm in arms}
+    selected = {arm: settings for arm, settings in all_arms().items() if arm in args.arms}
     results = run_arms(selected, common, args.seeds, work, args.jobs)
-    combined = best_combination(results) if BEST in chosen and BASE_ARM in selected else []
+    combined = best_combination(results) if BEST in args.arms and BASE_ARM in selected else []
     if combined:
         selected[BEST] = [*NETWORKS[BASE_ARM], *combined]
         results += run_arms({BEST: selected[BEST]}, common, args.seeds, work, args.jobs)
-    import torch
-
-    print(f"\nDigits proxy: {args.size}x{args.size}, {args.epochs} "
-          f"epochs, seeds 0..{args.seeds - 1}; {date.today()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, torch {torch.__version__}, one thread a run, {args.jobs} at a time\n")
-    print(table(results, selected))
-    if BEST in chosen and not combined:
-        print(f"\nNo option beat {BASE_ARM} alone: no {BEST} to run.")
+    block = f"{heading(args)}\n\n{table(results, selected)}\n"
+    if BEST in args.arms and not combined:
+        block += f"\nNo option beat {BASE_ARM} alone: no {BEST} to run.\n"
+    print(f"\n{block}")
+    if args.docs is not None:
+        args.docs.write_text(with_table(args.docs.read_text(encoding="utf-8"), block, args.docs), encoding="utf-8")
+        print(f"written into {args.docs}")
 
 
 if __name__ == "__main__":

@@ -42,3 +42,12 @@ def test_benchmark_runs_to_its_table(name, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert expected in result.stdout, output[-3000:]
+
+
+def test_the_recipes_table_goes_between_its_markers_and_a_page_without_them_is_refused():
+    from benchmarks.recipes import TABLE_END, TABLE_START, with_table
+
+    page = f"# page\n{TABLE_START}\n| old |\n{TABLE_END}\nafter\n"
+    assert with_table(page, "| new |\n", Path("p.md")) == f"# page\n{TABLE_START}\n| new |\n{TABLE_END}\nafter\n"
+    with pytest.raises(ValueError, match="p.md needs one"):
+        with_table(f"# page\n{TABLE_END}\n{TABLE_START}\n", "| new |", Path("p.md"))
