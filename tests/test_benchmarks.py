@@ -51,3 +51,13 @@ def test_the_recipes_table_goes_between_its_markers_and_a_page_without_them_is_r
     assert with_table(page, "| new |\n", Path("p.md")) == f"# page\n{TABLE_START}\n| new |\n{TABLE_END}\nafter\n"
     with pytest.raises(ValueError, match="p.md needs one"):
         with_table(f"# page\n{TABLE_END}\n{TABLE_START}\n", "| new |", Path("p.md"))
+
+
+def test_docs_recipes_holds_the_measured_table_of_every_arm():
+    from benchmarks.recipes import BASE_ARM, OPTIONS, TABLE_END, TABLE_START
+
+    page = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    section = page[page.index(TABLE_START):page.index(TABLE_END)]
+    assert "with `python -m benchmarks.recipes " in section and " cores" in section
+    for arm in ["ghost", BASE_ARM, *OPTIONS]:
+        assert f"| {arm} |" in section, arm
