@@ -13,5 +13,6 @@ def config_problems(config: Config) -> list[str]:
     from models.arch_dict import architecture_problems
     from models.optimization import optimization_problems
 
-    return architecture_problems(config.architecture, config.image_size, config.pretrained_weights) + \
-        optimization_problems(config)
+    channels = 1 if config.convert_to_grayscale else 3
+    return architecture_problems(config.architecture, config.image_size, config.pretrained_weights,
+                                 config.output_channels, channels) + optimization_problems(config)

@@ -1,8 +1,10 @@
-"""The LightningModule that trains any arch_dict network with the optimizer, scheduler and loss named in the config."""
+"""The LightningModule that trains any arch_dict network with the optimizer, scheduler and loss named in the config,
+and the training options: warmup, MixUp/CutMix, two learning rates (backbone and head), a frozen backbone."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
@@ -12,7 +14,25 @@ from torch.optim import lr_scheduler as schedulers
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from models.optimization import LABEL_SMOOTHING, build_loss, build_optimizer, build_scheduler
+from models.fine_tuning import build_grouped_optimizer, group_learning_rates, set_backbone_trainable
+from models.optimization import LABEL_SMOOTHING, build_loss, build_lr_schedulers, build_optimizer
+
+
+def batch_mixer(num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> nn.Module | None:
+    """torchvision's MixUp and/or CutMix of whole batches (one of the two, drawn per batch, when both are on):
+    images mixed with their neighbour in the (shuffled) batch, targets as class probabilities; None when off."""
+    from torchvision.transforms import v2
+
+    mixers = [v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []
+    mixers += [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else []
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+
+def hard_targets(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices of targets: soft targets (class probabilities) by their largest share."""
+    return targets.argmax(dim=1) if targets.dim() == 2 else targets
 
 
 class ClassifierModule(pl.LightningModule):
@@ -22,12 +42,15 @@ class ClassifierModule(pl.LightningModule):
                  optimizer_params: Mapping[str, Any] | None = None, lr_scheduler: str | None = None,
                  lr_scheduler_params: Mapping[str, Any] | None = None,
                  loss_function: str = LABEL_SMOOTHING, loss_params: Mapping[str, Any] | None = None,
-                 channels_last: bool = False):
+                 channels_last: bool = False, warmup_epochs: int = 0, warmup_start_factor: float = 0.1,
+                 mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, backbone_lr_scale: float = 1.0,
+                 freeze_backbone_epochs: int = 0):
         super().__init__()
         self.save_hyperparameters(ignore=["network"], logger=False)
         self.channels_last = channels_last
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
-        self.criterion = build_loss(loss_function, loss_params)
+        self.criterion = build_loss(loss_function, loss_params)  # class indices or probabilities (mixed batches)
+        self.mixer = batch_mixer(num_classes, mixup_alpha, cutmix_alpha)
         # validate_args=False: the checks of class indices copy them to the host, a GPU sync every step
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
         # nan_strategy="disable": a NaN loss shows as a NaN mean; the checks would copy to the host every step
@@ -41,18 +64,27 @@ class ClassifierModule(pl.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.network(images)
 
+    def on_train_epoch_start(self) -> None:
+        """freeze_backbone_epochs: only the head trains in the first epochs (decided by the epoch alone, so a resumed
+        run freezes or not as an uninterrupted one)."""
+        if self.hparams.freeze_backbone_epochs:
+            set_backbone_trainable(self.network, self.current_epoch >= self.hparams.freeze_backbone_epochs)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
+        if self.mixer is not None:
+            images, targets = self.mixer(images, targets)  # targets become class probabilities [batch, classes]
         logits = self(images)
         loss = self.criterion(logits, targets)
         # The metrics accumulate every step and go to self.log once, at the epoch's last batch: Lightning's logging
         # costs the host about 0.5 ms a call and step (benchmarks/host_overhead.py), time a fast GPU waits for.
         self.train_loss.update(loss.detach().expand(len(targets)))  # per image; a Python weight is a host copy
-        self.train_acc.update(logits, targets)
+        self.train_acc.update(logits, hard_targets(targets))  # of mixed images: their larger share's class
         if self.trainer.is_last_batch:
             self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
             self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-            self.log("lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), on_step=False, on_epoch=True)
+            for name, lr in group_learning_rates(self.trainer.optimizers[0]).items():
+                self.log(name, lr, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -68,11 +100,21 @@ class ClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        optimizer = build_optimizer(hp.optimizer, self.parameters(), hp.optimizer_params)
-        if hp.lr_scheduler is None:
+        build = partial(build_optimizer, hp.optimizer, params=hp.optimizer_params)
+        if hp.backbone_lr_scale != 1.0:
+            optimizer = build_grouped_optimizer(build, self.network, hp.backbone_lr_scale)
+        else:
+            optimizer = build(self.parameters())
+        built = build_lr_schedulers(optimizer, hp.lr_scheduler, hp.lr_scheduler_params, hp.warmup_epochs,
+                                    hp.warmup_start_factor)
+        if not built:
             return optimizer
-        scheduler = build_scheduler(hp.lr_scheduler, optimizer, hp.lr_scheduler_params)
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch", "frequency": 1}
-        if isinstance(scheduler, schedulers.ReduceLROnPlateau):
-            config["monitor"] = "valid_loss"
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        configs = []
+        for scheduler in built:
+            config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch", "frequency": 1}
+            if isinstance(scheduler, schedulers.ReduceLROnPlateau):
+                config["monitor"] = "valid_loss"
+            configs.append(config)
+        if len(configs) == 1:
+            return {"optimizer": optimizer, "lr_scheduler": configs[0]}
+        return [optimizer], configs

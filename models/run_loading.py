@@ -55,7 +55,7 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, A
 
 
 def load_trained_model(checkpoint_path: str | os.PathLike, architecture: str, img_channels: int = 3,
-                       dropout: float = 0.2, output_channels: int = 320, trust: bool = False) -> TrainedModel:
+                       dropout: float = 0.2, output_channels: int | None = 320, trust: bool = False) -> TrainedModel:
     """Rebuild the run's network (no pretrained download: the checkpoint has the weights) and load the module;
     ``trust`` (--trust-checkpoint) loads a checkpoint holding more than tensors and plain values."""
     checkpoint = read_checkpoint(checkpoint_path, trust)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
+
+from models.pretrained import IMAGENET, download_problem, grayscale_normalization
 
 # arch_dict key -> torchvision model name, for the entries torchvision implements.
 TORCHVISION_MODELS: dict[str, str] = {
@@ -60,14 +63,24 @@ def replace_head(network: nn.Module, model_name: str, num_classes: int, dropout:
 
 
 def weight_names(model_name: str) -> list[str]:
-    """torchvision's weights enum member names for a model (aliases such as DEFAULT included)."""
-    return list(torchvision.models.get_model_weights(model_name).__members__)
+    """torchvision's weights enum member names for a model (aliases such as DEFAULT included), and imagenet."""
+    return [IMAGENET, *torchvision.models.get_model_weights(model_name).__members__]
+
+
+def named_weights(model_name: str, name: str) -> torchvision.models.WeightsEnum:
+    """torchvision's weights of a model by enum name; imagenet is its DEFAULT weights."""
+    return torchvision.models.get_model_weights(model_name)["DEFAULT" if name == IMAGENET else name]
+
+
+def cached_weights_path(weights: torchvision.models.WeightsEnum) -> Path:
+    """Where torch.hub keeps a downloaded weights file ($TORCH_HOME/hub/checkpoints)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
 def load_pretrained(network: nn.Module, model_name: str, pretrained_weights: str) -> None:
     """Load torchvision's weights by enum name (downloaded if not cached) or a local state dict file."""
     if pretrained_weights in weight_names(model_name):
-        weights = torchvision.models.get_model_weights(model_name)[pretrained_weights]
+        weights = named_weights(model_name, pretrained_weights)
         try:
             state_dict = weights.get_state_dict(progress=True)
         except OSError as error:  # no network, proxy, disk full
@@ -106,9 +119,14 @@ def weights_problem(model_name: str, value: str) -> str:
 
 
 def pretrained_weights_problems(model_name: str, weights: str) -> list[str]:
-    """Problems with a pretrained_weights value for torchvision's `model_name`: a weights name or a fitting file."""
+    """Problems with a pretrained_weights value for torchvision's `model_name`: a weights name whose file is cached
+    or can be downloaded now, or a fitting file."""
     if weights in weight_names(model_name):
-        return []
+        named = named_weights(model_name, weights)
+        path = cached_weights_path(named)
+        problem = None if path.is_file() else download_problem(
+            f"torchvision's {model_name} {weights} weights", named.url, str(path.parent))
+        return [problem] if problem else []
     if not Path(weights).is_file():
         return [weights_problem(model_name, weights)]
     return weights_file_problems(model_name, weights)
@@ -131,3 +149,11 @@ def weights_file_problems(model_name: str, path: str) -> list[str]:
                 f"1000-class head): {len(wrong)} of its {len(expected)} tensors missing or of another shape, "
                 f"e.g. {', '.join(wrong[:3])}"]
     return []
+
+
+def torchvision_normalization(model_name: str, weights: str, img_channels: int) -> tuple[list[float], list[float]]:
+    """The mean/std torchvision's weights were trained with (a file: those of the DEFAULT weights), one
+    luminance-weighted value each for grayscale."""
+    name = weights if weights in weight_names(model_name) else IMAGENET
+    transform = named_weights(model_name, name).transforms()
+    return grayscale_normalization(transform.mean, transform.std, img_channels)

@@ -29,6 +29,8 @@ BENCHMARKS = {
     "sweep_overhead": (["--runs", "1", "--size", "32", "--work", "{work}"], "worker start-up (launch to first trial)"),
     "deploy": (["--image-size", "32", "--num-classes", "4", "--architectures", "sq_10", "sq_11",
                 "--repeats", "2", "--calibration-images", "2", "--work", "{work}/exports"], "| sq_11 |"),
+    "recipes": (["--epochs", "1", "--seeds", "2", "--size", "16", "--per-class", "4", "--jobs", "1",
+                 "--arms", "ghost,mixup_alpha: 0.2", "--work", "{work}"], "| mixup_alpha: 0.2 | `mixup_alpha=0.2` |"),
 }
 
 
@@ -40,3 +42,22 @@ def test_benchmark_runs_to_its_table(name, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert expected in result.stdout, output[-3000:]
+
+
+def test_the_recipes_table_goes_between_its_markers_and_a_page_without_them_is_refused():
+    from benchmarks.recipes import TABLE_END, TABLE_START, with_table
+
+    page = f"# page\n{TABLE_START}\n| old |\n{TABLE_END}\nafter\n"
+    assert with_table(page, "| new |\n", Path("p.md")) == f"# page\n{TABLE_START}\n| new |\n{TABLE_END}\nafter\n"
+    with pytest.raises(ValueError, match="p.md needs one"):
+        with_table(f"# page\n{TABLE_END}\n{TABLE_START}\n", "| new |", Path("p.md"))
+
+
+def test_docs_recipes_holds_the_measured_table_of_every_arm():
+    from benchmarks.recipes import BASE_ARM, OPTIONS, TABLE_END, TABLE_START
+
+    page = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    section = page[page.index(TABLE_START):page.index(TABLE_END)]
+    assert "with `python -m benchmarks.recipes " in section and " cores" in section
+    for arm in ["ghost", BASE_ARM, *OPTIONS]:
+        assert f"| {arm} |" in section, arm

@@ -30,7 +30,9 @@ SCHEDULER_PARAMS = {
     "CosineAnnealingLR": {"T_max": 2}, "CosineAnnealingWarmRestarts": {"T_0": 1},
     "CyclicLR": {"base_lr": 0.01, "max_lr": 0.1, "cycle_momentum": False}, "ExponentialLR": {"gamma": 0.9},
     "MultiStepLR": {"milestones": [1]}, "MultiplicativeLR": {"lr_lambda": "0.9 + 0 * epoch"},
-    "OneCycleLR": {"max_lr": 0.1, "total_steps": 4}, "ReduceLROnPlateau": {"patience": 0}, "StepLR": {"step_size": 1}}
+    "OneCycleLR": {"max_lr": 0.1, "total_steps": 4}, "ReduceLROnPlateau": {"patience": 0}, "StepLR": {"step_size": 1},
+    "SequentialLR": {"schedulers": [{"LinearLR": {"total_iters": 1}}, {"LambdaLR": {"lr_lambda": "0.9 ** epoch"}}],
+                     "milestones": [1]}}
 
 
 def thesis_lambdas() -> list[str]:

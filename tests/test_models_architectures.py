@@ -259,7 +259,6 @@ def test_pretrained_weights_problems() -> None:
     assert len(unknown) == 1 and "IMAGENET1K_V1" in unknown[0] and "IMAGENET1K_V2" in unknown[0]
     missing = architecture_problems("eff_b0", pretrained_weights="/no/such/weights.pth")
     assert len(missing) == 1 and "/no/such/weights.pth" in missing[0]
-    assert architecture_problems("eff_b0", pretrained_weights="DEFAULT") == []
     with pytest.raises(ValueError, match="no/such"):
         build_network("eff_b0", 5, pretrained_weights="/no/such/weights.pth")
 

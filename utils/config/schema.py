@@ -135,17 +135,22 @@ class Config:
         None, "torchvision.transforms on tensors, applied in order: {ClassName: {kwarg: value}}, "
               "e.g. {RandomErasing: {p: 0.5, scale: [0.02, 0.25]}}", TRAINED)
 
-    architecture: str = key("ghost", "network name from models.arch_dict", TRAINED, section="Network and training")
+    architecture: str = key("ghost", "network name from models.arch_dict, or timm:<name> for a timm model (e.g. "
+                                     "timm:ghostnet_100)", TRAINED, section="Network and training")
     pretrained_weights: str | None = key(
-        None, "torchvision weights name (e.g. IMAGENET1K_V1) or a weights file; null trains from scratch", TRAINED)
+        None, "imagenet (the ImageNet weights of a timm:<name> or torchvision architecture), a torchvision weights "
+              "name (e.g. IMAGENET1K_V1) or a weights file; the classifier is replaced. null trains from scratch",
+        TRAINED)
     batch_size: int = key(64, "images per batch (per device)", TRAINED, at_least=1)
     num_epochs: int = key(200, "maximum number of epochs", TRAINED, at_least=1)
     early_stopping_patience: int | None = key(
         None, "epochs without valid_loss improvement before stopping; null: 15, or 3x ReduceLROnPlateau patience",
         TRAINED, at_least=0)
     dropout: float = key(0.2, "dropout rate before the last Linear layer", TRAINED, at_least=0, below=1)
-    output_channels: int = key(320, "channels of the last layer before the classifier (GhostNet)", TRAINED,
-                               at_least=1)
+    output_channels: int | None = key(
+        320, "width of the layer before the classifier: ghost's last layer, a timm:<name> model's 1x1 head "
+             "convolution (a fresh one when it differs from the model's); null: the architecture's own (ghost: "
+             "1280)", TRAINED, at_least=1)
     optimizer: str = key("AdamW", "a torch.optim class name", TRAINED)
     optimizer_params: dict[str, Any] | None = key({"lr": 0.001, "weight_decay": 0.6},
                                                   "keyword arguments of the optimizer", TRAINED)
@@ -159,6 +164,29 @@ class Config:
     loss_function: str = key("LabelSmoothingCrossEntropy",
                              "LabelSmoothingCrossEntropy or a torch.nn loss class name", TRAINED)
     loss_params: dict[str, Any] | None = key(None, "keyword arguments of the loss (e.g. epsilon: 0.1)", TRAINED)
+
+    warmup_epochs: int = key(
+        0, "epochs of linear learning-rate warmup from warmup_start_factor x lr, then lr_scheduler (its epochs "
+           "count from the end of the warmup); 0: off", TRAINED, at_least=0,
+        section="Training options (docs/recipes.md)")
+    warmup_start_factor: float = key(0.1, "learning rate of the first warmup epoch, as a fraction of lr", TRAINED,
+                                     above=0, at_most=1)
+    ema_decay: float = key(
+        0.0, "exponential moving average of the weights (decay per optimizer step, warmed up from 0.1): validation, "
+             "checkpoints and the final model use the average; 0: off", TRAINED, at_least=0, below=1)
+    mixup_alpha: float = key(0.0, "MixUp of training batches with a Beta(alpha, alpha) share; 0: off", TRAINED,
+                             at_least=0)
+    cutmix_alpha: float = key(0.0, "CutMix of training batches (with mixup_alpha: one of the two per batch); 0: off",
+                              TRAINED, at_least=0)
+    gradient_clip_val: float | None = key(None, "clip the gradients' total norm to this value; null or 0: off",
+                                          TRAINED, at_least=0)
+    accumulate_grad_batches: int = key(1, "batches whose gradients are summed before each optimizer step", TRAINED,
+                                       at_least=1)
+    backbone_lr_scale: float = key(
+        1.0, "learning rate of every layer but the classifier (and a fresh head) as a fraction of the head's; 1: "
+             "one learning rate", TRAINED, above=0)
+    freeze_backbone_epochs: int = key(
+        0, "epochs during which only the classifier (and a fresh head) train; 0: off", TRAINED, at_least=0)
 
     seed: int | None = key(42, "seed of every random generator (workers too); null draws one", LABEL, at_least=0,
                            at_most=MAX_SEED, section="Reproducibility and hardware")

@@ -93,6 +93,11 @@ def run_files(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None =
     return files + ([Path(checkpoint)] if checkpoint is not None else [])
 
 
+def folder_label(architecture: str) -> str:
+    """An architecture name as the start of a folder or file name (timm:ghostnet_100 -> timm-ghostnet_100)."""
+    return architecture.replace(":", "-")
+
+
 def plan_runs(output_path: str | os.PathLike, architecture: str, seeds: Sequence[int],
               now: datetime | None = None) -> list[dict[str, Any]]:
     """New run folders (<architecture>_<timestamp>[_seed<N>]), created now, one per seed; shared with DDP workers."""
@@ -104,7 +109,7 @@ def plan_runs(output_path: str | os.PathLike, architecture: str, seeds: Sequence
     stamp = (now or datetime.now()).strftime(TIMESTAMP)
     plan: list[dict[str, Any]] = []
     for seed in seeds:
-        base = f"{architecture}_{stamp}" + (f"_seed{seed}" if len(seeds) > 1 else "")
+        base = f"{folder_label(architecture)}_{stamp}" + (f"_seed{seed}" if len(seeds) > 1 else "")
         plan.append({"run_dir": str(reserve_folder(Path(output_path) / base)), "seed": seed})
     os.environ[PLAN_ENV] = json.dumps(plan)
     return plan

@@ -18,6 +18,7 @@ from pytorch_lightning.profilers import AdvancedProfiler, Profiler, PyTorchProfi
 
 from utils.config import Config
 from utils.devices import cuda_problems, resolve_accelerator
+from utils.runs.ema import ExponentialMovingAverage
 from utils.runs.folders import BEST_CHECKPOINT, LAST_CHECKPOINT
 
 DEFAULT_PATIENCE = 15
@@ -50,7 +51,13 @@ def early_stopping_patience(config: Config) -> int:
 
 
 def trainer_problems(config: Config) -> list[str]:
-    """What Lightning would refuse at the start of training: accelerator, devices, strategy, precision, nodes.
+    """What Lightning would refuse at the start of training: accelerator, devices, strategy, precision, nodes, and
+    the combinations of training options it would stop at."""
+    return _lightning_problems(config) + training_option_problems(config)
+
+
+def _lightning_problems(config: Config) -> list[str]:
+    """The Trainer's settings on this machine.
 
     A request for a CUDA GPU that torch cannot serve gets one explanation (cuda_problems). Otherwise it builds
     (and discards) a Trainer of these settings: it checks them against this machine and the installed packages
@@ -80,6 +87,26 @@ def trainer_problems(config: Config) -> list[str]:
     return []
 
 
+def training_option_problems(config: Config) -> list[str]:
+    """Combinations of the training options that Lightning or torch would refuse only once training has started."""
+    problems = []
+    fused = bool((config.optimizer_params or {}).get("fused"))
+    if config.gradient_clip_val and fused and str(config.precision).startswith("16"):
+        problems.append(f"gradient_clip_val: a fused optimizer (optimizer_params.fused: true) unscales the gradients "
+                        f"of precision {config.precision} inside its step, after clipping would have to happen "
+                        "(Lightning stops at the first step); set optimizer_params.fused: false, precision "
+                        "bf16-mixed, or gradient_clip_val: null")
+    ddp = config.strategy.startswith("ddp") and "find_unused_parameters_true" not in config.strategy
+    if config.freeze_backbone_epochs and ddp:
+        problems.append(f"freeze_backbone_epochs: DDP stops at the first step when parameters get no gradient (a "
+                        f"frozen backbone); use strategy: ddp_find_unused_parameters_true instead of "
+                        f"{config.strategy}")
+    if config.freeze_backbone_epochs and config.freeze_backbone_epochs >= config.num_epochs:
+        problems.append(f"freeze_backbone_epochs: {config.freeze_backbone_epochs} freezes the backbone for the whole "
+                        f"run (num_epochs {config.num_epochs}); it must be below num_epochs")
+    return problems
+
+
 def trainer_kwargs(config: Config, run_dir: Path, callbacks: Sequence[Callback],
                    loggers: Sequence[Logger]) -> dict[str, Any]:
     """Keyword arguments of pl.Trainer for a run."""
@@ -91,6 +118,8 @@ def trainer_kwargs(config: Config, run_dir: Path, callbacks: Sequence[Callback],
         "benchmark": config.cudnn_benchmark if accelerator != "cpu" else None,
         "callbacks": list(callbacks), "logger": list(loggers) if loggers else False,
         "default_root_dir": str(run_dir), "log_every_n_steps": 1, "profiler": make_profiler(config, run_dir),
+        "gradient_clip_val": config.gradient_clip_val or None,
+        "accumulate_grad_batches": config.accumulate_grad_batches,
     }
 
 
@@ -121,3 +150,8 @@ def checkpoint_callbacks(config: Config, run_dir: Path) -> list[Callback]:
                            auto_insert_metric_name=False, enable_version_counter=False)
     stopper = EarlyStopping(monitor="valid_loss", mode="min", patience=early_stopping_patience(config))
     return [best, last, stopper]
+
+
+def training_callbacks(config: Config) -> list[Callback]:
+    """The callbacks of the training options: the weights' moving average (ema_decay)."""
+    return [ExponentialMovingAverage(config.ema_decay)] if config.ema_decay else []

@@ -23,17 +23,19 @@ from datasets.stanford_data import prepared_data_problems
 from datasets.stanford_data_module import StanfordCarsDataModule
 from datasets.transforms import config_problems as data_problems
 from models import config_problems as model_problems
-from models.arch_dict import build_network
+from models.arch_dict import build_network, weights_normalization
 from models.classifier_module import ClassifierModule
 from models.sizes import count_multiply_adds, count_parameters
 from utils.config import Config, tracked_params
+from utils.config.schema import GrayscaleNormalization, RGBNormalization
 from utils.output_files import place_problem
-from utils.runs.folders import TIMESTAMP, announce_run_folder, plan_runs, release_unused
+from utils.runs.folders import TIMESTAMP, announce_run_folder, folder_label, plan_runs, release_unused
 from utils.runs.records import write_json
 from utils.runs.recorder import RunRecorder, write_run_config
 from utils.runs.seeds import aggregate_seeds
 from utils.runs.trackers import make_loggers, make_mlflow_logger, mlflow_problems
-from utils.runs.trainer import checkpoint_callbacks, git_commit, runtime_name, trainer_kwargs, trainer_problems
+from utils.runs.trainer import (checkpoint_callbacks, git_commit, runtime_name, trainer_kwargs, trainer_problems,
+                                training_callbacks)
 from utils.timing import log_execution_time
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,41 @@ RUN_CHECKS = (data_problems, prepared_data_problems, model_problems, trainer_pro
               mlflow_problems)
 
 
+def module_settings(config: Config) -> dict[str, Any]:
+    """ClassifierModule's keyword arguments from a configuration (all but the network and the classes)."""
+    names = ("optimizer", "optimizer_params", "lr_scheduler", "lr_scheduler_params", "loss_function", "loss_params",
+             "channels_last", "warmup_epochs", "warmup_start_factor", "mixup_alpha", "cutmix_alpha",
+             "backbone_lr_scale", "freeze_backbone_epochs")
+    return {name: getattr(config, name) for name in names}
+
+
+def with_weights_normalization(config: Config) -> Config:
+    """With pretrained weights and normalisation left at the schema's values (Stanford Cars' statistics), the
+    configuration normalising with the weights' own mean/std; otherwise the configuration as it is."""
+    default = replace(Config(), convert_to_grayscale=config.convert_to_grayscale).normalization()
+    if not (config.pretrained_weights and config.normalize) or config.normalization() != default:
+        return config
+    mean, std = weights_normalization(config.architecture, config.pretrained_weights,
+                                      1 if config.convert_to_grayscale else 3)
+    if config.convert_to_grayscale:
+        return replace(config, normalization_params_grayscale=GrayscaleNormalization(mean, std))
+    return replace(config, normalization_params_rgb=RGBNormalization(mean, std))
+
+
+def normalization_record(config: Config) -> dict[str, Any]:
+    """What the run normalises with and where it comes from (summary.json): the pretrained weights' own
+    statistics, the configured ones, or none."""
+    if not config.normalize:
+        return {"source": "none", "mean": None, "std": None}
+    values = config.normalization()
+    source = "config"
+    if config.pretrained_weights:
+        channels = 1 if config.convert_to_grayscale else 3
+        weights = weights_normalization(config.architecture, config.pretrained_weights, channels)
+        source = "pretrained weights" if weights == (list(values.mean), list(values.std)) else source
+    return {"source": source, "mean": list(values.mean), "std": list(values.std)}
+
+
 @dataclass
 class RunParts:
     """What a run trains: the data module, the network's module, and what the records say about them."""
@@ -75,10 +112,7 @@ def build_run(config: Config, run_dir: Path, seed_group: str | None = None) -> R
     channels = datamodule.img_channels
     network = build_network(config.architecture, datamodule.num_classes, channels, config.dropout,
                             config.output_channels, config.pretrained_weights)
-    module = ClassifierModule(network, datamodule.num_classes, optimizer=config.optimizer,
-                              optimizer_params=config.optimizer_params, lr_scheduler=config.lr_scheduler,
-                              lr_scheduler_params=config.lr_scheduler_params, loss_function=config.loss_function,
-                              loss_params=config.loss_params, channels_last=config.channels_last)
+    module = ClassifierModule(network, datamodule.num_classes, **module_settings(config))
     parameters = count_parameters(network)
     multiply_adds = count_multiply_adds(network, config.image_size, channels)
     if config.compile_model:
@@ -87,9 +121,11 @@ def build_run(config: Config, run_dir: Path, seed_group: str | None = None) -> R
             "image_size": list(config.image_size), "num_classes": datamodule.num_classes,
             "class_names": list(datamodule.class_names), "seed": config.seed, "runtime": runtime_name(),
             "git_commit": git_commit(REPO_DIR), "tags": list(config.tags), "description": config.description,
-            "run_dir": str(run_dir), **({"seed_group": seed_group} if seed_group else {})}
+            "run_dir": str(run_dir), "normalization": normalization_record(config),
+            **({"seed_group": seed_group} if seed_group else {})}
     params = {**tracked_params(config), "runtime": info["runtime"], "parameters": parameters,
-              "multiply_adds": multiply_adds, "num_classes": datamodule.num_classes}
+              "multiply_adds": multiply_adds, "num_classes": datamodule.num_classes,
+              "normalization_source": info["normalization"]["source"]}
     logger.info("%s: %d parameters, %d multiply-adds at %s", config.architecture, parameters, multiply_adds,
                 config.image_size)
     return RunParts(datamodule, module, info, params)
@@ -102,6 +138,7 @@ def train_run(config: Config, run_dir: Path, checkpoint: Path | None = None, cal
     run_dir = Path(run_dir)
     if pl.utilities.rank_zero_only.rank == 0:
         announce_run_folder(run_dir)
+    config = with_weights_normalization(config)  # config.yml records the values used
     parts = build_run(config, run_dir, seed_group)
     return fit_run(config, parts, run_dir, checkpoint, callbacks, trust_checkpoint)
 
@@ -115,8 +152,8 @@ def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | N
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     recorder = RunRecorder(run_dir, parts.info, parts.params, resumed_from=checkpoint,
                            mlflow_checkpoints=config.mlflow_log_checkpoints)
-    trainer = pl.Trainer(**trainer_kwargs(config, run_dir, [recorder, *checkpoint_callbacks(config, run_dir),
-                                                            *callbacks], make_loggers(config, run_dir)))
+    run_callbacks = [recorder, *checkpoint_callbacks(config, run_dir), *training_callbacks(config), *callbacks]
+    trainer = pl.Trainer(**trainer_kwargs(config, run_dir, run_callbacks, make_loggers(config, run_dir)))
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(config, run_dir)
@@ -153,7 +190,7 @@ def train_seeds(config: Config, seeds: list[int], callbacks: Iterable[Callback] 
     as <output_path>/<architecture>_<time>_seeds.json). Stops at the first failed run."""
     started = datetime.now()
     plan = plan_runs(config.output_path, config.architecture, seeds, started)
-    seed_group = f"{config.architecture}_{started:{TIMESTAMP}}_seeds" if len(plan) > 1 else None
+    seed_group = f"{folder_label(config.architecture)}_{started:{TIMESTAMP}}_seeds" if len(plan) > 1 else None
     results = SeedResults([])
     for entry in plan:
         try:
