@@ -12,7 +12,7 @@ from typing import Any
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from utils.tracking.mlflow_store import MAX_PARAM_LENGTH, artifact_location, log_in_batches, run_exists
+from utils.tracking.mlflow_store import MAX_PARAM_LENGTH, artifact_location, log_in_batches, mlflow_client, run_exists
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +43,24 @@ class RunMLFlowLogger(MLFlowLogger):
             logger.warning("MLflow tracking at %s failed, so this run logs no more to MLflow (training goes on; "
                            "metrics.csv and summary.json keep the records): %s", self._tracking_uri, error)
 
-    def start(self, params: Mapping[str, Any]) -> str | None:
-        """Create (or, on resume, reopen) the MLflow run with its parameters; return its id (None on failure)."""
-        self._safely(lambda: self._start(params))
+    def start(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
+        """Create (or, on resume, reopen) the MLflow run with its parameters and tags; return its id (None on
+        failure)."""
+        self._safely(lambda: self._start(params, tags))
         return None if self.failed else self.run_id
 
-    def _start(self, params: Mapping[str, Any]) -> None:
+    def _start(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         client = self.experiment
         if self.resumed:
             client.update_run(self.run_id, status="RUNNING")
         self._log_params(params)
+        self._log_tags(tags)
+
+    def _log_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.experiment.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
     @rank_zero_only
     def log_hyperparams(self, params: Mapping[str, Any] | Namespace) -> None:
@@ -88,10 +96,12 @@ class RunMLFlowLogger(MLFlowLogger):
         metrics = [Metric(key, value, stamp, step) for key, value in values.items()]
         self._safely(lambda: self.experiment.log_batch(self.run_id, metrics=metrics))
 
-    def end(self, status: str, summary: Mapping[str, float], files: Iterable[Path]) -> None:
-        """Log the summary columns and the files as artifacts, then mark the run with status (FINISHED, ...)."""
+    def end(self, status: str, summary: Mapping[str, float], tags: Mapping[str, str], files: Iterable[Path]) -> None:
+        """Log the summary columns, the closing tags (state, stop reason) and the files as artifacts, then mark the
+        run with status (FINISHED, ...)."""
         self._status = status
         self.log_summary(summary)
+        self._safely(lambda: self._log_tags(tags))
         for path in files:
             self._safely(lambda path=path: self.experiment.log_artifact(self.run_id, str(path)))
         self._safely(lambda: self.experiment.set_terminated(self.run_id, self._status))
@@ -108,9 +118,7 @@ def existing_run_id(uri: str, run_id: str | None) -> str | None:
     """run_id when the tracking store holds that run (a resume continues it), else None (a new run)."""
     if not run_id:
         return None
-    from mlflow.tracking import MlflowClient
-
-    if run_exists(MlflowClient(uri), run_id):
+    if run_exists(mlflow_client(uri), run_id):
         return run_id
     logger.warning("MLflow run %s not found at %s: resuming into a new MLflow run", run_id, uri)
     return None

@@ -5,6 +5,7 @@ mlflow is imported inside the functions that use it: it is slow to import.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import urllib.error
@@ -21,6 +22,8 @@ MAX_PARAM_LENGTH = 6000  # MLflow 3's limit of a parameter value
 MAX_BATCH_PARAMS, MAX_BATCH_METRICS = 100, 1000  # MLflow's limits per log_batch call
 HEALTH_TIMEOUT_S = 5
 NOTE_TAG = "mlflow.note.content"
+RUN_NAME_TAG = "mlflow.runName"
+PARENT_RUN_TAG = "mlflow.parentRunId"  # the UI nests a run under this run (the parent of its group)
 Series = Mapping[str, Sequence[tuple[int, float]]]  # metric name -> (step, value) points
 
 
@@ -84,11 +87,26 @@ def mlflow_uri_problems(uri: str, key: str = "mlflow_tracking_uri") -> list[str]
     return [f"{key}: {uri!r} is not a tracking URI this project uses; {valid}"]
 
 
-def open_experiment(uri: str, experiment: str) -> tuple[Any, str]:
-    """(MlflowClient of the store, id of the experiment), the experiment created on first use."""
+def quiet_mlflow() -> None:
+    """Keep MLflow to its warnings: no lines about creating or updating a store's tables, and no "View run at"
+    lines of a server's runs (MLflow sets its loggers' levels when imported, so this runs after the import)."""
+    import mlflow  # noqa: F401 (configures MLflow's loggers)
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def mlflow_client(uri: str) -> Any:
+    """A quiet MlflowClient of the store at uri."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    quiet_mlflow()
+    return MlflowClient(uri)
+
+
+def open_experiment(uri: str, experiment: str) -> tuple[Any, str]:
+    """(MlflowClient of the store, id of the experiment), the experiment created on first use."""
+    client = mlflow_client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return client, found.experiment_id
@@ -121,11 +139,14 @@ def run_exists(client: Any, run_id: Any) -> bool:
 
 
 def log_recorded_run(client: Any, experiment_id: str, tags: Mapping[str, str], params: Mapping[str, Any],
-                     series: Series, summary: Mapping[str, float], status: str, files: Iterable[Path] = ()) -> str:
-    """Create one MLflow run from recorded values (parameters, per-step series, summary metrics, files); its id."""
+                     series: Series, summary: Mapping[str, float], status: str, files: Iterable[Path] = (),
+                     times_ms: tuple[int, int] | None = None) -> str:
+    """Create one MLflow run from recorded values (parameters, per-step series, summary metrics, files, and when
+    given its start and end times, which the UI's Duration shows); its id."""
     from mlflow.entities import Metric, Param
 
-    run_id = client.create_run(experiment_id, tags=dict(tags)).info.run_id
+    start_ms, end_ms = times_ms or (None, None)
+    run_id = client.create_run(experiment_id, start_time=start_ms, tags=dict(tags)).info.run_id
     stamp = int(time.time() * 1000)
     params_list = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()]
     metrics = [Metric(key, value, stamp, step) for key, points in series.items() for step, value in points]
@@ -134,5 +155,24 @@ def log_recorded_run(client: Any, experiment_id: str, tags: Mapping[str, str], p
     log_in_batches(client, run_id, params_list, metrics)
     for path in files:
         client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, status)
+    client.set_terminated(run_id, status, end_time=end_ms)
     return run_id
+
+
+def start_run(client: Any, experiment_id: str, tags: Mapping[str, str]) -> str:
+    """Create a running MLflow run with these tags; its id."""
+    return client.create_run(experiment_id, tags=dict(tags)).info.run_id
+
+
+def end_run(client: Any, run_id: str, status: str, params: Mapping[str, Any], metrics: Mapping[str, float],
+            tags: Mapping[str, str]) -> None:
+    """Log a run's closing values (parameters it lacks: MLflow keeps the first value; metrics and tags anew), then
+    mark it with status."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    logged = client.get_run(run_id).data.params
+    stamp = int(time.time() * 1000)
+    log_in_batches(client, run_id, [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()
+                                    if key not in logged], [Metric(key, value, stamp, 0) for key, value in metrics.items()])
+    client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+    client.set_terminated(run_id, status)
