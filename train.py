@@ -19,6 +19,7 @@ from utils.logger import setup_logging
 from utils.runs.folders import resume_target
 from utils.runs.records import RunRecordError
 from utils.runs.seeds import format_seed_table, seeds_to_run
+from utils.runs.trackers import announce_dashboard
 from utils.runs.training import RUN_CHECKS, train_run, train_seeds
 
 logger = logging.getLogger("train")
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
     if run_dir:
         logger.info("resuming %s from %s", run_dir, checkpoint)
         train_run(config, run_dir, checkpoint, extra_callbacks, trust_checkpoint=args.trust_checkpoint)
+        announce_dashboard(config)
         return 0
     seeds = seeds_to_run(config.seed, args.seeds)
     if max(seeds) > MAX_SEED:
@@ -80,12 +82,13 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
     except FileNotFoundError as error:  # e.g. data removed after the checks: before the run wrote anything
         print(error, file=sys.stderr)
         return 2
-    if results.failed:
-        print(results.failed, file=sys.stderr)
-        return 1
     if results.aggregate:
         print(format_seed_table(results.aggregate))
         logger.info("seed statistics written to %s", results.aggregate_path)
+    announce_dashboard(config)
+    if results.failed:
+        print(results.failed, file=sys.stderr)
+        return 1
     return 0
 
 

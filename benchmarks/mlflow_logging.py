@@ -41,8 +41,8 @@ def main() -> None:
         save_config(config, run_dir / "config.yml")
         started = time.perf_counter()
         run_logger = RunMLFlowLogger(mlflow_tracking_uri(config), "benchmark",
-                                     run_tags(config.tags, config.description, run_dir))
-        run_logger.start(tracked_params(config))
+                                     run_tags({}, config.tags, config.description, run_dir))
+        run_logger.start(tracked_params(config), {"state": "running"})
         opening = time.perf_counter() - started
         times, rows = [], []
         for epoch in range(args.epochs):
@@ -59,7 +59,7 @@ def main() -> None:
         write_metrics(run_dir, rows)
         write_json(run_dir / "summary.json", summary)
         start = time.perf_counter()
-        run_logger.end(mlflow_status(summary["state"]), summary_metrics(summary),
+        run_logger.end(mlflow_status(summary["state"]), summary_metrics(summary), {"state": summary["state"]},
                        [run_dir / "config.yml", run_dir / "summary.json"])
         ending = time.perf_counter() - start
     assert not run_logger.failed, "MLflow logging failed"

@@ -7,10 +7,12 @@ import logging
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -20,6 +22,7 @@ import compare_runs
 import train
 from tests.test_training_run import base_args, one_thread, prepared, run_dirs  # noqa: F401 (fixtures)
 from utils.runs.records import read_metrics
+from utils.runs.table import rounded
 
 LONG_DESCRIPTION = "longer than the 250 characters of Lightning's logger " + "x" * 300
 
@@ -84,33 +87,47 @@ def test_a_run_logs_the_thesis_table_to_sqlite_in_the_output_folder(prepared, tm
     assert train.main(args + ["--seeds", "2"]) == 0
     first, second = run_dirs(tmp_path)
     client = MlflowClient(sqlite_uri(tmp_path))
-    runs = client.search_runs([client.get_experiment_by_name("cars").experiment_id], order_by=["tags.run_dir ASC"])
-    assert [run.info.run_name for run in runs] == [first.name, second.name]
-    run, rows = runs[0], read_metrics(first)
+    everything = client.search_runs([client.get_experiment_by_name("cars").experiment_id],
+                                     order_by=["tags.run_dir ASC"])
+    runs = [run for run in everything if "run_dir" in run.data.tags]
+    (group,) = [run for run in everything if "run_dir" not in run.data.tags]
     summary = json.loads((first / "summary.json").read_text())
+    time = f"{datetime.strptime(first.name.split('_')[1], '%Y%m%d-%H%M%S'):%Y-%m-%d %H:%M:%S}"  # the folder's
+    assert [run.info.run_name for run in runs] == [f"ghost {time} seed 42", f"ghost {time} seed 43"]
+    run, rows = runs[0], read_metrics(first)
     assert summary["mlflow_run_id"] == run.info.run_id and run.info.status == "FINISHED"
 
     params = run.data.params
     assert params["architecture"] == "ghost" and params["optimizer_params.lr"] == "0.001"
-    assert params["lr_scheduler_params.milestones"] == "[67, 82, 95, 107]" and params["image_size"] == "[32, 32]"
-    assert params["runtime"] == "local" and params["parameters"] == str(summary["parameters"])
+    assert params["lr_scheduler_params.milestones"] == "[67, 82, 95, 107]" and params["image_size"] == "32x32"
+    assert params["runtime"] == "local/cpu" and params["parameters"] == str(summary["parameters"])
     assert params["multiply_adds"] == str(summary["multiply_adds"]) and params["description"] == LONG_DESCRIPTION
+    assert params["image_augmentations"] == "RandomHorizontalFlip+RandomAffine+ColorJitter"
+    assert params["tensor_augmentations"] == "off"
     for key in ("valid_acc", "valid_loss", "train_loss", "train_acc", "lr"):
         assert history(client, run, key) == [(row["epoch"], pytest.approx(row[key])) for row in rows]
-    metrics = run.data.metrics
-    assert metrics["valid_acc_max"] == pytest.approx(max(row["valid_acc"] for row in rows))
-    assert metrics["valid_loss_min"] == pytest.approx(min(row["valid_loss"] for row in rows))
-    assert metrics["train_acc_max"] == pytest.approx(max(row["train_acc"] for row in rows))
-    assert metrics["train_loss_min"] == pytest.approx(min(row["train_loss"] for row in rows))
+    metrics = run.data.metrics  # the table's results, rounded as the table prints them
+    assert metrics["valid_acc_max"] == rounded(max(row["valid_acc"] for row in rows))
+    assert metrics["valid_loss_min"] == rounded(min(row["valid_loss"] for row in rows))
+    assert metrics["train_acc_max"] == rounded(max(row["train_acc"] for row in rows))
+    assert metrics["train_loss_min"] == rounded(min(row["train_loss"] for row in rows))
     assert metrics["epochs_last"] == 2 and metrics["duration_s"] == pytest.approx(summary["duration_s"], rel=0.5)
 
     tags = run.data.tags
     assert tags["tags"] == "smoke, C-50" and tags["mlflow.note.content"] == LONG_DESCRIPTION
-    assert tags["run_dir"] == str(first.resolve())
+    assert tags["run_dir"] == str(first.resolve()) and tags["state"] == "finished"
+    assert tags["stop_reason"] == "max_epochs" and tags["mlflow.parentRunId"] == group.info.run_id
     assert tags["seed_group"] == runs[1].data.tags["seed_group"] == summary["seed_group"]
     assert (tmp_path / "output" / f"{summary['seed_group']}.json").is_file()
     assert artifacts(client, run) == ["config.yml", "summary.json"]  # MLflow charts the curves itself
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()
+
+    # the --seeds group: a parent run holding the group's row (results: means over the seeds)
+    assert group.info.run_name == f"ghost {time} seeds 42, 43" and group.info.status == "FINISHED"
+    assert runs[1].data.tags["mlflow.parentRunId"] == group.info.run_id and group.data.tags["state"] == "finished"
+    assert group.data.params["seed"] == "42,43" and group.data.params["image_size"] == "32x32"
+    assert group.data.metrics["valid_acc_max"] == rounded(
+        statistics.fmean(other.data.metrics["valid_acc_max"] for other in runs))
 
 
 def test_import_of_run_folders_and_neptune_offline_runs_adds_nothing_the_second_time(
@@ -135,8 +152,13 @@ def test_import_of_run_folders_and_neptune_offline_runs_adds_nothing_the_second_
     experiment = client.get_experiment_by_name("cars").experiment_id
     folder_run, neptune_run = sorted(client.search_runs([experiment]), key=lambda run: "run_dir" not in run.data.tags)
     rows = read_metrics(run_dir)
-    assert folder_run.info.run_name == run_dir.name and folder_run.info.status == "FINISHED"
-    assert folder_run.data.params["optimizer_params.lr"] == "0.001" and folder_run.data.params["runtime"] == "local"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert folder_run.info.run_name == summary["run_name"] and folder_run.info.status == "FINISHED"
+    assert folder_run.data.params["optimizer_params.lr"] == "0.001"
+    assert folder_run.data.params["runtime"] == "local/cpu" and folder_run.data.tags["state"] == "finished"
+    started = datetime.fromisoformat(summary["started"]).timestamp() * 1000
+    assert folder_run.info.start_time == int(started)  # the UI's Duration: the run's, not the import's
+    assert folder_run.info.end_time == pytest.approx(started + summary["duration_s"] * 1000, abs=1)
     assert folder_run.data.tags["tags"] == "old" and folder_run.data.tags["mlflow.note.content"] == "before MLflow"
     assert history(client, folder_run, "valid_acc") == [(row["epoch"], pytest.approx(row["valid_acc"])) for row in rows]
     assert folder_run.data.metrics["epochs_last"] == 2
@@ -183,7 +205,8 @@ def test_a_shared_server_gets_the_run_and_its_death_mid_run_leaves_training_and_
     (run_dir,) = run_dirs(tmp_path)
     client = MlflowClient(uri)
     run = only_run(client)
-    assert run.info.run_name == run_dir.name and run.info.status == "FINISHED" and run.data.tags["tags"] == "shared"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert run.info.run_name == summary["run_name"] and run.info.status == "FINISHED" and run.data.tags["tags"] == "shared"
     assert [step for step, _ in history(client, run, "valid_loss")] == [1, 2]
     assert artifacts(client, run) == ["best.ckpt", "config.yml", "last.ckpt", "summary.json"]
     assert not (tmp_path / "output" / "mlflow.db").exists()

@@ -181,6 +181,7 @@ def test_interrupted_run_keeps_records_and_resumes_at_the_next_epoch(prepared, t
     experiment = client.get_experiment_by_name("cars").experiment_id
     (interrupted,) = client.search_runs([experiment])
     assert interrupted.info.status == "KILLED" and interrupted.data.metrics["epochs_last"] == 2
+    assert interrupted.data.tags["state"] == "interrupted" == interrupted.data.tags["stop_reason"]
 
     assert train.main(["--resume", str(run_dir), "--set", "num_workers=0"]) == 0
     assert run_dirs(tmp_path) == [run_dir]
@@ -191,6 +192,7 @@ def test_interrupted_run_keeps_records_and_resumes_at_the_next_epoch(prepared, t
     (resumed,) = client.search_runs([experiment])  # the same MLflow run, continued
     assert resumed.info.run_id == interrupted.info.run_id == summary["mlflow_run_id"]
     assert resumed.info.status == "FINISHED" and resumed.data.metrics["epochs_last"] == 3
+    assert resumed.data.tags["state"] == "finished" and resumed.data.tags["stop_reason"] == "max_epochs"
     assert [metric.step for metric in client.get_metric_history(resumed.info.run_id, "valid_acc")] == [1, 2, 3]
     last = load_checkpoint(run_dir / "last.ckpt")
     assert last["epoch"] == 2 and last["global_step"] == 3 * 3  # 3 epochs of 3 batches (20 images, batch 8)
@@ -213,7 +215,7 @@ def test_two_process_cpu_ddp_run_completes(prepared, tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'output' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("cars").experiment_id])  # rank zero's only
-    assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
+    assert run.info.status == "FINISHED" and run.info.run_name == summary["run_name"]
 
 
 def test_config_problems_stop_training_before_any_work(prepared, tmp_path, capsys):

@@ -20,7 +20,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from utils.config import Config, config_for_records, save_config
 from utils.runs.folders import BEST_CHECKPOINT, LAST_CHECKPOINT, TIMESTAMP, unused_path
-from utils.runs.records import CONFIG, METRIC_COLUMNS, SUMMARY, read_metrics, write_json, write_metrics
+from utils.runs.records import CONFIG, METRIC_COLUMNS, SUMMARY, RunRecord, read_metrics, write_json, write_metrics
+from utils.runs.table import mlflow_values, run_row
 from utils.runs.trackers import mlflow_status, summary_metrics
 from utils.timing import format_duration
 from utils.tracking.mlflow_logger import RunMLFlowLogger
@@ -56,9 +57,11 @@ class RunRecorder(Callback):
     """Keeps metrics.csv and summary.json of a run up to date after every epoch, and on its end or interruption."""
 
     def __init__(self, run_dir: Path, info: Mapping[str, Any], params: Mapping[str, Any] | None = None,
-                 resumed_from: Path | None = None, mlflow_checkpoints: bool = False):
+                 resumed_from: Path | None = None, mlflow_checkpoints: bool = False,
+                 config: Mapping[str, Any] | None = None):
         self.run_dir = Path(run_dir)
         self.params = dict(params or {})
+        self.config = dict(config or {})  # as config.yml records it: the run table's settings
         self.resumed_from = resumed_from
         self.mlflow_checkpoints = mlflow_checkpoints
         self.rows: list[dict[str, Any]] = []
@@ -96,10 +99,16 @@ class RunRecorder(Callback):
         if trainer.is_global_zero:  # after a resume, current_epoch is the number of epochs done
             self.rows = [row for row in read_metrics(self.run_dir) if row["epoch"] <= trainer.current_epoch]
 
+    def table_values(self, kind: str) -> dict[str, Any]:
+        """The run table's columns that MLflow keeps as kind (params, tags, metrics), as the table shows them now."""
+        return mlflow_values(run_row(RunRecord(self.run_dir, self.summary, self.config, self.rows)), kind)
+
     def _log_params(self, trainer: pl.Trainer) -> None:
         for run_logger in trainer.loggers:
             if isinstance(run_logger, RunMLFlowLogger):
-                self.summary["mlflow_run_id"] = run_logger.start(self.params) or self.summary.get("mlflow_run_id")
+                params = {**self.params, **self.table_values("params")}
+                self.summary["mlflow_run_id"] = (run_logger.start(params, self.table_values("tags"))
+                                                 or self.summary.get("mlflow_run_id"))
             elif isinstance(run_logger, TensorBoardLogger):
                 run_logger.log_hyperparams(self.params, metrics={"best_valid_acc": 0.0, "best_valid_loss": 0.0})
             else:
@@ -158,7 +167,7 @@ class RunRecorder(Callback):
         files = [self.run_dir / name for name in names if (self.run_dir / name).is_file()]
         for run_logger in _mlflow_loggers(trainer):
             run_logger.end(mlflow_status(self.summary.get("state")), summary_metrics(self.summary),
-                           [] if run_logger.failed else files)
+                           self.table_values("tags"), [] if run_logger.failed else files)
 
     def _report_to_loggers(self, trainer: pl.Trainer) -> None:
         best = self.summary.get("best_valid_acc", {}).get("value")

@@ -1,6 +1,6 @@
 """The run table: the thesis's dashboard columns of a run record, in order, with how each is shown, sorted,
-grouped over seeds and written as CSV; and where MLflow keeps each column. compare_runs.py, the sweep report
-and the MLflow view all use these columns."""
+grouped over seeds and written as CSV; and where MLflow keeps each column, with the values MLflow gets for them.
+compare_runs.py, the sweep report and the MLflow dashboard's view all use these columns."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from utils.config.loading import training_settings
 from utils.runs.records import RunRecord
 from utils.runs.seeds import Stat, stat_of
 from utils.timing import format_duration
+from utils.tracking.mlflow_view import DURATION, RUN_NAME
 
 
 def _values(run: RunRecord, name: str) -> list[float]:
@@ -94,32 +95,35 @@ def _image_size(run: RunRecord) -> str | None:
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its name, its value in a run record, and where MLflow keeps it (as search_runs names it).
+    """One column: its name, its value in a run record, and where MLflow keeps it (as search_runs names it:
+    params., metrics., tags., or the run's name and duration, which the UI's own columns show).
 
-    ``stat`` columns are results: a seed group shows them as mean ± std [min, max].
+    ``stat`` columns are results: a seed group shows them as mean ± std [min, max]. ``dashboard`` columns are
+    the dashboard's view, in this order.
     """
 
     name: str
     value: Callable[[RunRecord], Any]
-    mlflow: str | None = None
+    mlflow: str
     stat: bool = False
+    dashboard: bool = True
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("run_id", lambda run: run.run_id, "tags.mlflow.runName"),
-    Column("state", run_state_text, "status"),
-    Column("duration", _duration, "metrics.duration_s", stat=True),
+    Column("run_id", lambda run: run.run_id, RUN_NAME),
+    Column("state", run_state_text, "tags.state"),
+    Column("duration", _duration, DURATION, stat=True),
     Column("runtime", _runtime, "params.runtime"),
     Column("architecture", _setting("architecture"), "params.architecture"),
     Column("image_size", _image_size, "params.image_size"),
     Column("batch_size", _setting("batch_size"), "params.batch_size"),
     Column("parameters", _parameters, "params.parameters"),
     Column("grayscale", _setting("convert_to_grayscale"), "params.convert_to_grayscale"),
-    Column("normalize", _setting("normalize"), "params.normalize"),
+    Column("normalize", _setting("normalize"), "params.normalize", dashboard=False),
     Column("image_augmentations", _augmentations("augment_images", "image_augmentations"),
-           None),
+           "params.image_augmentations"),
     Column("tensor_augmentations", _augmentations("augment_tensors", "tensor_augmentations"),
-           None),
+           "params.tensor_augmentations"),
     Column("crop_to_bboxes", _setting("crop_to_bboxes"), "params.crop_to_bboxes"),
     Column("erase_background", _setting("erase_background"), "params.erase_background"),
     Column("loss", _setting("loss_function"), "params.loss_function"),
@@ -131,16 +135,17 @@ COLUMNS: tuple[Column, ...] = (
     Column("output_channels", _setting("output_channels"), "params.output_channels"),
     Column("seed", _setting("seed"), "params.seed"),
     Column("epochs", _epochs_run, "metrics.epochs_last", stat=True),
-    Column("stop_reason", lambda run: run.summary.get("stop_reason"), None),
+    Column("stop_reason", lambda run: run.summary.get("stop_reason"), "tags.stop_reason"),
     Column("train_loss_min", _best("train_loss", min), "metrics.train_loss_min", stat=True),
     Column("valid_loss_min", _best("valid_loss", min), "metrics.valid_loss_min", stat=True),
     Column("train_acc_max", _best("train_acc", max), "metrics.train_acc_max", stat=True),
     Column("valid_acc_max", _best("valid_acc", max), "metrics.valid_acc_max", stat=True),
-    Column("tags", lambda run: ",".join(run_tags(run)), "tags.tags"),
+    Column("tags", lambda run: ", ".join(run_tags(run)), "tags.tags"),
     Column("description", lambda run: run.config.get("description") or run.summary.get("description") or "",
-           "tags.mlflow.note.content"),
+           "tags.mlflow.note.content", dashboard=False),
 )
 COLUMN_NAMES = tuple(column.name for column in COLUMNS)
+DASHBOARD_SOURCES = tuple(column.mlflow for column in COLUMNS if column.dashboard)  # the dashboard view's columns
 
 
 def column_problems(columns: Iterable[str], available: Iterable[str] = COLUMN_NAMES) -> list[str]:
@@ -203,6 +208,30 @@ def group_rows_by_seed(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
                for column in COLUMNS}
         rows.append({**row, "runs": len(members)})
     return rows
+
+
+def mlflow_values(row: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """A table row's values of the columns MLflow keeps as kind (params, tags or metrics), by their MLflow names,
+    as the table shows them: parameters and tags as text, results rounded (a seed group's: their mean). Empty
+    values are left out."""
+    values = {}
+    for column in COLUMNS:
+        source_kind, _, name = column.mlflow.partition(".")
+        if column.mlflow == RUN_NAME:  # the run's name, given when the run is created
+            continue
+        value = row.get(column.name) if source_kind == kind else None
+        value = value.mean if isinstance(value, Stat) else value
+        if kind == "metrics" and is_number(value) and not math.isnan(value):
+            values[name] = rounded(value)
+        elif kind != "metrics" and value is not None:
+            values[name] = str(value)
+    return values
+
+
+def rounded(value: float) -> float:
+    """A result as the table shows it (short_number), so that MLflow's cells, which print every digit of a
+    float, read as the table's: 0.8333333134651184 -> 0.8333."""
+    return float(short_number(float(value)))
 
 
 def short_number(value: float) -> str:

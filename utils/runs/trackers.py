@@ -1,11 +1,12 @@
-"""The trackers of a run, from its Config: TensorBoard, Neptune and the MLflow logger, and the checks of the
-MLflow settings."""
+"""The trackers of a run, from its Config: TensorBoard, Neptune and the MLflow logger (the run's name, tags and
+parent run), and the checks of the MLflow settings."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,12 @@ from pytorch_lightning.loggers import Logger
 from utils.checks import is_number
 from utils.config import Config
 from utils.config.loading import neptune_api_token
+from utils.runs.dashboard import dashboard_line, open_dashboard_experiment
 from utils.runs.folders import MLFLOW_DB
+from utils.runs.table import rounded
 from utils.tracking.mlflow_logger import RunMLFlowLogger, existing_run_id
-from utils.tracking.mlflow_store import NOTE_TAG, mlflow_uri_problems, open_experiment
+from utils.tracking.mlflow_store import (NOTE_TAG, PARENT_RUN_TAG, RUN_NAME_TAG, end_run, mlflow_client,
+                                        mlflow_uri_problems, run_exists, start_run)
 from utils.tracking.neptune import NeptuneLogger
 from utils.tracking.tensorboard import RunTensorBoardLogger
 
@@ -25,6 +29,7 @@ logger = logging.getLogger(__name__)
 MLFLOW_STATUS = {"running": "RUNNING", "finished": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 RUN_DIR_TAG = "run_dir"
 SEED_GROUP_TAG = "seed_group"
+RUN_NAME_TIME = "%Y-%m-%d %H:%M:%S"
 
 
 def mlflow_tracking_uri(config: Config) -> str:
@@ -45,9 +50,19 @@ def mlflow_problems(config: Config) -> list[str]:
 
 
 def prepare_mlflow_experiment(config: Config) -> None:
-    """With log_to_mlflow: create the tracking store and the experiment now (before workers race to create them)."""
+    """With log_to_mlflow: create the tracking store and the experiment, with the dashboard's views, now (before
+    workers race to create them)."""
     if config.log_to_mlflow:
-        open_experiment(mlflow_tracking_uri(config), config.mlflow_experiment)
+        open_dashboard_experiment(mlflow_tracking_uri(config), config.mlflow_experiment)
+
+
+def train_run_name(architecture: str, started: datetime, seeds: Sequence[int] = ()) -> str:
+    """A train.py run's MLflow name, '<architecture> <time>', with its seed in a group ('seed 43') or, for the
+    group's parent run, the group's seeds ('seeds 42, 43, 44')."""
+    name = f"{architecture} {started:{RUN_NAME_TIME}}"
+    if not seeds:
+        return name
+    return f"{name} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def mlflow_status(state: Any) -> str:
@@ -56,37 +71,39 @@ def mlflow_status(state: Any) -> str:
 
 
 def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
-    """The table's result columns of a summary.json, as MLflow metrics: best values, epochs run, duration."""
+    """The table's result columns of a summary.json, as MLflow metrics rounded as the table shows them: best
+    values, epochs run, duration."""
     values = {"valid_acc_max": (summary.get("best_valid_acc") or {}).get("value"),
               "train_acc_max": summary.get("best_train_acc"),
               "valid_loss_min": (summary.get("best") or {}).get("valid_loss"),
               "train_loss_min": summary.get("best_train_loss"),
               "epochs_last": summary.get("epochs_run"), "duration_s": summary.get("duration_s")}
-    return {key: float(value) for key, value in values.items() if is_number(value) and not math.isnan(value)}
+    return {key: rounded(value) for key, value in values.items() if is_number(value) and not math.isnan(value)}
 
 
-def run_tags(tags: list[str], description: str | None, run_dir: Path, seed_group: str | None = None) -> dict[str, str]:
-    """MLflow tags of a run: its name (the run folder's), tags, description as the run's note, folder, seed group."""
-    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-
-    values = {MLFLOW_RUN_NAME: run_dir.name, "tags": ", ".join(map(str, tags or [])), NOTE_TAG: str(description or ""),
-              RUN_DIR_TAG: str(Path(run_dir).resolve())}
-    if seed_group:
-        values[SEED_GROUP_TAG] = seed_group
+def run_tags(summary: Mapping[str, Any], tags: list[str], description: str | None, run_dir: Path) -> dict[str, str]:
+    """MLflow tags of a run: its name (summary.json's run_name, else the run folder's), tags, description as the
+    run's note, folder, seed group and parent run."""
+    values = {RUN_NAME_TAG: str(summary.get("run_name") or run_dir.name), "tags": ", ".join(map(str, tags or [])),
+              NOTE_TAG: str(description or ""), RUN_DIR_TAG: str(Path(run_dir).resolve())}
+    if summary.get(SEED_GROUP_TAG):
+        values[SEED_GROUP_TAG] = str(summary[SEED_GROUP_TAG])
+    if summary.get("mlflow_parent_run_id"):
+        values[PARENT_RUN_TAG] = str(summary["mlflow_parent_run_id"])
     return values
 
 
-def make_mlflow_logger(config: Config, run_dir: Path, run_id: str | None = None,
-                       seed_group: str | None = None) -> RunMLFlowLogger | None:
-    """The run's MLflow logger (log_to_mlflow), continuing run_id when the store has it; call on rank zero only,
-    as it opens (and first creates) the tracking store."""
+def make_mlflow_logger(config: Config, run_dir: Path, summary: Mapping[str, Any]) -> RunMLFlowLogger | None:
+    """The run's MLflow logger (log_to_mlflow), continuing summary.json's MLflow run when the store has it; call
+    on rank zero only, as it opens (and first creates) the tracking store and experiment."""
     if not config.log_to_mlflow:
         return None
     uri = mlflow_tracking_uri(config)
     try:
+        open_dashboard_experiment(uri, config.mlflow_experiment)
         return RunMLFlowLogger(uri, config.mlflow_experiment,
-                               run_tags(config.tags, config.description, run_dir, seed_group),
-                               existing_run_id(uri, run_id))
+                               run_tags(summary, config.tags, config.description, run_dir),
+                               existing_run_id(uri, summary.get("mlflow_run_id")))
     except Exception as error:  # the store went away since the configuration check
         logger.warning("MLflow tracking at %s unavailable, training without it: %s", uri, error)
         return None
@@ -103,3 +120,75 @@ def make_loggers(config: Config, run_dir: Path) -> list[Logger]:
             project=f"{config.neptune_username}/{config.neptune_project_name}", api_token=neptune_api_token(config),
             mode=config.neptune_mode, tags=config.tags, description=config.description or "", name=run_dir.name))
     return loggers
+
+
+def open_group_run(config: Config, tags: Mapping[str, str], run_id: str | None = None) -> str | None:
+    """With log_to_mlflow: the MLflow parent run of a group of runs (a --seeds group, a study), marked running:
+    run_id again when the store holds it (a resumed study), else a new run. None, with a warning, when the store
+    fails: the group's runs are then logged without a parent."""
+    if not config.log_to_mlflow:
+        return None
+    uri = mlflow_tracking_uri(config)
+    try:
+        client, experiment_id = open_dashboard_experiment(uri, config.mlflow_experiment)
+        if run_exists(client, run_id):
+            client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, "state", "running")
+            return run_id
+        return start_run(client, experiment_id, {**tags, "state": "running"})
+    except Exception as error:  # any failure of the store or its connection
+        logger.warning("MLflow tracking at %s failed to open the group's parent run; its runs are logged without "
+                       "one: %s", uri, error)
+        return None
+
+
+def close_group_run(uri: str, run_id: str | None, state: str, params: Mapping[str, Any],
+                    metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+    """End a group's parent run with its closing values and state (a failing store is warned about)."""
+    if run_id is None:
+        return
+    try:
+        end_run(mlflow_client(uri), run_id, mlflow_status(state), params, metrics, {**tags, "state": state})
+    except Exception as error:  # any failure of the store or its connection
+        logger.warning("MLflow tracking at %s failed to close the group's parent run %s: %s", uri, run_id, error)
+
+
+def seed_group_state(states: Sequence[Any], runs: int) -> str:
+    """A --seeds group's state from its runs' states: failed or interrupted when one is, finished when all are."""
+    for state in ("failed", "interrupted"):
+        if state in states:
+            return state
+    return "finished" if len(states) == runs and all(state == "finished" for state in states) else "interrupted"
+
+
+def announce_dashboard(config: Config) -> None:
+    """With log_to_mlflow, print (on rank zero) the line with the URL of the run's experiment on the dashboard."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if not config.log_to_mlflow or rank_zero_only.rank != 0:
+        return
+    uri = mlflow_tracking_uri(config)
+    problems = mlflow_uri_problems(uri)  # a server gone during the run (warned about then) is not waited for
+    if problems:
+        logger.info("no dashboard URL: %s", problems[0])
+        return
+    try:
+        line = dashboard_line(uri, config.mlflow_experiment)
+    except Exception as error:  # the store failed just now: the records have it all
+        logger.warning("no dashboard URL: the MLflow store at %s failed: %s", uri, error)
+        return
+    print(line, flush=True)
+
+
+def update_mlflow_state(config: Config, summary: Mapping[str, Any]) -> None:
+    """Set an ended run's state and stop reason in MLflow after its records changed (a pruned study run)."""
+    run_id = summary.get("mlflow_run_id")
+    if not config.log_to_mlflow or not run_id:
+        return
+    uri = mlflow_tracking_uri(config)
+    try:
+        client = mlflow_client(uri)
+        for key in ("state", "stop_reason"):
+            client.set_tag(run_id, key, str(summary.get(key)))
+    except Exception as error:  # any failure of the store or its connection: summary.json has it
+        logger.warning("MLflow tracking at %s: run %s keeps its earlier state: %s", uri, run_id, error)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -26,17 +27,20 @@ from models import config_problems as model_problems
 from models.arch_dict import build_network, weights_normalization
 from models.classifier_module import ClassifierModule
 from models.sizes import count_multiply_adds, count_parameters
-from utils.config import Config, tracked_params
+from utils.config import Config, config_for_records, tracked_params
 from utils.config.schema import GrayscaleNormalization, RGBNormalization
 from utils.output_files import place_problem
 from utils.runs.folders import TIMESTAMP, announce_run_folder, folder_label, plan_runs, release_unused
-from utils.runs.records import write_json
+from utils.runs.records import is_run_dir, read_run, write_json
 from utils.runs.recorder import RunRecorder, write_run_config
 from utils.runs.seeds import aggregate_seeds
-from utils.runs.trackers import make_loggers, make_mlflow_logger, mlflow_problems
+from utils.runs.table import group_rows_by_seed, mlflow_values
+from utils.runs.trackers import (SEED_GROUP_TAG, close_group_run, make_loggers, make_mlflow_logger, mlflow_problems,
+                                 mlflow_tracking_uri, open_group_run, seed_group_state, train_run_name)
 from utils.runs.trainer import (checkpoint_callbacks, git_commit, runtime_name, trainer_kwargs, trainer_problems,
                                 training_callbacks)
 from utils.timing import log_execution_time
+from utils.tracking.mlflow_store import RUN_NAME_TAG
 
 logger = logging.getLogger(__name__)
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -104,7 +108,21 @@ class RunParts:
     params: dict[str, Any]
 
 
-def build_run(config: Config, run_dir: Path, seed_group: str | None = None) -> RunParts:
+@dataclass(frozen=True)
+class RunLabels:
+    """How the trackers show a run: its name, its seed group, and the MLflow run of its group (study or seeds)."""
+
+    name: str | None = None
+    seed_group: str | None = None
+    parent_run_id: str | None = None
+
+    def info(self) -> dict[str, str]:
+        """The labels given, as summary.json keeps them (a resumed run keeps the ones it had)."""
+        values = {"run_name": self.name, "seed_group": self.seed_group, "mlflow_parent_run_id": self.parent_run_id}
+        return {key: value for key, value in values.items() if value}
+
+
+def build_run(config: Config, run_dir: Path, labels: RunLabels = RunLabels()) -> RunParts:
     """The data module, network and LightningModule of a run, and its records' description of them."""
     pl.seed_everything(config.seed, workers=True)
     with log_execution_time("preparing data"):
@@ -121,8 +139,7 @@ def build_run(config: Config, run_dir: Path, seed_group: str | None = None) -> R
             "image_size": list(config.image_size), "num_classes": datamodule.num_classes,
             "class_names": list(datamodule.class_names), "seed": config.seed, "runtime": runtime_name(),
             "git_commit": git_commit(REPO_DIR), "tags": list(config.tags), "description": config.description,
-            "run_dir": str(run_dir), "normalization": normalization_record(config),
-            **({"seed_group": seed_group} if seed_group else {})}
+            "run_dir": str(run_dir), "normalization": normalization_record(config), **labels.info()}
     params = {**tracked_params(config), "runtime": info["runtime"], "parameters": parameters,
               "multiply_adds": multiply_adds, "num_classes": datamodule.num_classes,
               "normalization_source": info["normalization"]["source"]}
@@ -132,14 +149,14 @@ def build_run(config: Config, run_dir: Path, seed_group: str | None = None) -> R
 
 
 def train_run(config: Config, run_dir: Path, checkpoint: Path | None = None, callbacks: Iterable[Callback] = (),
-              seed_group: str | None = None, trust_checkpoint: bool = False) -> dict[str, Any]:
+              labels: RunLabels = RunLabels(), trust_checkpoint: bool = False) -> dict[str, Any]:
     """Train one run in run_dir (from checkpoint when given) with its records, checkpoints and trackers; return
     its summary (summary.json's content)."""
     run_dir = Path(run_dir)
     if pl.utilities.rank_zero_only.rank == 0:
         announce_run_folder(run_dir)
     config = with_weights_normalization(config)  # config.yml records the values used
-    parts = build_run(config, run_dir, seed_group)
+    parts = build_run(config, run_dir, labels)
     return fit_run(config, parts, run_dir, checkpoint, callbacks, trust_checkpoint)
 
 
@@ -151,7 +168,7 @@ def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | N
     """
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     recorder = RunRecorder(run_dir, parts.info, parts.params, resumed_from=checkpoint,
-                           mlflow_checkpoints=config.mlflow_log_checkpoints)
+                           mlflow_checkpoints=config.mlflow_log_checkpoints, config=config_for_records(config))
     run_callbacks = [recorder, *checkpoint_callbacks(config, run_dir), *training_callbacks(config), *callbacks]
     trainer = pl.Trainer(**trainer_kwargs(config, run_dir, run_callbacks, make_loggers(config, run_dir)))
     if trainer.is_global_zero:
@@ -159,8 +176,7 @@ def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | N
         write_run_config(config, run_dir)
         recorder.start()
         # on rank zero only: the MLflow logger opens (and first creates) the tracking store
-        mlflow_logger = make_mlflow_logger(config, run_dir, recorder.summary.get("mlflow_run_id"),
-                                           recorder.summary.get("seed_group"))
+        mlflow_logger = make_mlflow_logger(config, run_dir, recorder.summary)
         trainer.loggers = [*trainer.loggers, *([mlflow_logger] if mlflow_logger else [])]
     trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(checkpoint) if checkpoint else None,
                 weights_only=not trust_checkpoint)
@@ -185,26 +201,52 @@ class SeedResults:
     aggregate_path: Path | None = None
 
 
+@contextmanager
+def seed_group_run(config: Config, plan: list[dict[str, Any]], started: datetime,
+                   seed_group: str | None) -> Iterator[str | None]:
+    """The MLflow parent run of a --seeds group (log_to_mlflow, rank zero): its runs are nested under it, and it
+    ends with the group's row of the run table (settings, results as means over seeds), however the group ends."""
+    if seed_group is None or pl.utilities.rank_zero_only.rank != 0:
+        yield None
+        return
+    name = train_run_name(config.architecture, started, [entry["seed"] for entry in plan])
+    run_id = open_group_run(config, {RUN_NAME_TAG: name, SEED_GROUP_TAG: seed_group})
+    try:
+        yield run_id
+    finally:
+        records = [read_run(entry["run_dir"]) for entry in plan if is_run_dir(Path(entry["run_dir"]))]
+        rows = group_rows_by_seed(records)
+        row = rows[0] if len(rows) == 1 else {}
+        state = seed_group_state([record.summary.get("state") for record in records], len(plan))
+        close_group_run(mlflow_tracking_uri(config), run_id, state,
+                        {**tracked_params(config), **mlflow_values(row, "params")}, mlflow_values(row, "metrics"),
+                        mlflow_values(row, "tags"))
+
+
 def train_seeds(config: Config, seeds: list[int], callbacks: Iterable[Callback] = ()) -> SeedResults:
     """Train the config once per seed, each in a new run folder; with several seeds, their statistics (written
-    as <output_path>/<architecture>_<time>_seeds.json). Stops at the first failed run."""
+    as <output_path>/<architecture>_<time>_seeds.json) and an MLflow parent run. Stops at the first failed run."""
     started = datetime.now()
     plan = plan_runs(config.output_path, config.architecture, seeds, started)
-    seed_group = f"{folder_label(config.architecture)}_{started:{TIMESTAMP}}_seeds" if len(plan) > 1 else None
+    several = len(plan) > 1
+    seed_group = f"{folder_label(config.architecture)}_{started:{TIMESTAMP}}_seeds" if several else None
     results = SeedResults([])
-    for entry in plan:
-        try:
-            summary = train_run(replace(config, seed=entry["seed"]), Path(entry["run_dir"]), None, callbacks,
-                                seed_group)
-        except FileNotFoundError:  # e.g. data removed after the checks: before the run wrote anything
-            release_unused(plan)
-            raise
-        if summary.get("state") == "failed":
-            results.failed = f"run {entry['run_dir']} failed: {summary.get('stop_reason')}"
-            return results
-        best = (summary.get("best_valid_acc") or {}).get("value", float("nan"))
-        results.runs.append({"seed": entry["seed"], "run_dir": entry["run_dir"], "best_valid_acc": best})
-    if len(plan) > 1 and pl.utilities.rank_zero_only.rank == 0:
+    with seed_group_run(config, plan, started, seed_group) as parent_run_id:
+        for entry in plan:
+            labels = RunLabels(train_run_name(config.architecture, started, [entry["seed"]] if several else []),
+                               seed_group, parent_run_id)
+            try:
+                summary = train_run(replace(config, seed=entry["seed"]), Path(entry["run_dir"]), None, callbacks,
+                                    labels)
+            except FileNotFoundError:  # e.g. data removed after the checks: before the run wrote anything
+                release_unused(plan)
+                raise
+            if summary.get("state") == "failed":
+                results.failed = f"run {entry['run_dir']} failed: {summary.get('stop_reason')}"
+                return results
+            best = (summary.get("best_valid_acc") or {}).get("value", float("nan"))
+            results.runs.append({"seed": entry["seed"], "run_dir": entry["run_dir"], "best_valid_acc": best})
+    if several and pl.utilities.rank_zero_only.rank == 0:
         results.aggregate = aggregate_seeds(results.runs)
         results.aggregate_path = Path(config.output_path) / f"{seed_group}.json"
         write_json(results.aggregate_path, results.aggregate)

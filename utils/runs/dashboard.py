@@ -1,0 +1,153 @@
+"""The dashboard: MLflow's runs table showing the run table's columns (utils.runs.table), as a view kept in every
+experiment the project logs to or imports into, and the one URL that opens it.
+
+python -m utils.runs.dashboard [--db output/mlflow.db] [--port 5000] [--url-only]   (make dashboard)
+python -m utils.runs.dashboard --uri http://HOST:PORT                               (a shared server)
+
+With --db it writes the views into every experiment of the SQLite store, starts a quiet `mlflow ui` on
+127.0.0.1 and prints the URL (--url-only: prints the URL and the command that serves it, starts nothing).
+With --uri it writes the views on a running server and prints the URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from utils.runs.table import DASHBOARD_SOURCES
+from utils.tracking.mlflow_server import port_problem, start_server
+from utils.tracking.mlflow_store import mlflow_client, mlflow_uri_problems, open_experiment, sqlite_path
+from utils.tracking.mlflow_view import START_TIME, view_state, view_url, write_view
+
+DEFAULT_PORT = 5000  # the Makefile's DASHBOARD_PORT
+DEFAULT_DB = Path("output") / "mlflow.db"  # the Makefile's DASHBOARD_DB, train.py's store by default
+HOST = "127.0.0.1"
+HEADLINE = "The runs table, with the thesis's columns, best valid_acc first"
+
+
+@dataclass(frozen=True)
+class View:
+    """A saved view of the runs table: its key (in the URL), its name in the UI's view list, its sort."""
+
+    key: str
+    name: str
+    order_by: str
+    ascending: bool = False
+
+    def state(self) -> dict[str, Any]:
+        return view_state(DASHBOARD_SOURCES, self.order_by, self.ascending)
+
+
+TABLE_VIEW = View("runs-table", "Runs table: best valid_acc first", "metrics.valid_acc_max")
+# MLflow nests a group's runs under its parent run only when the table is sorted by start time.
+GROUPS_VIEW = View("runs-by-group", "Runs table: newest first, studies and seed groups folded", START_TIME)
+VIEWS = (TABLE_VIEW, GROUPS_VIEW)
+
+
+def write_views(client: Any, experiment_id: str) -> list[str]:
+    """Keep the dashboard's views in the experiment (written when missing or changed); the keys written."""
+    return [view.key for view in VIEWS if write_view(client, experiment_id, view.key, view.name, view.state())]
+
+
+def open_dashboard_experiment(uri: str, experiment: str) -> tuple[Any, str]:
+    """(client, experiment id) of an experiment, created on first use, with the dashboard's views in it."""
+    client, experiment_id = open_experiment(uri, experiment)
+    write_views(client, experiment_id)
+    return client, experiment_id
+
+
+def serve_hint(db: Path, port: int = DEFAULT_PORT) -> str:
+    """The command that serves a SQLite store's dashboard."""
+    shown = Path(os.path.relpath(db)) if db.resolve().is_relative_to(Path.cwd()) else db
+    return ("make dashboard" + ("" if shown == DEFAULT_DB else f" DASHBOARD_DB={shown}")
+            + ("" if port == DEFAULT_PORT else f" DASHBOARD_PORT={port}"))
+
+
+def dashboard_line(uri: str, experiment: str) -> str:
+    """The line naming the URL of an experiment's runs table: on its server, or on `make dashboard`'s for a
+    SQLite store."""
+    _, experiment_id = open_dashboard_experiment(uri, experiment)
+    db = sqlite_path(uri)
+    if db is None:
+        return f"dashboard: {view_url(uri, experiment_id, TABLE_VIEW.key)}"
+    url = view_url(f"http://{HOST}:{DEFAULT_PORT}", experiment_id, TABLE_VIEW.key)
+    return f"dashboard: {url} (serve it with: {serve_hint(db)})"
+
+
+def refresh_store(uri: str) -> list[tuple[str, str]]:
+    """Write the views into every experiment of a store; (name, id) of the experiments holding runs."""
+    client = mlflow_client(uri)
+    shown = []
+    for experiment in client.search_experiments():
+        if client.search_runs([experiment.experiment_id], max_results=1):
+            write_views(client, experiment.experiment_id)
+            shown.append((experiment.name, experiment.experiment_id))
+    return shown
+
+
+def url_lines(base_url: str, experiments: Sequence[tuple[str, str]], first: str) -> list[str]:
+    """One line per experiment (first the one named first), each with the URL of its runs table."""
+    ordered = sorted(experiments, key=lambda item: item[0] != first)
+    lines = [f"  {name}: {view_url(base_url, experiment_id, TABLE_VIEW.key)}" for name, experiment_id in ordered]
+    return lines or ["  (no runs in this store yet)"]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"SQLite store (default: {DEFAULT_DB})")
+    where.add_argument("--uri", help="a running MLflow server, http(s)://HOST:PORT: write the views, print the URL")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on {HOST} (default {DEFAULT_PORT})")
+    parser.add_argument("--experiment", default="cars", help="the experiment listed first (default: cars)")
+    parser.add_argument("--url-only", action="store_true", help="print the URL and how to serve it; start nothing")
+    return parser.parse_args(argv)
+
+
+def serve(db: Path, port: int, lines: list[str]) -> int:
+    """Run `mlflow ui` on the store until Ctrl-C, after printing the URLs once it answers."""
+    problem = port_problem(HOST, port)
+    if problem:
+        print(f"dashboard: {problem}; choose another port: make dashboard DASHBOARD_PORT={port + 1}", file=sys.stderr)
+        return 2
+    server = start_server(f"sqlite:///{db.resolve()}", port, HOST)
+    try:
+        print(f"{HEADLINE} (Ctrl-C stops the server):", *lines, sep="\n", flush=True)
+        code = server.process.wait()
+    except KeyboardInterrupt:
+        print("dashboard stopped")
+        return 0
+    finally:
+        server.stop()
+    print(f"dashboard: mlflow ui ended by itself (exit code {code})", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.uri:
+        problems = mlflow_uri_problems(args.uri, "--uri")
+        if problems:
+            print("dashboard: " + "; ".join(problems), file=sys.stderr)
+            return 2
+        experiments = refresh_store(args.uri)
+        print(f"{HEADLINE}:", *url_lines(args.uri, experiments, args.experiment), sep="\n")
+        return 0
+    if not args.db.is_file():
+        print(f"dashboard: {args.db}: no MLflow store there yet; train with log_to_mlflow: true (the default), or "
+              "name another store (make demo's: make dashboard DASHBOARD_DB=demo/output/mlflow.db)", file=sys.stderr)
+        return 2
+    experiments = refresh_store(f"sqlite:///{args.db.resolve()}")
+    lines = url_lines(f"http://{HOST}:{args.port}", experiments, args.experiment)
+    if args.url_only:
+        print(f"{HEADLINE}: {serve_hint(args.db, args.port)}, then open", *lines, sep="\n")
+        return 0
+    return serve(args.db, args.port, lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
