@@ -19,8 +19,8 @@ from utils.config import ConfigError, parse_overrides
 from utils.logger import setup_logging
 from utils.runs.training import RUN_CHECKS
 from utils.sweeps.configurations import load_study, open_study
-from utils.sweeps.launcher import (folder_conflicts, prepare_tracking, start_workers, wait_for_workers,
-                                   worker_environments)
+from utils.sweeps.launcher import (finish_tracking, folder_conflicts, prepare_tracking, start_workers,
+                                   wait_for_workers, worker_environments)
 from utils.sweeps.report import write_report
 from utils.sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, default_storage, open_optuna_study,
                                   open_storage, queue_runs, sampler_problems, unfinished_runs)
@@ -74,9 +74,9 @@ def report(args: argparse.Namespace) -> int:
         print(f"{args.study}: no study {study.name!r} in {url}; run: python sweep.py {args.study}", file=sys.stderr)
         return 2
     folder = Path(study.base.output_path) / study.name
-    table, csv_path, plot_path = write_report(study, optuna_study, folder)
+    table, files = write_report(study, optuna_study, folder)
     print(table)
-    print(f"\nwritten: {csv_path}, {plot_path}")
+    print(f"\nwritten: {', '.join(map(str, files))}")
     return 0
 
 
@@ -105,10 +105,11 @@ def launch(args: argparse.Namespace) -> int:
     optuna_study = open_optuna_study(study, storage)
     queued = queue_runs(study, optuna_study, args.only)
     print(f"study {study.name} in {url}: {queued} runs queued; starting {args.workers} worker(s)")
-    prepare_tracking(study, args.only)
+    prepare_tracking(study, args.only, optuna_study)
     environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count())
     processes = start_workers(worker_command(args, url), environments)
     codes = wait_for_workers(processes)
+    finish_tracking(study, optuna_study, args.only)
     for process, code in zip(processes, codes):
         if code < 0:
             print(f"worker {process.pid} was ended by signal {-code}; its run is queued again by the next worker "

@@ -98,11 +98,18 @@ def test_two_workers_on_sqlite_train_each_configuration_once_per_seed_and_report
     assert "MLflow tracking" not in output, output  # both workers logged every run to the one mlflow.db
     client = MlflowClient(f"sqlite:///{tmp_path / 'output' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("cars")
-    assert len(client.search_runs([experiment.experiment_id])) == 6
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [run for run in runs if run.info.run_name == "tiny"]  # the study: its runs nested under it
+    assert sorted(run.info.run_name for run in runs if run is not parent) == sorted(
+        f"tiny/{config} {description} seed {seed}" for config, description in
+        (("A", "weight decay 0.1"), ("B", "dropout 0.3"), ("C", "learning rate 0.003")) for seed in (42, 43))
+    assert {run.data.tags.get("mlflow.parentRunId") for run in runs if run is not parent} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and parent.data.tags["state"] == "finished"
 
     code, output = run_sweep(path, *FAST)  # a finished study: nothing queued, nothing trained again
     assert code == 0 and "0 runs queued" in output, output
     assert len(load(sqlite_url(tmp_path)).get_trials()) == 6
+    assert len(client.search_runs([experiment.experiment_id])) == 7  # the study's parent run reused
 
     code, output = run_sweep("--report", path)
     assert code == 0, output

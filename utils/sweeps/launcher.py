@@ -9,9 +9,14 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
+import optuna
+
 from utils.runs.trackers import mlflow_tracking_uri, prepare_mlflow_experiment
 from utils.sweeps.configurations import run_configs
+from utils.sweeps.report import study_records
+from utils.sweeps.storage import unfinished_runs
 from utils.sweeps.study_file import Study
+from utils.sweeps.tracking import close_study_runs, open_study_runs
 from utils.sweeps.worker import folder_conflict, run_folder
 
 logger = logging.getLogger(__name__)
@@ -26,8 +31,9 @@ def folder_conflicts(study: Study, only: Sequence[str] = ()) -> list[str]:
     return problems
 
 
-def prepare_tracking(study: Study, only: Sequence[str] = ()) -> None:
-    """Create the MLflow store and experiment of every run once, before workers start and race to create them."""
+def prepare_tracking(study: Study, only: Sequence[str] = (), optuna_study: optuna.Study | None = None) -> None:
+    """Create the MLflow store and experiment of every run once, before workers start and race to create them;
+    with the Optuna study, open the study's parent run in each (its id kept in the study for the workers)."""
     configs = [study.base] if study.kind == "search" else [config for _, config in run_configs(study, only)]
     prepared = set()
     for config in configs:
@@ -39,6 +45,14 @@ def prepare_tracking(study: Study, only: Sequence[str] = ()) -> None:
             prepare_mlflow_experiment(config)
         except Exception as error:  # the runs then try themselves, and train on without MLflow if they fail
             logger.warning("could not prepare MLflow experiment %r at %s: %s", store[1], store[0], error)
+    if optuna_study is not None:
+        open_study_runs(study, optuna_study, configs)
+
+
+def finish_tracking(study: Study, optuna_study: optuna.Study, only: Sequence[str] = ()) -> None:
+    """End the study's parent runs: finished when every run is done, else interrupted (a later launch resumes)."""
+    state = "interrupted" if unfinished_runs(study, optuna_study, only) else "finished"
+    close_study_runs(study, optuna_study, study_records(optuna_study), state)
 
 
 def worker_environments(workers: int, devices: Sequence[str] | None, gpus_visible: int) -> list[dict[str, str]]:

@@ -1,8 +1,10 @@
 """A study's report: one row per configuration, with the run table's result columns as mean ± std over seeds
-(and the thesis's figures beside them), as a printed table, CSV and plot."""
+(and the thesis's figures beside them), as a printed table, CSV and plot; for a search, Optuna's plots too. The
+files are also stored with the study's MLflow parent run."""
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,10 @@ from utils.runs.table import format_table, run_row, write_csv
 from utils.runs.thesis import load_thesis_runs, reference_record
 from utils.sweeps.storage import trials_by_run
 from utils.sweeps.study_file import Study, StudyRun
+from utils.sweeps.tracking import log_study_files
 
+SEARCH_PLOTS = {"optimization_history": "plot_optimization_history", "param_importances": "plot_param_importances",
+                "intermediate_values": "plot_intermediate_values"}  # file name -> optuna.visualization.matplotlib
 RESULT_COLUMNS = ("epochs", "train_acc_max", "valid_acc_max")  # the run table's, over each configuration's seeds
 COLUMNS = ("id", "description", "state", "seeds", *RESULT_COLUMNS, "objective")
 THESIS_COLUMNS = tuple(f"thesis_{name}" for name in RESULT_COLUMNS)
@@ -45,6 +50,12 @@ def run_result(trials: Sequence[FrozenTrial]) -> RunResult:
     run = read_run(run_dir) if run_dir and is_run_dir(Path(run_dir)) else None
     value = trial.value if trial.state == TrialState.COMPLETE else None
     return RunResult(STATE_NAMES[trial.state], run, value)
+
+
+def study_records(optuna_study: optuna.Study) -> list[RunRecord]:
+    """The run records of the study's runs that have them (each run's deciding trial's folder)."""
+    results = [run_result(trials) for trials in trials_by_run(optuna_study).values()]
+    return [result.run for result in results if result.run is not None]
 
 
 def _configurations(study: Study, groups: Mapping[StudyRun, Sequence[FrozenTrial]]) -> list[tuple[str, str]]:
@@ -105,8 +116,38 @@ def report_columns(study: Study) -> list[str]:
     return [*COLUMNS, *THESIS_COLUMNS] if study.reference == "thesis" else list(COLUMNS)
 
 
-def write_report(study: Study, optuna_study: optuna.Study, folder: Path) -> tuple[str, Path, Path]:
-    """The printed table, and report.csv and report.png written in the study's folder."""
+def write_search_plots(optuna_study: optuna.Study, folder: Path) -> tuple[list[Path], list[str]]:
+    """Optuna's optimization history, parameter importances and intermediate values, drawn with matplotlib into
+    PNG files in folder; (files written, why each other plot was left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    written, skipped = [], []
+    for name, plot in SEARCH_PLOTS.items():
+        path = folder / f"{name}.png"
+        # Optuna sets its ggplot style globally: within this context, the settings come back afterwards
+        with warnings.catch_warnings(), plt.style.context("ggplot"):
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            try:
+                axes = getattr(optuna_plots, plot)(optuna_study)
+            except (ValueError, RuntimeError, ZeroDivisionError) as error:  # e.g. too few finished trials
+                skipped.append(f"{path.name}: not drawn ({error})")
+                continue
+            figure = axes.figure
+            figure.set_size_inches(9, 5)
+            figure.tight_layout()
+            figure.savefig(path, dpi=100)
+            plt.close(figure)
+        written.append(path)
+    return written, skipped
+
+
+def write_report(study: Study, optuna_study: optuna.Study, folder: Path) -> tuple[str, list[Path]]:
+    """The printed table, and the files written in the study's folder: report.csv, report.png and, for a
+    search, Optuna's plots; the files are stored with the study's MLflow parent runs too."""
     thesis_runs = load_thesis_runs() if study.reference == "thesis" else {}
     rows, records = report_rows(study, optuna_study, thesis_runs)
     columns = report_columns(study)
@@ -117,4 +158,9 @@ def write_report(study: Study, optuna_study: optuna.Study, folder: Path) -> tupl
     references = [reference_record(run) for run_id, run in thesis_runs.items() if run_id in shown]
     plot_runs(records, plot_path, references)
     table = format_table([{name: _cell(row.get(name)) for name in columns} for row in rows], columns)
-    return table, csv_path, plot_path
+    files, skipped = [csv_path, plot_path], []
+    if study.kind == "search":
+        plots, skipped = write_search_plots(optuna_study, folder)
+        files += plots
+    log_study_files(optuna_study, files)
+    return "\n".join([table, *skipped]), files

@@ -32,11 +32,13 @@ from utils.config import Config, config_for_records
 from utils.config.loading import training_settings, yaml_inline
 from utils.runs.folders import LAST_CHECKPOINT
 from utils.runs.records import CONFIG, RunRecordError, read_metrics, read_summary, refuse_links_leaving, write_json
-from utils.runs.training import train_run
+from utils.runs.trackers import update_mlflow_state
+from utils.runs.training import RunLabels, train_run
 from utils.sweeps.configurations import run_config
 from utils.sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, LIVE, make_pruner, make_sampler, open_storage,
                                   run_of, trials_by_run)
 from utils.sweeps.study_file import Study, StudyRun
+from utils.sweeps.tracking import parent_run_id, study_run_name
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +210,8 @@ def folder_conflict(run_dir: Path, config: Config) -> str | None:
             "move that folder away or give the study another name")
 
 
-def train_study_run(config: Config, run_dir: Path, callbacks: Iterable[Callback]) -> dict[str, Any]:
+def train_study_run(config: Config, run_dir: Path, callbacks: Iterable[Callback],
+                    labels: RunLabels = RunLabels()) -> dict[str, Any]:
     """Train a study run in its folder: from its last.ckpt when an earlier attempt left one (loaded weights_only,
     checked first); nothing when it is done."""
     if run_dir.is_dir():
@@ -230,8 +233,8 @@ def train_study_run(config: Config, run_dir: Path, callbacks: Iterable[Callback]
                                   f"{run_dir} (and the option), or move {checkpoint.name} away to train the run "
                                   "afresh") from None
         logger.info("resuming %s from %s", run_dir, checkpoint)
-        return train_run(config, run_dir, checkpoint, callbacks)
-    return train_run(config, run_dir, None, callbacks)
+        return train_run(config, run_dir, checkpoint, callbacks, labels)
+    return train_run(config, run_dir, None, callbacks, labels)
 
 
 def mark_pruned(run_dir: Path, summary: dict[str, Any], epoch: int) -> dict[str, Any]:
@@ -269,10 +272,11 @@ def hand_back(optuna_study: optuna.Study, storage: RDBStorage, trial_id: int) ->
     RetryHeartbeatStaleTrialCallback()(optuna_study, storage.get_trial(trial_id))
 
 
-def _finish(optuna_study: optuna.Study, trial: optuna.Trial, study: Study, run_dir: Path,
+def _finish(optuna_study: optuna.Study, trial: optuna.Trial, study: Study, config: Config, run_dir: Path,
             summary: dict[str, Any], pruned_epoch: int | None) -> None:
     if pruned_epoch is not None and summary.get("state") == "finished":
         summary = mark_pruned(run_dir, summary, pruned_epoch)
+        update_mlflow_state(config, summary)
     if summary.get("state") == "pruned":
         optuna_study.tell(trial, state=TrialState.PRUNED)
         return
@@ -300,8 +304,10 @@ def run_trial(study: Study, optuna_study: optuna.Study, storage: RDBStorage, tri
                         trial.user_attrs.get("description"), run_dir)
             callback = TrialCallback(trial, study.metric, claimed_at)
             trial.set_user_attr("sweep_s", round(time.perf_counter() - claimed_at, 3))
-            summary = train_study_run(config, run_dir, [callback])
-            _finish(optuna_study, trial, study, run_dir, summary, callback.pruned_epoch)
+            labels = RunLabels(study_run_name(study, run_of(trial), trial.user_attrs.get("description")),
+                               parent_run_id=parent_run_id(optuna_study, config))
+            summary = train_study_run(config, run_dir, [callback], labels)
+            _finish(optuna_study, trial, study, config, run_dir, summary, callback.pruned_epoch)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit after its graceful stop
         hand_back(optuna_study, storage, trial_id)
         raise KeyboardInterrupt from None
