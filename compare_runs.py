@@ -1,6 +1,7 @@
 """Compare training runs: the thesis's dashboard table of every run record under output/.
 
---to-mlflow imports the run folders, and Neptune offline runs (.neptune/offline/run__*), into MLflow instead.
+--to-mlflow imports the run folders, and Neptune offline runs (.neptune/offline/run__*), into MLflow instead, and
+the --reference runs of the thesis (or all of them: --reference all) into its experiment `thesis`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from utils.runs.plots import plot_path_problem, plot_runs
 from utils.runs.records import RunRecord, load_runs
 from utils.runs.table import (COLUMN_NAMES, column_problems, filter_runs, format_table, group_rows_by_seed, run_row,
                               sort_rows, write_csv)
-from utils.runs.thesis import load_thesis_runs, reference_record, unknown_run_problems
+from utils.runs.thesis import ThesisRun, load_thesis_runs, reference_record, unknown_run_problems
+
+ALL_REFERENCES = "all"  # --reference all: every recorded thesis run
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -30,7 +33,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("-c", "--config",
                         help="config file whose output_path is the default folder (default: config.yml, if present)")
     parser.add_argument("--reference", nargs="+", action="extend", default=[], metavar="RUN_ID",
-                        help="add recorded thesis runs (e.g. C-50) to the table and, dashed, to the plot")
+                        help="add recorded thesis runs (e.g. C-50, or all) to the table and, dashed, to the plot; "
+                             "with --to-mlflow, import them into the MLflow experiment thesis")
     parser.add_argument("--tag", action="append", default=[],
                         help="keep runs having this tag (repeatable: all of them)")
     parser.add_argument("--architecture", "-a", action="append", default=[],
@@ -63,9 +67,11 @@ def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str
     return problems
 
 
-def to_mlflow(args: argparse.Namespace, runs: list[RunRecord]) -> int:
-    """Import run folders and Neptune offline runs into MLflow; runs already there are left as they are."""
-    from utils.runs.mlflow import import_to_mlflow  # imports torch: only for imports
+def to_mlflow(args: argparse.Namespace, runs: list[RunRecord], references: list[ThesisRun]) -> int:
+    """Import run folders, Neptune offline runs and thesis runs into MLflow; runs already there are left as they
+    are."""
+    from utils.runs.dashboard import dashboard_line
+    from utils.runs.mlflow import THESIS_EXPERIMENT, import_thesis_runs, import_to_mlflow  # imports torch
     from utils.tracking.mlflow_store import mlflow_uri_problems
     from utils.tracking.neptune import neptune_run_dirs, readable_neptune_runs
 
@@ -76,11 +82,16 @@ def to_mlflow(args: argparse.Namespace, runs: list[RunRecord]) -> int:
     neptune_runs, skipped = readable_neptune_runs(neptune_run_dirs(args.folders))
     for problem in skipped:
         print(f"warning: {problem}", file=sys.stderr)
-    imported, present = import_to_mlflow(runs, neptune_runs, args.mlflow_uri, args.mlflow_experiment)
-    for name in imported:
-        print(f"imported {name}")
-    print(f"{len(imported)} run(s) imported into MLflow experiment {args.mlflow_experiment!r} at {args.mlflow_uri}, "
-          f"{len(present)} already there; see them with: mlflow ui --backend-store-uri {args.mlflow_uri}")
+    imports = {}
+    if runs or neptune_runs or not references:
+        imports[args.mlflow_experiment] = import_to_mlflow(runs, neptune_runs, args.mlflow_uri, args.mlflow_experiment)
+    if references:
+        imports[THESIS_EXPERIMENT] = import_thesis_runs(references, args.mlflow_uri)
+    for experiment, (imported, present) in imports.items():
+        for name in imported:
+            print(f"imported {name}")
+        print(f"{len(imported)} run(s) imported into MLflow experiment {experiment!r} at {args.mlflow_uri}, "
+              f"{len(present)} already there; {dashboard_line(args.mlflow_uri, experiment)}")
     return 0
 
 
@@ -101,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems = column_problems([*columns, args.sort], available) if columns else ["--columns: no column names given"]
     problems += [f"{folder}: no such folder" for folder in args.folders if not Path(folder).is_dir()]
     thesis_runs = load_thesis_runs() if args.reference else {}
+    args.reference = list(thesis_runs) if ALL_REFERENCES in args.reference else args.reference
     problems += unknown_run_problems(args.reference, thesis_runs)
     if problems:
         print("compare_runs.py: error: " + "; ".join(dict.fromkeys(problems)), file=sys.stderr)
@@ -114,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: {problem}", file=sys.stderr)
     runs = filter_runs(runs, tags=args.tag, architectures=args.architecture)
     if args.to_mlflow:
-        return to_mlflow(args, runs)
+        return to_mlflow(args, runs, [thesis_runs[run_id] for run_id in dict.fromkeys(args.reference)])
     rows = group_rows_by_seed(runs) if args.seeds else [run_row(run) for run in runs]
     rows = sort_rows(rows, args.sort, args.descending)
     references = [reference_record(thesis_runs[run_id]) for run_id in dict.fromkeys(args.reference)]
