@@ -51,12 +51,12 @@ $(DEMO_DATA): | $(DEMO_RAW)
 demo: $(PROD_STAMP)
 	$(MAKE) --no-print-directory $(DEMO_DATA)
 	$(PY) train.py -c config_template.yml -d $(DEMO_DATA) $(DEMO_SETTINGS)
-	@echo "The runs table: make dashboard DASHBOARD_DB=$(DEMO_DIR)/output/mlflow.db, then open http://127.0.0.1:$(DASHBOARD_PORT)"
-	@echo "  (that is: $(PY) -m mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/output/mlflow.db --host 127.0.0.1 --port $(DASHBOARD_PORT))"
+	@$(PY) -m utils.runs.dashboard --db $(DEMO_DIR)/output/mlflow.db --port $(DASHBOARD_PORT) --url-only
 
-# The MLflow runs table of DASHBOARD_DB (train.py's default: output/mlflow.db) on http://127.0.0.1:DASHBOARD_PORT.
+# The runs table of DASHBOARD_DB (train.py's default: output/mlflow.db) served by MLflow on 127.0.0.1:DASHBOARD_PORT;
+# prints the URL that opens it with the thesis's columns (docs/tracking.md).
 dashboard: $(PROD_STAMP)
-	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(DASHBOARD_DB) --host 127.0.0.1 --port $(DASHBOARD_PORT)
+	@$(PY) -m utils.runs.dashboard --db $(DASHBOARD_DB) --port $(DASHBOARD_PORT)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
