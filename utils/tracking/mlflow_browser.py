@@ -112,6 +112,15 @@ def _sideways(driver: Any) -> Iterator[None]:
         time.sleep(0.3)
 
 
+def scroll_to_right_end(driver: Any) -> None:
+    """Scroll the table to its last columns (the pinned name columns stay)."""
+    from selenium.webdriver.common.by import By
+
+    scroller = driver.find_element(By.CSS_SELECTOR, SCROLLER)
+    driver.execute_script("arguments[0].scrollLeft = arguments[0].scrollWidth", scroller)
+    time.sleep(1)
+
+
 def column_headers(driver: Any) -> list[tuple[str, str]]:
     """(col-id, header text) of every column shown, left to right, the checkbox left out (columns out of view
     included: the table is scrolled sideways to render them)."""
