@@ -92,8 +92,8 @@ class Store:
     import_outputs: list[str]
 
 
-def run(command: list[str], timeout: int = 900) -> str:
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def run(command: list[str], cwd: Path = ROOT, timeout: int = 900) -> str:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     return output
@@ -132,8 +132,10 @@ def store(make_prepared, tmp_path_factory):
             study = search_study(tmp, prepared, server.url)
             sweep = run([sys.executable, "sweep.py", str(study), "--heartbeat", "2", "--grace", "10"])
             report = run([sys.executable, "sweep.py", "--report", str(study)])
-            imports = [run([sys.executable, "compare_runs.py", "--to-mlflow", "--reference", "C-50",
-                            "--mlflow-uri", server.url]) for _ in range(2)]
+            elsewhere = tmp / "elsewhere"  # a folder without output/: only the thesis's run is imported
+            elsewhere.mkdir()
+            imports = [run([sys.executable, str(ROOT / "compare_runs.py"), "--to-mlflow", "--reference", "C-50",
+                            "--mlflow-uri", server.url], cwd=elsewhere) for _ in range(2)]
             yield Store(server.url, db, train, sweep, report, imports)
         finally:
             server.stop()
