@@ -4,9 +4,11 @@ data; then `mlflow ui` over their store, looked at in headless Chromium with a n
 
     python -m docs.screenshots [--out docs] [--epochs 8] [--work DIR [--again]]
 
-Writes mlflow_runs_table.png (the URL train.py prints: the thesis's columns, best valid_acc first),
-mlflow_groups.png (newest first: the study's row expanded to its runs) and mlflow_compare.png (the charts of both
-experiments, C-50's valid_acc beside the runs'). Needs Debian's chromium and chromium-driver, and selenium.
+Writes mlflow_runs_table.png (the URL train.py prints: the thesis's columns from the left, best valid_acc first),
+mlflow_runs_results.png (the same table scrolled to the results), mlflow_groups.png (newest first: the study's row
+expanded to its runs), mlflow_thesis.png (the URL the thesis import prints: C-50 and its 130 epochs) and
+mlflow_compare.png (the charts of both experiments, C-50's valid_acc beside the runs'). Needs Debian's chromium
+and chromium-driver, and selenium.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from utils.tracking.mlflow_browser import (browser_missing, expand_group, open_r
                                            start_browser)
 from utils.tracking.mlflow_server import free_port, start_server
 from utils.tracking.mlflow_store import mlflow_client
+from utils.tracking.mlflow_view import view_url
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 1800, 760
@@ -84,29 +87,34 @@ def charts_url(base_url: str, experiment_ids: list[str]) -> str:
 
 
 def shoot(printed_url: str, uri: str, out: Path) -> list[Path]:
-    """Serve the store with `mlflow ui` on the port the URL names and save the three screenshots."""
+    """Serve the store with `mlflow ui` on the port the URL names and save the five screenshots."""
     from selenium.webdriver.common.by import By
 
     port = free_port()
     table_url = re.sub(r"http://127\.0\.0\.1:\d+", f"http://127.0.0.1:{port}", printed_url)
     client = mlflow_client(uri)
     experiments = [client.get_experiment_by_name(name).experiment_id for name in ("cars", "thesis")]
-    shots = [out / "mlflow_runs_table.png", out / "mlflow_groups.png", out / "mlflow_compare.png"]
+    thesis_url = view_url(f"http://127.0.0.1:{port}", experiments[1], TABLE_VIEW.key)
+    shots = [out / f"mlflow_{name}.png" for name in ("runs_table", "runs_results", "groups", "thesis", "compare")]
     with tempfile.TemporaryFile("w+") as log:
         server = start_server(uri, port, output=log)
     browser = start_browser(WIDTH, HEIGHT)
     try:
         driver = browser.driver
         open_runs_table(driver, table_url, "valid_acc_max")
-        scroll_to_right_end(driver)  # the results, beside the pinned names
         driver.save_screenshot(str(shots[0]))
+        scroll_to_right_end(driver)  # the results, beside the pinned names
+        driver.save_screenshot(str(shots[1]))
         open_runs_table(driver, table_url.replace(TABLE_VIEW.key, GROUPS_VIEW.key), "Created")
         expand_group(driver, "lr_search")
-        driver.save_screenshot(str(shots[1]))
+        driver.save_screenshot(str(shots[2]))
+        open_runs_table(driver, thesis_url, "valid_acc_max")
+        scroll_to_right_end(driver)
+        driver.save_screenshot(str(shots[3]))
         open_runs_table(driver, charts_url(server.url, experiments), "valid_acc_max")
         driver.find_element(By.CSS_SELECTOR, CHART_SEARCH).send_keys("valid_acc")
         time.sleep(3)  # the charts redraw
-        driver.save_screenshot(str(shots[2]))
+        driver.save_screenshot(str(shots[4]))
     finally:
         browser.close()
         server.stop()
