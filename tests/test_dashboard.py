@@ -219,34 +219,50 @@ def test_the_thesis_import_lists_c50_with_its_130_epochs(browser, store):
     assert column_cells(browser, "metrics.`valid_acc_max`") == ["0.8379"]
 
 
-def read_lines_until(process: subprocess.Popen, last: str, timeout_s: float = 300) -> list[str]:
-    """The process's output lines up to the first that starts with last (stripped); fails after timeout_s."""
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
-    read, deadline = [], time.monotonic() + timeout_s
-    while not read or not read[-1].strip().startswith(last):
-        try:
-            read.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
-        except queue.Empty:
-            pytest.fail(f"no line starting with {last!r} in {timeout_s} s: {''.join(read)}")
-    return read
+class Output:
+    """A process's output lines, read as they come (in a thread: the process runs on meanwhile)."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: queue.Queue = queue.Queue()
+        self.read: list[str] = []
+        self.thread = threading.Thread(target=lambda: [self.lines.put(line) for line in process.stdout], daemon=True)
+        self.thread.start()
+
+    def until(self, first: str, timeout_s: float = 300) -> list[str]:
+        """The lines up to the first that starts with first (stripped); fails after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while not self.read or not self.read[-1].strip().startswith(first):
+            try:
+                self.read.append(self.lines.get(timeout=max(0.1, deadline - time.monotonic())))
+            except queue.Empty:
+                pytest.fail(f"no line starting with {first!r} in {timeout_s} s: {''.join(self.read)}")
+        return self.read
+
+    def all(self) -> str:
+        """Every line, once the process has closed its output."""
+        self.thread.join(timeout=60)
+        while not self.lines.empty():
+            self.read.append(self.lines.get())
+        return "".join(self.read)
 
 
 def test_the_dashboard_module_serves_a_store_with_mlflow_ui_quietly_until_ctrl_c(browser, store):
     port = free_port()
     command = [sys.executable, "-m", "utils.runs.dashboard", "--db", str(store.db), "--port", str(port)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(process)
     try:
-        lines = read_lines_until(process, "thesis:")
+        lines = output.until("thesis:")
         urls = {line.split(":")[0].strip(): URL.search(line).group(0) for line in lines if URL.search(line)}
         assert list(urls) == ["cars", "thesis"] and urls["cars"].startswith(f"http://127.0.0.1:{port}/#/exp"), lines
-        open_runs_table(browser, urls["cars"], "valid_acc_max")
+        open_runs_table(browser, urls["cars"], "valid_acc_max")  # the server answers the UI's requests ...
         assert [text for _, text in column_headers(browser)] == HEADERS
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
-    output = "".join(lines)
-    assert process.returncode == 0 and not [noise for noise in NOISE if noise in output], output
+    printed = output.all()  # ... and prints nothing about them, nor when it stops
+    assert process.returncode == 0 and not [noise for noise in NOISE if noise in printed], printed
+    assert printed.strip().endswith("dashboard stopped"), printed
     assert port_problem("127.0.0.1", port) is None  # the server and its worker are gone
 
 
@@ -261,3 +277,17 @@ def test_the_dashboard_module_names_a_missing_store_and_a_port_in_use(tmp_path, 
         port = taken.getsockname()[1]
         assert dashboard.main(["--db", str(store.db), "--port", str(port)]) == 2
     assert f"127.0.0.1:{port} cannot be used" in capsys.readouterr().err
+
+
+def test_make_demos_last_lines_name_the_url_and_how_to_serve_it_and_start_nothing(store, capsys):
+    from utils.runs import dashboard
+
+    port = free_port()
+    assert dashboard.main(["--db", str(store.db), "--port", str(port), "--url-only"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(f"make dashboard DASHBOARD_DB={store.db} DASHBOARD_PORT={port}, then open"), lines
+    client = mlflow_client(store.server_url)
+    assert lines[1:] == [f"  {name}: http://127.0.0.1:{port}/#/experiments/"
+                         f"{client.get_experiment_by_name(name).experiment_id}/runs?viewStateShareKey=runs-table"
+                         "&workflowType=machine_learning" for name in ("cars", "thesis")]
+    assert port_problem("127.0.0.1", port) is None  # nothing serves it
