@@ -206,7 +206,8 @@ def test_a_shared_server_gets_the_run_and_its_death_mid_run_leaves_training_and_
     client = MlflowClient(uri)
     run = only_run(client)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert run.info.run_name == summary["run_name"] and run.info.status == "FINISHED" and run.data.tags["tags"] == "shared"
+    assert run.info.run_name == summary["run_name"] and run.info.status == "FINISHED"
+    assert run.data.tags["tags"] == "shared"
     assert [step for step, _ in history(client, run, "valid_loss")] == [1, 2]
     assert artifacts(client, run) == ["best.ckpt", "config.yml", "last.ckpt", "summary.json"]
     assert not (tmp_path / "output" / "mlflow.db").exists()

@@ -172,7 +172,7 @@ def end_run(client: Any, run_id: str, status: str, params: Mapping[str, Any], me
 
     logged = client.get_run(run_id).data.params
     stamp = int(time.time() * 1000)
-    log_in_batches(client, run_id, [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()
-                                    if key not in logged], [Metric(key, value, stamp, 0) for key, value in metrics.items()])
+    new_params = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items() if key not in logged]
+    log_in_batches(client, run_id, new_params, [Metric(key, value, stamp, 0) for key, value in metrics.items()])
     client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
     client.set_terminated(run_id, status)
