@@ -160,6 +160,7 @@ def test_runs_are_named_for_what_they_are_a_study_is_their_parent_and_nothing_no
     assert {runs[name].data.tags["mlflow.parentRunId"] for name in study_runs} == {parent.info.run_id}
     assert "mlflow.parentRunId" not in runs[mine].data.tags
     assert parent.data.tags["state"] == "finished" and parent.info.status == "FINISHED"
+    assert parent.data.params["image_size"] == "32x32" and "optimizer_params.lr" not in parent.data.params
     assert parent.data.metrics["valid_acc_max"] == max(runs[name].data.metrics["valid_acc_max"] for name in study_runs)
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
     assert {"report.csv", "report.png", "optimization_history.png", "param_importances.png",

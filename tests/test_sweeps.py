@@ -105,6 +105,9 @@ def test_two_workers_on_sqlite_train_each_configuration_once_per_seed_and_report
         (("A", "weight decay 0.1"), ("B", "dropout 0.3"), ("C", "learning rate 0.003")) for seed in (42, 43))
     assert {run.data.tags.get("mlflow.parentRunId") for run in runs if run is not parent} == {parent.info.run_id}
     assert parent.info.status == "FINISHED" and parent.data.tags["state"] == "finished"
+    shared = parent.data.params  # the table's settings all the runs share, not those the study varies
+    assert shared["architecture"] == "ghost" and shared["image_size"] == "32x32" and shared["batch_size"] == "8"
+    assert not {"dropout", "optimizer_params.weight_decay", "optimizer_params.lr", "seed"} & set(shared), shared
 
     code, output = run_sweep(path, *FAST)  # a finished study: nothing queued, nothing trained again
     assert code == 0 and "0 runs queued" in output, output

@@ -66,15 +66,33 @@ def _best(records: Sequence[RunRecord]) -> RunRecord | None:
     return max(scored, key=lambda item: item[0])[1] if scored else None
 
 
+def varied_keys(study: Study) -> set[str]:
+    """The settings a study varies: its search space's keys and the keys its configurations override."""
+    return set(study.space) | {key for configuration in study.configurations for key in configuration.overrides}
+
+
+def shared_params(study: Study, records: Sequence[RunRecord]) -> dict[str, str]:
+    """The run table's parameters that all the runs share (architecture, image size, ...), as MLflow keeps them;
+    the settings the study varies are left out, even where its runs happen to agree."""
+    varied = varied_keys(study)
+    rows = [mlflow_values(run_row(record), "params") for record in records]
+    return {key: value for key, value in (rows[0] if rows else {}).items()
+            if all(row.get(key) == value for row in rows)
+            and not any(key == name or key.startswith(f"{name}.") or name.startswith(f"{key}.") for name in varied)}
+
+
 def close_study_runs(study: Study, optuna_study: optuna.Study, records: Sequence[RunRecord], state: str) -> None:
-    """End each parent run with its best run's results (by valid_acc_max) and the study's settings."""
+    """End each parent run with its best run's results (by valid_acc_max) and the study's settings: once the
+    study is finished, the table's settings its runs share too (MLflow keeps a parameter's first value)."""
     params = {"study_file": str(study.path), "kind": study.kind, "seeds": ", ".join(map(str, study.seeds)),
               "objective": f"{study.direction} {study.metric}"}
     for (uri, _), run_id in parent_runs(optuna_study).items():
-        best = _best([record for record in records if record.summary.get("mlflow_parent_run_id") == run_id])
+        runs = [record for record in records if record.summary.get("mlflow_parent_run_id") == run_id]
+        best = _best(runs)
         metrics = mlflow_values(run_row(best), "metrics") if best else {}
         tags = {"best_run": str(best.summary.get("run_name") or best.run_id)} if best else {}
-        close_group_run(uri, run_id, state, params, metrics, tags)
+        shared = shared_params(study, runs) if state == "finished" else {}
+        close_group_run(uri, run_id, state, {**shared, **params}, metrics, tags)
 
 
 def log_study_files(optuna_study: optuna.Study, files: Iterable[Path]) -> None:
