@@ -113,6 +113,10 @@ def test_two_workers_on_sqlite_train_each_configuration_once_per_seed_and_report
     assert code == 0 and "0 runs queued" in output, output
     assert len(load(sqlite_url(tmp_path)).get_trials()) == 6
     assert len(client.search_runs([experiment.experiment_id])) == 7  # the study's parent run reused
+    again = client.get_run(parent.info.run_id).info  # ... and left ended with the study's last run
+    assert again.status == "FINISHED" and again.end_time == parent.info.end_time
+    last_end = max(run.info.end_time for run in runs if run is not parent)
+    assert parent.info.end_time == pytest.approx(last_end, abs=30_000)
 
     code, output = run_sweep("--report", path)
     assert code == 0, output

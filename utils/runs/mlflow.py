@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from utils.checks import is_number
 from utils.config import tracked_params
 from utils.runs.dashboard import open_dashboard_experiment
 from utils.runs.plots import plot_runs
-from utils.runs.records import RunRecord
+from utils.runs.records import RunRecord, run_times_ms
 from utils.runs.table import COLUMNS, mlflow_values, run_row
 from utils.runs.thesis import ThesisRun, reference_record
 from utils.runs.trackers import RUN_DIR_TAG, mlflow_status, run_tags, summary_metrics
@@ -44,16 +42,6 @@ def _series(run: RunRecord) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def _times_ms(summary: dict[str, Any]) -> tuple[int, int] | None:
-    """(start, end) of a recorded run in ms since the epoch: summary.json's start time and duration."""
-    try:
-        start = datetime.fromisoformat(str(summary.get("started"))).timestamp()
-    except ValueError:
-        return None
-    duration = summary.get("duration_s")
-    return int(start * 1000), int((start + (duration if is_number(duration) else 0)) * 1000)
-
-
 def import_run_folder(client: Any, experiment_id: str, run: RunRecord) -> str | None:
     """Log one run folder as an MLflow run; None when the store already has it (logged live or imported)."""
     run_dir = str(run.path.resolve())
@@ -69,7 +57,7 @@ def import_run_folder(client: Any, experiment_id: str, run: RunRecord) -> str | 
     with tempfile.TemporaryDirectory() as scratch:
         return log_recorded_run(client, experiment_id, tags, params, _series(run), summary_metrics(run.summary),
                                 mlflow_status(run.summary.get("state")), run_artifacts(run, Path(scratch)),
-                                _times_ms(run.summary))
+                                run_times_ms(run.summary))
 
 
 def import_thesis_run(client: Any, experiment_id: str, run: ThesisRun) -> str | None:

@@ -12,11 +12,13 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from utils.checks import is_number
 from utils.output_files import links_problem
 
 SUMMARY, CONFIG, METRICS = "summary.json", "config.yml", "metrics.csv"
@@ -204,3 +206,13 @@ def run_class_names(run_dir: str | os.PathLike, num_classes: int,
         except (FileNotFoundError, ValueError) as error:
             problem = f"{problem} and the prepared data is unavailable ({error})"
     return [f"class {i}" for i in range(1, num_classes + 1)], f"{problem}; showing class ids"
+
+
+def run_times_ms(summary: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(start, end) of a recorded run in ms since the epoch: summary.json's start time and duration."""
+    try:
+        start = datetime.fromisoformat(str(summary.get("started"))).timestamp()
+    except ValueError:
+        return None
+    duration = summary.get("duration_s")
+    return int(start * 1000), int((start + (duration if is_number(duration) else 0)) * 1000)

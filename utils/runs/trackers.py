@@ -143,12 +143,14 @@ def open_group_run(config: Config, tags: Mapping[str, str], run_id: str | None =
 
 
 def close_group_run(uri: str, run_id: str | None, state: str, params: Mapping[str, Any],
-                    metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
-    """End a group's parent run with its closing values and state (a failing store is warned about)."""
+                    metrics: Mapping[str, float], tags: Mapping[str, str], end_time_ms: int | None = None) -> None:
+    """End a group's parent run with its closing values and state, at end_time_ms (default: now; a failing store
+    is warned about)."""
     if run_id is None:
         return
     try:
-        end_run(mlflow_client(uri), run_id, mlflow_status(state), params, metrics, {**tags, "state": state})
+        end_run(mlflow_client(uri), run_id, mlflow_status(state), params, metrics, {**tags, "state": state},
+                end_time_ms)
     except Exception as error:  # any failure of the store or its connection
         logger.warning("MLflow tracking at %s failed to close the group's parent run %s: %s", uri, run_id, error)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 
 from utils.config import Config
-from utils.runs.records import RunRecord
+from utils.runs.records import RunRecord, run_times_ms
 from utils.runs.table import mlflow_values, run_row
 from utils.runs.trackers import close_group_run, mlflow_tracking_uri, open_group_run
 from utils.sweeps.study_file import Study, StudyRun
@@ -92,7 +92,9 @@ def close_study_runs(study: Study, optuna_study: optuna.Study, records: Sequence
         metrics = mlflow_values(run_row(best), "metrics") if best else {}
         tags = {"best_run": str(best.summary.get("run_name") or best.run_id)} if best else {}
         shared = shared_params(study, runs) if state == "finished" else {}
-        close_group_run(uri, run_id, state, {**shared, **params}, metrics, tags)
+        ends = [times[1] for record in runs if (times := run_times_ms(record.summary))]
+        # ended with its last run: a later launch that finds nothing to do leaves its duration as it was
+        close_group_run(uri, run_id, state, {**shared, **params}, metrics, tags, max(ends, default=None))
 
 
 def log_study_files(optuna_study: optuna.Study, files: Iterable[Path]) -> None:

@@ -165,9 +165,9 @@ def start_run(client: Any, experiment_id: str, tags: Mapping[str, str]) -> str:
 
 
 def end_run(client: Any, run_id: str, status: str, params: Mapping[str, Any], metrics: Mapping[str, float],
-            tags: Mapping[str, str]) -> None:
+            tags: Mapping[str, str], end_time_ms: int | None = None) -> None:
     """Log a run's closing values (parameters it lacks: MLflow keeps the first value; metrics and tags anew), then
-    mark it with status."""
+    mark it with status, ended at end_time_ms (default: now)."""
     from mlflow.entities import Metric, Param, RunTag
 
     logged = client.get_run(run_id).data.params
@@ -175,4 +175,4 @@ def end_run(client: Any, run_id: str, status: str, params: Mapping[str, Any], me
     new_params = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items() if key not in logged]
     log_in_batches(client, run_id, new_params, [Metric(key, value, stamp, 0) for key, value in metrics.items()])
     client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
-    client.set_terminated(run_id, status)
+    client.set_terminated(run_id, status, end_time=end_time_ms)
