@@ -267,6 +267,20 @@ def test_the_dashboard_module_serves_a_store_with_mlflow_ui_quietly_until_ctrl_c
     assert port_problem("127.0.0.1", port) is None  # the server and its worker are gone
 
 
+def test_sigterm_stops_the_dashboard_and_its_server_too(store):
+    port = free_port()
+    command = [sys.executable, "-m", "utils.runs.dashboard", "--db", str(store.db), "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(process)
+    try:
+        output.until("thesis:")
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert process.returncode == 0 and output.all().strip().endswith("dashboard stopped")
+    assert port_problem("127.0.0.1", port) is None  # mlflow ui, in its own process group, stopped as well
+
+
 def test_the_dashboard_module_names_a_missing_store_and_a_port_in_use(tmp_path, store, capsys):
     from utils.runs import dashboard
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,12 +109,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C (also where a background launch made the shell ignore it), SIGTERM and a closed terminal stop the
+    dashboard and its server: the server runs in a process group of its own, which these signals do not reach."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _interrupted)
+
+
 def serve(db: Path, port: int, lines: list[str]) -> int:
     """Run `mlflow ui` on the store until Ctrl-C, after printing the URLs once it answers."""
     problem = port_problem(HOST, port)
     if problem:
         print(f"dashboard: {problem}; choose another port: make dashboard DASHBOARD_PORT={port + 1}", file=sys.stderr)
         return 2
+    stop_on_signals()
     server = start_server(f"sqlite:///{db.resolve()}", port, HOST)
     try:
         print(f"{HEADLINE} (Ctrl-C stops the server):", *lines, sep="\n", flush=True)
