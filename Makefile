@@ -7,12 +7,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROD_STAMP := $(VENV)/.prod_requirements.installed
 DEV_STAMP := $(VENV)/.dev_requirements.installed
+MIN_PYTHON := 3.11
 
+# The demo's size: generated data of DEMO_CLASSES classes x DEMO_PER_CLASS images, DEMO_EPOCHS epochs at
+# DEMO_IMAGE_SIZE pixels (tests run it smaller, e.g. make demo DEMO_EPOCHS=1 DEMO_PER_CLASS=8).
 DEMO_DIR := demo
 DEMO_RAW := $(DEMO_DIR)/raw
 DEMO_DATA := $(DEMO_DIR)/stanford
-DEMO_SETTINGS := --set image_size=[64,64] --set num_epochs=12 --set batch_size=32 \
-	--set num_workers=2 --set output_path=$(DEMO_DIR)/output --set logging_dir=$(DEMO_DIR)/logs \
+DEMO_OUTPUT := $(DEMO_DIR)/output
+DEMO_CLASSES ?= 6
+DEMO_PER_CLASS ?= 60
+DEMO_EPOCHS ?= 12
+DEMO_IMAGE_SIZE ?= 64
+DEMO_SETTINGS := --set image_size=[$(DEMO_IMAGE_SIZE),$(DEMO_IMAGE_SIZE)] --set num_epochs=$(DEMO_EPOCHS) \
+	--set batch_size=32 --set num_workers=2 --set output_path=$(DEMO_OUTPUT) --set logging_dir=$(DEMO_DIR)/logs \
 	--set early_stopping_patience=null \
 	--set lr_scheduler=null --set lr_scheduler_params=null \
 	--set optimizer_params.weight_decay=0.05 --set optimizer_params.lr=0.003 \
@@ -26,7 +34,7 @@ DASHBOARD_PORT ?= 5000
 venv: $(PROD_STAMP)
 
 $(PY):
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed (found " + sys.version.split()[0] + "); run: make PYTHON=python3.11 ...")'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= tuple(map(int, "$(MIN_PYTHON)".split("."))) else "cars needs Python $(MIN_PYTHON) or newer (the pinned numpy, scipy, pillow and matplotlib have no wheels for older ones); $(PYTHON) is " + sys.version.split()[0] + ". Run: make $(or $(MAKECMDGOALS),venv) PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
@@ -42,15 +50,24 @@ test: $(DEV_STAMP)
 	$(PY) -m pytest tests
 
 $(DEMO_RAW):
-	$(PY) -m datasets.synthetic $(DEMO_RAW).partial --overwrite --layout updated --classes 6 --per-class 60
+	$(PY) -m datasets.synthetic $(DEMO_RAW).partial --overwrite --layout updated --classes $(DEMO_CLASSES) \
+		--per-class $(DEMO_PER_CLASS)
 	mv $(DEMO_RAW).partial $(DEMO_RAW)
 
 $(DEMO_DATA): | $(DEMO_RAW)
 	$(PY) prepare_stanford_dataset.py --raw $(DEMO_RAW) --out $(DEMO_DATA)
 
+# The closing lines name the run just trained (the newest run folder) and a photo of the generated data.
 demo: $(PROD_STAMP)
 	$(MAKE) --no-print-directory $(DEMO_DATA)
 	$(PY) train.py -c config_template.yml -d $(DEMO_DATA) $(DEMO_SETTINGS)
+	@run=$$(ls -dt $(DEMO_OUTPUT)/ghost_* | head -n 1); photo=$$(ls $(DEMO_DATA)/test/*.jpg | head -n 1); \
+	echo; \
+	echo "Next steps (the run: $$run):"; \
+	echo "  $(PY) compare_runs.py $(DEMO_OUTPUT)"; \
+	echo "  $(PY) evaluate.py $$run"; \
+	echo "  $(PY) predict.py $$run $$photo --top 3"; \
+	echo "  $(PY) export_model.py $$run --format torchscript"
 	@$(PY) -m utils.runs.dashboard --db $(DEMO_DIR)/output/mlflow.db --port $(DASHBOARD_PORT) --url-only
 
 # The runs table of DASHBOARD_DB (train.py's default: output/mlflow.db) served by MLflow on 127.0.0.1:DASHBOARD_PORT;
