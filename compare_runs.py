@@ -23,13 +23,15 @@ from utils.runs.thesis import ThesisRun, load_thesis_runs, reference_record, unk
 
 ALL_REFERENCES = "all"  # --reference all: every recorded thesis run
 
+DEMO_OUTPUT = "demo/output"  # where make demo's runs go (the Makefile's DEMO_OUTPUT)
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      epilog=f"columns: {', '.join(COLUMN_NAMES)} (with --seeds also: runs)")
     parser.add_argument("folders", nargs="*",
-                        help="output folders holding run folders, or run folders "
-                             "(default: output_path of the config file, else output)")
+                        help="output folders holding run folders (and sweeps' study folders), or run folders "
+                             f"(default: output_path of the config file, else output, else {DEMO_OUTPUT})")
     parser.add_argument("-c", "--config",
                         help="config file whose output_path is the default folder (default: config.yml, if present)")
     parser.add_argument("--reference", nargs="+", action="extend", default=[], metavar="RUN_ID",
@@ -54,6 +56,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"MLflow tracking URI for --to-mlflow (default: sqlite:///output/{MLFLOW_DB})")
     parser.add_argument("--mlflow-experiment", default="cars", help="MLflow experiment for --to-mlflow (default: cars)")
     return parser.parse_args(argv)
+
+
+def default_runs_folder(config_path: str | None) -> str:
+    """output_path of the config file (-c, else config.yml); with neither file nor output/ yet, make demo's
+    output folder when it exists (with a note)."""
+    folder = configured_output_path(config_path)
+    if config_path is None and not Path("config.yml").is_file() and not Path(folder).is_dir() \
+            and Path(DEMO_OUTPUT).is_dir():
+        print(f"no config.yml and no {folder}/ yet: showing the runs of make demo in {DEMO_OUTPUT}", file=sys.stderr)
+        return DEMO_OUTPUT
+    return folder
 
 
 def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str]:
@@ -99,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.folders:
         try:
-            default_folder = configured_output_path(args.config)
+            default_folder = default_runs_folder(args.config)
         except ConfigError as error:
             print(f"compare_runs.py: error: {error}", file=sys.stderr)
             return 2

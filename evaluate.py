@@ -74,8 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if logged and logged.get("valid_acc") is not None:
         print(f"logged at epoch {trained.epoch}: valid_acc {logged['valid_acc']:.4f}, "
               f"valid_loss {logged['valid_loss']:.4f}")
-    print(f"\nper-class accuracy, worst {args.classes} classes first:")
-    for index, accuracy, count in result.worst_classes()[:args.classes]:
+    worst = result.worst_classes()
+    shown = f"worst {args.classes} classes first" if args.classes < len(worst) else \
+        f"all {len(worst)} classes, worst first"
+    print(f"\nper-class accuracy, {shown}:")
+    for index, accuracy, count in worst[:args.classes]:
         print(f"  {accuracy:7.2%}  ({count:3d} images)  {class_label(data.class_names, index)}")
     pairs = result.confused_pairs(args.classes)
     print("\nmost confused pairs (true -> predicted: images):" if pairs else "\nno confused pairs: every image right")

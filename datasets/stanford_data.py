@@ -42,11 +42,14 @@ class LabelRecord:
 def prepared_data_problems(config: Config) -> list[str]:
     """The config's stanford_data_path must hold prepared data (both label files)."""
     data = Path(config.stanford_data_path)
+    if not data.exists():
+        return [f"stanford_data_path: {data} does not exist; prepare the data there with prepare_stanford_dataset.py, "
+                "or give the prepared folder (-d)"]
     missing = [name for name in ("train_labels.csv", "test_labels.csv") if not (data / name).is_file()]
     if not missing:
         return []
     return [f"stanford_data_path: {data} is not prepared Stanford Cars data (no {' or '.join(missing)}); "
-            "run prepare_stanford_dataset.py, or pass -d with the prepared folder"]
+            "run prepare_stanford_dataset.py, or give the prepared folder (-d)"]
 
 
 def read_labels(csv_path: str | os.PathLike) -> list[LabelRecord]:

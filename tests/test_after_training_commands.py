@@ -291,6 +291,10 @@ def test_default_folder_is_the_configs_output_path(runs, capsys, tmp_path, monke
     assert code == 2 and "output: no such folder" in err
     code, out, _ = run(compare_runs, ["--reference", "C-50", "--columns", "run_id"], capsys)
     assert code == 0 and out.splitlines()[2:] == ["C-50"]
+    shutil.copytree(runs.gray, tmp_path / "demo" / "output" / runs.gray.name)  # as after make demo
+    code, out, err = run(compare_runs, ["--columns", "run_id"], capsys)
+    assert code == 0 and out.splitlines()[2:] == [runs.gray.name]
+    assert "no config.yml and no output/ yet: showing the runs of make demo in demo/output" in err
     (tmp_path / "config.yml").write_text(f"output_path: {runs.output}\n")
     code, out, _ = run(compare_runs, ["--tag", "gray", "--columns", "run_id"], capsys)
     assert code == 0 and out.splitlines()[2:] == [runs.gray.name]
@@ -300,6 +304,26 @@ def test_default_folder_is_the_configs_output_path(runs, capsys, tmp_path, monke
     (tmp_path / "config.yml").write_text("output_path: 3\n")  # read only when no folder is named
     code, out, _ = run(compare_runs, [runs.output, "--tag", "gray", "--columns", "run_id"], capsys)
     assert code == 0 and out.splitlines()[2:] == [runs.gray.name]
+
+
+def test_a_sweeps_runs_are_found_in_its_study_folder_and_named_by_it(runs, capsys, tmp_path):
+    output = tmp_path / "output"
+    shutil.copytree(runs.gray, output / runs.gray.name)
+    for name in ("A_seed42", "B_seed42"):  # <output_path>/<study>/<id>, as sweep.py writes them
+        shutil.copytree(runs.rgb[0], output / "tiny" / name, ignore=shutil.ignore_patterns("*.ckpt"))
+    (output / "tiny" / "optuna.db").write_bytes(b"")
+    code, out, _ = run(compare_runs, [output, "--columns", "run_id,state"], capsys)
+    assert code == 0 and [row[0] for row in table_rows(out)] == [runs.gray.name, "tiny/A_seed42", "tiny/B_seed42"]
+    code, out, _ = run(compare_runs, [output / "tiny", "--columns", "run_id"], capsys)
+    assert [row[0] for row in table_rows(out)] == ["A_seed42", "B_seed42"]
+
+
+def test_a_folder_of_runs_given_for_one_run_lists_its_runs(runs, capsys):
+    image = next((runs.data / "test").iterdir())
+    for script, extra in ((evaluate, []), (predict, [image]), (export_model, ["--format", "torchscript"])):
+        code, _, err = run(script, [runs.output, *extra], capsys)
+        assert code == 2 and f"{runs.output} is a folder of " in err and "not a run; give one of them" in err, err
+        assert f"  {runs.gray}\n" in err and f"  {runs.rgb[0]}\n" in err
 
 
 # ---- evaluate.py ---------------------------------------------------------------------------------------
@@ -316,7 +340,7 @@ def test_evaluate_top1_equals_logged_valid_acc_of_the_checkpoint_epoch(runs, cap
         loss = float(re.search(r"validation loss \(\w+\): ([\d.]+)", out).group(1))
         assert top1 == pytest.approx(best["valid_acc"], abs=1e-4)
         assert loss == pytest.approx(best["valid_loss"], abs=1e-4)
-        assert "per-class accuracy, worst" in out
+        assert "per-class accuracy, all 4 classes, worst first:" in out  # --classes 10 (the default) > 4 classes
         predictions = list(csv.DictReader(out_csv.open()))
         labels = list(csv.DictReader((runs.data / "test_labels.csv").open()))
         assert [p["image_fname"] for p in predictions] == [row["image_fname"] for row in labels]
@@ -353,6 +377,8 @@ def test_evaluate_reports_confused_pairs_and_worst_classes_from_predictions(runs
     worst_section = out.split("per-class accuracy")[1].split("most confused")[0]
     percentages = [float(x) for x in re.findall(r"([\d.]+)%", worst_section)]
     assert percentages == sorted(percentages) and len(percentages) == 4
+    _, out, _ = run(evaluate, [runs.rgb[1], "--classes", 2], capsys)
+    assert "per-class accuracy, worst 2 classes first:" in out
 
 
 def test_evaluate_errors_name_the_fault(runs, capsys, tmp_path):
@@ -774,9 +800,12 @@ def test_a_failed_export_check_keeps_the_earlier_export(tmp_path, monkeypatch):
 
 def test_a_named_data_folder_must_be_prepared_data_with_the_run_classes(runs, capsys, tmp_path):
     image = runs.data / "test" / sorted(p.name for p in (runs.data / "test").iterdir())[0]
+    (tmp_path / "no_data").mkdir()
     for script, extra in ((predict, [image]), (evaluate, []), (export_model, ["--format", "onnx"])):
         code, _, err = run(script, [runs.rgb[0], *extra, "-d", tmp_path / "no_data"], capsys)
-        assert code == 2 and "no_data: not prepared data (test_labels.csv not found)" in err
+        assert code == 2 and f"-d {tmp_path / 'no_data'}: not prepared data (test_labels.csv not found)" in err
+        code, _, err = run(script, [runs.rgb[0], *extra, "-d", tmp_path / "nowhere"], capsys)
+        assert code == 2 and f"-d {tmp_path / 'nowhere'}: does not exist" in err
     fewer = tmp_path / "three_classes"
     shutil.copytree(runs.data, fewer)
     for labels in (fewer / "train_labels.csv", fewer / "test_labels.csv"):

@@ -263,7 +263,7 @@ BAD_STUDIES = {
                                  {"id": "B", "overrides": {"image_augmentations": {"RandomFlip": {}}}},
                                  {"id": "C", "overrides": {"stanford_data_path": "/nonexistent"}}]},
                       ["runs A: optimizer: ", "runs B: image_augmentations.RandomFlip: unknown transform",
-                       "runs C: stanford_data_path: /nonexistent is not prepared Stanford Cars data"]),
+                       "runs C: stanford_data_path: /nonexistent does not exist"]),
     "grid": ({"grid": {"dropout": 0.3, "batch_size": []}},
              ["grid.dropout: expected a non-empty list", "grid.batch_size: expected a non-empty list"]),
     "search": ({"search": {"trials": 0, "sampler": "grid", "pruner": {"type": "median", "n_startup_trials": -1},

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from utils.config import Config, load_config
-from utils.runs.records import CONFIG, RECORD_FILES, SUMMARY, RunRecordError, refuse_links_leaving
+from utils.runs.records import (CONFIG, RECORD_FILES, SUMMARY, RunRecordError, is_run_dir, refuse_links_leaving,
+                                runs_under)
 
 RUN_FOLDER_LINE = "run folder: "
 BEST_CHECKPOINT, LAST_CHECKPOINT = "best.ckpt", "last.ckpt"
@@ -37,6 +38,8 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
     if path.is_dir():
         checkpoint = path / BEST_CHECKPOINT
+        if not checkpoint.is_file() and not is_run_dir(path) and runs_under(path):
+            raise RunRecordError(folder_of_runs_problem(path))
         if not checkpoint.is_file():
             found = ", ".join(sorted(p.name for p in path.glob("*.ckpt"))) or "none"
             raise RunRecordError(f"{path}: no {BEST_CHECKPOINT} in this run folder (checkpoints found: {found}); "
@@ -53,6 +56,15 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
     return run_dir, checkpoint
 
 
+def folder_of_runs_problem(folder: Path, shown: int = 10) -> str:
+    """A folder of runs given where one run is wanted: the runs in it, newest first."""
+    runs = sorted(runs_under(folder), key=lambda run: run.stat().st_mtime, reverse=True)
+    listed = "\n".join(f"  {run}" for run in runs[:shown])
+    more = f"\n  ... and {len(runs) - shown} more (python compare_runs.py {folder} lists them)" \
+        if len(runs) > shown else ""
+    return f"{folder} is a folder of {len(runs)} runs, not a run; give one of them (newest first):\n{listed}{more}"
+
+
 def load_run_config(path: str | os.PathLike,
                     data_path: str | os.PathLike | None = None) -> tuple[Path, Path, Config]:
     """(run folder, checkpoint, the run's checked configuration) for a run folder or checkpoint; data_path (-d)
@@ -61,8 +73,11 @@ def load_run_config(path: str | os.PathLike,
     config = load_config(run_dir / CONFIG)
     if data_path is not None:
         labels = Path(data_path) / "test_labels.csv"
+        if not Path(data_path).exists():
+            raise RunRecordError(f"-d {data_path}: does not exist; give the folder that prepare_stanford_dataset.py "
+                                 "wrote")
         if not labels.is_file():
-            raise RunRecordError(f"{data_path}: not prepared data ({labels.name} not found); give the folder "
+            raise RunRecordError(f"-d {data_path}: not prepared data ({labels.name} not found); give the folder "
                                  "that prepare_stanford_dataset.py wrote")
         config = replace(config, stanford_data_path=str(data_path))
     return run_dir, checkpoint, config

@@ -38,10 +38,11 @@ class RunRecord:
     summary: dict[str, Any]
     config: dict[str, Any]
     metrics: list[dict[str, float]] = field(default_factory=list)
+    label: str | None = None  # how the run is named in a table: <study>/<id> for a sweep's run, else its folder
 
     @property
     def run_id(self) -> str:
-        return self.path.name
+        return self.label or self.path.name
 
 
 def _read_mapping(path: Path, parse: Callable[[str], Any], kind: str, errors: tuple[type[Exception], ...],
@@ -140,27 +141,44 @@ def read_run(path: str | os.PathLike) -> RunRecord:
     return RunRecord(path=path, summary=summary, config=config, metrics=read_metrics(path))
 
 
+def _sub_folders(folder: Path) -> list[Path]:
+    return sorted(child for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
+
+
+def runs_under(root: str | os.PathLike) -> list[Path]:
+    """The run folders a folder names: itself when it is one, else its sub-folders that are runs and the runs
+    in its other sub-folders (a sweep's study folders, <output_path>/<study>/<id>), sorted by path."""
+    root = Path(root)
+    if is_run_dir(root):
+        return [root]
+    if not root.is_dir():
+        return []
+    found = []
+    for child in _sub_folders(root):
+        found += [child] if is_run_dir(child) else [run for run in _sub_folders(child) if is_run_dir(run)]
+    return found
+
+
 def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
-    """Run folders among the given folders and their direct sub-folders, sorted by path."""
-    found: set[Path] = set()
-    for root in map(Path, roots):
-        if is_run_dir(root):
-            found.add(root)
-        elif root.is_dir():
-            found.update(child for child in root.iterdir() if is_run_dir(child))
-    return sorted(found)
+    """Run folders under any of the given folders (see runs_under), sorted by path."""
+    return sorted({run for root in roots for run in runs_under(root)})
 
 
 def load_runs(roots: Iterable[str | os.PathLike]) -> tuple[list[RunRecord], list[str]]:
-    """Every readable run under `roots`, and one problem line per damaged or missing record."""
-    roots = list(roots)
-    problems = [f"{root}: no such folder" for root in map(Path, roots) if not root.is_dir()]
+    """Every readable run under `roots` (a study's runs named <study>/<id>), and one problem line per damaged or
+    missing record."""
+    roots = [Path(root) for root in roots]
+    problems = [f"{root}: no such folder" for root in roots if not root.is_dir()]
+    in_studies = {run for root in roots for run in runs_under(root) if run.parent.parent == root}
     runs = []
     for run_dir in find_run_dirs(roots):
         try:
-            runs.append(read_run(run_dir))
+            run = read_run(run_dir)
         except RunRecordError as error:
             problems.append(f"{error} (skipped)")
+            continue
+        run.label = f"{run_dir.parent.name}/{run_dir.name}" if run_dir in in_studies else None
+        runs.append(run)
     return runs, problems
 
 
