@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import Callback
 
 from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError, check_resume_checkpoint
 from utils.config import MAX_SEED, ConfigError, load_config, parse_overrides
+from utils.config.loading import override_origins
 from utils.logger import setup_logging
 from utils.runs.folders import resume_target
 from utils.runs.records import RunRecordError
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
         if checkpoint:
             check_resume_checkpoint(checkpoint, run_dir, args.trust_checkpoint)
         config = load_config(run_dir / "config.yml" if run_dir else args.config or "config.yml", overrides,
-                             RUN_CHECKS)
+                             RUN_CHECKS, override_origins(args.overrides, args.data_path))
     except (ConfigError, FileNotFoundError, RunRecordError, CheckpointError) as error:
         print(error, file=sys.stderr)
         return 2

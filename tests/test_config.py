@@ -11,7 +11,7 @@ import models
 from datasets.settings import data_settings
 from datasets.transforms import config_problems as data_config_problems
 from utils.config import Config, ConfigError, load_config, parse_overrides, save_config, tracked_params
-from utils.config.loading import apply_overrides
+from utils.config.loading import apply_overrides, override_origins
 from utils.config.template import key_rows, key_table_markdown, template_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,3 +228,29 @@ def test_a_key_given_twice_is_a_problem_not_a_silent_override(tmp_path):
     path.write_text("batch_size: 8\nnum_epochs: 3\noptimizer_params:\n  lr: 0.1\n  lr: 0.2\n", encoding="utf-8")
     (problem,) = problems_of(path)
     assert "key 'lr' appears twice (lines 4 and 5)" in problem
+
+
+def test_a_problem_with_a_key_set_on_the_command_line_is_named_by_the_option_as_typed(tmp_path):
+    path = write(tmp_path, {"dropout": 2.0, "image_size": [32, 32]})
+    texts = ["optimizer_params.lr=abc", "batch_size=0"]
+    origins = override_origins(texts, data_path="elsewhere/stanford")
+    assert origins == {"optimizer_params.lr": "--set optimizer_params.lr=abc", "batch_size": "--set batch_size=0",
+                       "stanford_data_path": "-d elsewhere/stanford"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, parse_overrides(texts), CHECKS, origins)
+    error = caught.value
+    assert str(error).startswith(f"{path}: 3 configuration problems")  # dropout is the file's
+    starts = ["dropout: ", "--set batch_size=0: 0 is out of range",
+              # a check of the whole mapping the set key is in: the option, then the key the check names
+              "--set optimizer_params.lr=abc: optimizer_params: AdamW rejects them"]
+    assert all(any(problem.startswith(start) for problem in error.problems) for start in starts), error.problems
+    with pytest.raises(ConfigError) as caught:  # every problem from the command line: the heading names the options
+        load_config(write(tmp_path, {}, "empty.yml"), [("batch_size", 0)], origins={"batch_size": "--set batch_size=0"})
+    assert str(caught.value).startswith("--set: 1 configuration problem:\n  - --set batch_size=0: 0 is out of range")
+
+
+def test_a_missing_file_names_the_path_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_config("configs/mine.yml")
+    assert caught.value.problems == [f"configuration file not found (looked for {tmp_path / 'configs' / 'mine.yml'})"]

@@ -46,14 +46,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+def read_yaml(path: str | os.PathLike, what: str = "configuration file") -> dict[str, Any]:
     """Read a configuration (or study) file as a mapping, with an explanation when it is missing or malformed."""
     path = Path(path)
     if not path.is_file():
+        tried = "" if path.is_absolute() else f" (looked for {Path.cwd() / path})"
         hint = ""
         if path.name == "config.yml":
             hint = f"; create it from the template: cp {TEMPLATE_NAME} {path} (then edit it)"
-        raise ConfigError(str(path), [f"configuration file not found{hint}"])
+        raise ConfigError(str(path), [f"{what} not found{tried}{hint}"])
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
@@ -86,6 +87,38 @@ def yaml_inline(value: Any) -> str:
 def parse_overrides(texts: Iterable[str]) -> list[Override]:
     """Every --set text as (dotted key, value), in order."""
     return [parse_override(text) for text in texts]
+
+
+def override_origins(texts: Iterable[str], data_path: str | None = None) -> dict[str, str]:
+    """Each dotted key set on the command line -> the option as typed (--set key=value, -d PATH), the later
+    winning, so that a problem with that key names what the user typed rather than the file."""
+    origins = {name.strip(): f"--set {text}" for text in texts for name in [text.partition("=")[0]]}
+    return {**origins, **({"stanford_data_path": f"-d {data_path}"} if data_path is not None else {})}
+
+
+def _with_origin(problem: str, origins: Mapping[str, str]) -> tuple[str, str | None]:
+    """(problem named by the command-line option that set its key, that option) or (problem, None)."""
+    key = problem.partition(":")[0]
+    found = None
+    for dotted, origin in origins.items():
+        if key == dotted or key.startswith(f"{dotted}.") or dotted.startswith(f"{key}."):
+            found = (dotted, origin)
+    if found is None:
+        return problem, None
+    dotted, origin = found
+    if key == dotted and origin.startswith("--set "):  # the key is in what was typed: --set lr=x: expected ...
+        return f"{origin}:{problem.partition(':')[2]}", origin.split()[0]
+    return f"{origin}: {problem}", origin.split()[0]
+
+
+def labelled_problems(source: str, problems: Iterable[str],
+                      origins: Mapping[str, str]) -> tuple[str, list[str]]:
+    """(heading, problems): each problem of a command-line key named by its option; the heading is the file when
+    any problem is the file's, else the options."""
+    labelled = [_with_origin(problem, origins) for problem in problems]
+    options = list(dict.fromkeys(option for _, option in labelled if option))
+    heading = source if any(option is None for _, option in labelled) or not options else ", ".join(options)
+    return heading, [text for text, _ in labelled]
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:
@@ -131,8 +164,9 @@ def neptune_api_token(config: Config) -> str | None:
 
 
 def config_from_mapping(raw: Mapping[str, Any], source: str, overrides: Iterable[Override] = (),
-                        checks: Iterable[Check] = ()) -> Config:
-    """Override, fill defaults, validate and run the checks; raise ConfigError naming source with every problem."""
+                        checks: Iterable[Check] = (), origins: Mapping[str, str] | None = None) -> Config:
+    """Override, fill defaults, validate and run the checks; raise ConfigError naming source (or, for keys set on
+    the command line, the option given in origins: override_origins) with every problem."""
     config, problems = validate(apply_overrides(raw, overrides))
     problems += tracking_problems(config)
     for check in checks:
@@ -143,13 +177,14 @@ def config_from_mapping(raw: Mapping[str, Any], source: str, overrides: Iterable
                 raise
             problems.append(f"{getattr(check, '__module__', check)} checks could not run: {error}")
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(*labelled_problems(source, problems, origins or {}))
     return config
 
 
-def load_config(path: str | os.PathLike, overrides: Iterable[Override] = (), checks: Iterable[Check] = ()) -> Config:
+def load_config(path: str | os.PathLike, overrides: Iterable[Override] = (), checks: Iterable[Check] = (),
+                origins: Mapping[str, str] | None = None) -> Config:
     """Read a config file, apply the overrides and check everything; raise ConfigError listing every problem."""
-    return config_from_mapping(read_yaml(path), str(path), overrides, checks)
+    return config_from_mapping(read_yaml(path), str(path), overrides, checks, origins)
 
 
 def configured_output_path(path: str | os.PathLike | None = None) -> str:
