@@ -1,4 +1,9 @@
-"""Logging set-up: console and a daily file logs/YYYYMMDD.log."""
+"""Logging set-up: console and a daily file logs/YYYYMMDD.log.
+
+The console shows this project's messages at the configured level and the libraries' warnings; the libraries'
+INFO messages (Lightning's device lines and model summary, Optuna's study notes) go to the log file only, and
+Lightning's adverts nowhere.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,17 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _MARK = "_cars_handler"
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
+_LIBRARY_LOGGERS = (*_LIGHTNING_LOGGERS, "optuna")
+ADVERT_PREFIX = "💡 Tip"  # Lightning's notes recommending its cloud products
 
 
 def log_file_path(logging_dir: str | os.PathLike, day: datetime | None = None) -> Path:
     """The log file of a day: <logging_dir>/YYYYMMDD.log."""
     return Path(logging_dir) / f"{(day or datetime.now()):%Y%m%d}.log"
+
+
+def _no_adverts(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(ADVERT_PREFIX)
 
 
 def setup_logging(loglevel: str = "INFO", logging_dir: str | os.PathLike = "logs") -> Path:
@@ -24,20 +35,28 @@ def setup_logging(loglevel: str = "INFO", logging_dir: str | os.PathLike = "logs
     formatter = logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S")
     file_handler = logging.FileHandler(path, encoding="utf-8")
     console_handler = logging.StreamHandler()
-    for handler in (file_handler, console_handler):
+    library_console = logging.StreamHandler()
+    library_console.setLevel(logging.WARNING)
+    for handler in (file_handler, console_handler, library_console):
         handler.setFormatter(formatter)
+        handler.addFilter(_no_adverts)
         setattr(handler, _MARK, True)
     root = logging.getLogger()
     _replace_handlers(root, [file_handler, console_handler])
     root.setLevel(loglevel)
-    for name in _LIGHTNING_LOGGERS:  # Lightning keeps its own console handler and does not propagate
-        _replace_handlers(logging.getLogger(name), [file_handler])
+    for name in _LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        _replace_handlers(library, [file_handler, library_console], own_too=True)
+        library.propagate = False  # else root's console would show their INFO messages too
     return path
 
 
-def _replace_handlers(logger: logging.Logger, handlers: list[logging.Handler]) -> None:
-    for handler in [h for h in logger.handlers if getattr(h, _MARK, False)]:
+def _replace_handlers(logger: logging.Logger, handlers: list[logging.Handler], own_too: bool = False) -> None:
+    """Put handlers in place of the ones set up before (and, with own_too, of those the library added itself:
+    Lightning and Optuna each print to the console from a handler of their own)."""
+    for handler in [h for h in logger.handlers if own_too or getattr(h, _MARK, False)]:
         logger.removeHandler(handler)
-        handler.close()
+        if getattr(handler, _MARK, False):
+            handler.close()
     for handler in handlers:
         logger.addHandler(handler)

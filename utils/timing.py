@@ -22,12 +22,17 @@ def format_duration(seconds: float) -> str:
 
 
 class log_execution_time(ContextDecorator):  # noqa: N801 - used as a decorator
-    """Decorator or context manager logging '<label> took <duration>'; `seconds` holds the last duration."""
+    """Decorator or context manager logging '<label> took <duration>'; `seconds` holds the last duration.
 
-    def __init__(self, label: str, level: int = logging.INFO, log: logging.Logger | None = None):
+    A step quicker than quiet_below_s is logged at DEBUG only (no 'took 0.0 s' lines at INFO).
+    """
+
+    def __init__(self, label: str, level: int = logging.INFO, log: logging.Logger | None = None,
+                 quiet_below_s: float = 0.0):
         self.label = label
         self.level = level
         self.log = log or logger
+        self.quiet_below_s = quiet_below_s
         self.seconds: float | None = None
         self._start = 0.0
 
@@ -37,4 +42,5 @@ class log_execution_time(ContextDecorator):  # noqa: N801 - used as a decorator
 
     def __exit__(self, *exc: Any) -> None:
         self.seconds = time.perf_counter() - self._start
-        self.log.log(self.level, "%s took %s", self.label, format_duration(self.seconds))
+        level = self.level if self.seconds >= self.quiet_below_s else logging.DEBUG
+        self.log.log(level, "%s took %s", self.label, format_duration(self.seconds))

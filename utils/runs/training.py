@@ -125,7 +125,7 @@ class RunLabels:
 def build_run(config: Config, run_dir: Path, labels: RunLabels = RunLabels()) -> RunParts:
     """The data module, network and LightningModule of a run, and its records' description of them."""
     pl.seed_everything(config.seed, workers=True)
-    with log_execution_time("preparing data"):
+    with log_execution_time("preparing data", quiet_below_s=1.0):
         datamodule = StanfordCarsDataModule(data_settings(config))
     channels = datamodule.img_channels
     network = build_network(config.architecture, datamodule.num_classes, channels, config.dropout,
@@ -149,7 +149,8 @@ def build_run(config: Config, run_dir: Path, labels: RunLabels = RunLabels()) ->
 
 
 def train_run(config: Config, run_dir: Path, checkpoint: Path | None = None, callbacks: Iterable[Callback] = (),
-              labels: RunLabels = RunLabels(), trust_checkpoint: bool = False) -> dict[str, Any]:
+              labels: RunLabels = RunLabels(), trust_checkpoint: bool = False,
+              progress_bar: bool = True) -> dict[str, Any]:
     """Train one run in run_dir (from checkpoint when given) with its records, checkpoints and trackers; return
     its summary (summary.json's content)."""
     run_dir = Path(run_dir)
@@ -157,20 +158,27 @@ def train_run(config: Config, run_dir: Path, checkpoint: Path | None = None, cal
         announce_run_folder(run_dir)
     config = with_weights_normalization(config)  # config.yml records the values used
     parts = build_run(config, run_dir, labels)
-    return fit_run(config, parts, run_dir, checkpoint, callbacks, trust_checkpoint)
+    return fit_run(config, parts, run_dir, checkpoint, callbacks, trust_checkpoint, progress_bar)
 
 
 def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | None = None,
-            callbacks: Iterable[Callback] = (), trust_checkpoint: bool = False) -> dict[str, Any]:
+            callbacks: Iterable[Callback] = (), trust_checkpoint: bool = False,
+            progress_bar: bool = True) -> dict[str, Any]:
     """Fit a run's module on its data module with the run's records, checkpoints and trackers; its summary.
 
     Lightning loads ``checkpoint`` with weights_only (tensors and plain values) unless ``trust_checkpoint``.
+    Without ``progress_bar`` (sweep workers, whose output goes to a log file) the epochs show as log lines only.
     """
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # pytorch_lightning 2.6.6's own utilities/_pytree.py builds torch's LeafSpec, which the pinned torch 2.14
+    # deprecates; the call is Lightning's (its data loaders), not this project's, so only that warning is dropped
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"pytorch_lightning\.utilities\._pytree")
     recorder = RunRecorder(run_dir, parts.info, parts.params, resumed_from=checkpoint,
                            mlflow_checkpoints=config.mlflow_log_checkpoints, config=config_for_records(config))
     run_callbacks = [recorder, *checkpoint_callbacks(config, run_dir), *training_callbacks(config), *callbacks]
-    trainer = pl.Trainer(**trainer_kwargs(config, run_dir, run_callbacks, make_loggers(config, run_dir)))
+    trainer = pl.Trainer(**trainer_kwargs(config, run_dir, run_callbacks, make_loggers(config, run_dir)),
+                         enable_progress_bar=progress_bar)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(config, run_dir)
