@@ -7,6 +7,7 @@ import atexit
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -228,6 +229,27 @@ def test_ctrl_c_hands_the_trial_back_and_the_same_command_resumes_it(prepared, t
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["state"] == "finished" and len(summary["resumed"]) == 1
     assert [row["epoch"] for row in read_metrics(run_dir)] == list(range(1, 9))
+
+
+def test_base_config_is_read_from_the_study_files_folder_and_a_missing_one_names_the_path(prepared, tmp_path,
+                                                                                          monkeypatch, capsys):
+    studies = tmp_path / "experiments"
+    studies.mkdir()
+    shutil.copy(TEMPLATE, tmp_path / "config.yml")
+    body = {"name": "relative", "base": {"config": "../config.yml", "overrides": {
+        "stanford_data_path": str(prepared), "output_path": str(tmp_path / "output")}}, "runs": [{"id": "A"}]}
+    (studies / "relative.yml").write_text(yaml.safe_dump(body))
+    monkeypatch.chdir(studies.parent.parent)  # elsewhere: the study file's folder decides, not this one
+    assert sweep.main([str(studies / "relative.yml"), "--check"]) == 0, capsys.readouterr().err
+    body["base"]["config"] = "config.yml"
+    (studies / "relative.yml").write_text(yaml.safe_dump(body))
+    assert sweep.main([str(studies / "relative.yml"), "--check"]) == 2
+    assert (f"base.config: configuration file not found: {studies / 'config.yml'} (a relative base.config is read "
+            "from the study file's folder)") in capsys.readouterr().err
+    assert sweep.main([str(studies / "relative.yml"), "-c", "nowhere.yml", "--check"]) == 2
+    assert f"-c nowhere.yml: configuration file not found: {Path.cwd() / 'nowhere.yml'}" in capsys.readouterr().err
+    assert sweep.main([str(studies / "missing.yml"), "--check"]) == 2
+    assert "study file not found" in capsys.readouterr().err
 
 
 def test_pruned_trials_are_recorded_as_pruned(prepared, tmp_path):

@@ -20,8 +20,13 @@ def run_config(study: Study, overrides: Mapping[str, Any], seed: int, checks: It
                                 ("seed", seed)], checks)
 
 
-def _base_problems(study: Study) -> list[str]:
-    """Read the base file and make the base configuration; its problems, then those of resolving the seeds."""
+def _base_problems(study: Study, from_option: bool = False) -> list[str]:
+    """Read the base file and make the base configuration; its problems, then those of resolving the seeds.
+    from_option: the base file is sweep.py -c's (read from the current folder), not the study's base.config."""
+    if not Path(study.base_config).is_file():
+        given = f"-c {study.base_config}" if from_option else "base.config"
+        where = "" if from_option else " (a relative base.config is read from the study file's folder)"
+        return [f"{given}: configuration file not found: {Path(study.base_config).absolute()}{where}"]
     try:
         study.base_raw = read_yaml(study.base_config)
         study.base = config_from_mapping(study.base_raw, study.base_config,
@@ -66,11 +71,12 @@ def _targets(study: Study, only: Sequence[str]) -> tuple[list[tuple[str, str | N
             if not only or config.id in only], problems
 
 
-def configuration_problems(study: Study, checks: Iterable[Check] = (), only: Sequence[str] = ()) -> list[str]:
+def configuration_problems(study: Study, checks: Iterable[Check] = (), only: Sequence[str] = (),
+                           base_from_option: bool = False) -> list[str]:
     """Every problem of the base and of each configuration (or probe of the search space) under checks; keeps each
     listed configuration's Config (with the first seed) in study.checked. A problem shared by every configuration
     is reported once."""
-    problems = _base_problems(study)
+    problems = _base_problems(study, base_from_option)
     if study.base is None:
         return problems
     targets, found = _targets(study, only)
@@ -107,7 +113,7 @@ def open_study(path: str | Path, cli_overrides: Sequence[Override] = (), base_co
     study, problems = parse_study(path)
     study.base_config = base_config or study.base_config
     study.cli_overrides = list(cli_overrides)
-    problems += _base_problems(study)
+    problems += _base_problems(study, base_config is not None)
     if problems:
         raise ConfigError(str(path), problems)
     return study
@@ -121,7 +127,7 @@ def load_study(path: str | Path, cli_overrides: Sequence[Override] = (), checks:
     study, problems = parse_study(path)
     study.base_config = base_config or study.base_config
     study.cli_overrides = list(cli_overrides)
-    problems += configuration_problems(study, checks, only)
+    problems += configuration_problems(study, checks, only, base_config is not None)
     for check in study_checks:
         problems += check(study)
     if only and study.kind == "search":

@@ -1,8 +1,8 @@
 """Study files for sweep.py: reading, checking (every problem at once) and expanding into configurations and units.
 
-A study file has a ``base`` (a config file and overrides) and one of ``runs:`` (named override sets), ``grid:``
-(key -> list of values, the product) or ``search:`` (key -> distribution, sampled by Optuna), plus ``seeds``,
-``objective``, ``name`` and ``reference``. A configuration is one set of overrides; a study run is one
+A study file has a ``base`` (a config file, read from the study file's folder when relative, and overrides) and
+one of ``runs:`` (named override sets), ``grid:`` (key -> list of values, the product) or ``search:`` (key ->
+distribution, sampled by Optuna), plus ``seeds``, ``objective``, ``name`` and ``reference``. A configuration is one set of overrides; a study run is one
 configuration trained with one seed, one training run in its own folder. The configurations are checked against
 Config in utils.sweeps.configurations.
 """
@@ -66,7 +66,7 @@ class Study:
     path: Path
     name: str
     kind: str
-    base_config: str
+    base_config: str  # base.config, relative to the study file's folder (or sweep.py -c as given)
     base_overrides: dict[str, Any]
     metric: str
     direction: str
@@ -269,7 +269,7 @@ def read_study(path: str | Path) -> Study:
 def parse_study(path: str | Path) -> tuple[Study, list[str]]:
     """A study file's content and the problems of its structure."""
     path = Path(path)
-    raw = read_yaml(path)
+    raw = read_yaml(path, "study file")
     problems = _unknown("", raw, TOP_KEYS)
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
@@ -285,8 +285,8 @@ def parse_study(path: str | Path) -> tuple[Study, list[str]]:
     reference = raw.get("reference")
     if reference is not None and reference not in REFERENCES:
         problems.append(f"reference: {reference!r} is not one of {', '.join(REFERENCES)}")
-    study = Study(path, name, kinds[0] if kinds else "runs", base_config, dict(base_overrides), metric, direction,
-                  reference)
+    study = Study(path, name, kinds[0] if kinds else "runs", str(path.parent / base_config), dict(base_overrides),
+                  metric, direction, reference)
     if "runs" in kinds:
         study.configurations = _runs(raw["runs"], problems)
     elif "grid" in kinds:

@@ -34,11 +34,12 @@ def table_descriptions(text: str) -> dict[str, str]:
 
 
 def thesis_study(descriptions: Mapping[str, str], records: Mapping[str, ThesisRun] | None = None) -> dict[str, Any]:
-    """The study file's content: base config.yml, one run per record (read here if not given) in the thesis's order."""
+    """The study file's content: base ../config.yml (the project's, beside experiments/), one run per record (read
+    here if not given) in the thesis's order."""
     records = load_thesis_runs() if records is None else records
     runs = [{"id": run_id, "description": descriptions[run_id], "overrides": thesis_config(run)}
             for run_id, run in records.items()]
-    return {"name": "thesis", "reference": "thesis", "base": {"config": "config.yml"}, "runs": runs}
+    return {"name": "thesis", "reference": "thesis", "base": {"config": "../config.yml"}, "runs": runs}
 
 
 def thesis_study_text(descriptions: Mapping[str, str], records: Mapping[str, ThesisRun] | None = None) -> str:
