@@ -1,13 +1,15 @@
 """Run a study of many train.py runs (a list, a grid or an Optuna search) on every worker given, and report it.
 
 python sweep.py STUDY.yml [--workers N] [--devices 0,1,... | cpu] [--storage URL] [--only ID ...]
-                [-c CONFIG] [--set key=value ...] [--check]
+                [-c CONFIG] [--set key=value ...] [--max-retries N] [--check]
 python sweep.py --report STUDY.yml [--storage URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +23,10 @@ from utils.runs.training import RUN_CHECKS
 from utils.sweeps.configurations import load_study, open_study
 from utils.sweeps.launcher import (finish_tracking, folder_conflicts, prepare_tracking, start_workers,
                                    wait_for_workers, worker_environments)
+from utils.sweeps.progress import StudyProgress
 from utils.sweeps.report import write_report
-from utils.sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, default_storage, open_optuna_study,
-                                  open_storage, queue_runs, sampler_problems, unfinished_runs)
+from utils.sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, default_storage,
+                                  open_optuna_study, open_storage, queue_runs, sampler_problems, unfinished_runs)
 from utils.sweeps.study_file import Study
 from utils.sweeps.worker import WorkerSettings, run_worker
 
@@ -47,10 +50,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--grace", type=int, default=DEFAULT_GRACE_S, metavar="SECONDS",
                         help="seconds without a heartbeat before a trial is taken as lost and queued again "
                              f"(default {DEFAULT_GRACE_S})")
+    parser.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, metavar="N",
+                        help="times a run is queued again after its worker was lost (killed, out of memory); past "
+                             f"that it ends failed (default {DEFAULT_MAX_RETRIES})")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.workers < 1 or args.heartbeat < 1 or args.grace <= args.heartbeat:
         parser.error("--workers and --heartbeat must be >= 1, and --grace longer than --heartbeat")
+    if args.max_retries < 0:
+        parser.error(f"--max-retries {args.max_retries}: need 0 or more")
     if args.devices == "cpu":
         args.overrides.append("accelerator=cpu")
     return args
@@ -83,12 +91,13 @@ def report(args: argparse.Namespace) -> int:
 def worker(args: argparse.Namespace) -> int:
     study = open_study(args.study, parse_overrides(args.overrides), args.config)
     setup_logging(study.base.loglevel, study.base.logging_dir)
-    return run_worker(study, args.storage, WorkerSettings(args.only, args.heartbeat, args.grace))
+    return run_worker(study, args.storage, WorkerSettings(args.only, args.heartbeat, args.grace, args.max_retries))
 
 
 def worker_command(args: argparse.Namespace, url: str) -> list[str]:
     command = [sys.executable, str(Path(__file__).resolve()), args.study, "--worker", "--storage", url,
-               "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+               "--heartbeat", str(args.heartbeat), "--grace", str(args.grace),
+               "--max-retries", str(args.max_retries)]
     command += ["-c", args.config] if args.config else []
     command += [item for override in args.overrides for item in ("--set", override)]
     return command + (["--only", *args.only] if args.only else [])
@@ -107,20 +116,19 @@ def launch(args: argparse.Namespace) -> int:
     print(f"study {study.name} in {url}: {queued} runs queued; starting {args.workers} worker(s)")
     prepare_tracking(study, args.only, optuna_study)
     environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count())
-    processes = start_workers(worker_command(args, url), environments)
-    codes = wait_for_workers(processes)
+    workers = start_workers(worker_command(args, url), environments, Path(study.base.output_path) / study.name)
+    codes = wait_for_workers([process for process, _ in workers], StudyProgress(study, optuna_study, args.only))
     finish_tracking(study, optuna_study, args.only)
-    for process, code in zip(processes, codes):
+    for (process, log_path), code in zip(workers, codes):
         if code < 0:
-            print(f"worker {process.pid} was ended by signal {-code}; its run is queued again by the next worker "
-                  f"looking for work after --grace {args.grace} s, or by the same command again", file=sys.stderr)
+            print(f"worker {process.pid} was ended by signal {-code} (its log: {log_path})", file=sys.stderr)
     if any(code == 130 for code in codes):
         print("stopped; run the same command again to resume the study", file=sys.stderr)
         return 130
     left = unfinished_runs(study, optuna_study, args.only)
     if left:
-        print(f"workers stopped with {len(left)} runs unfinished ({', '.join(run.key for run in left)}; see their "
-              "errors); run the same command again to resume", file=sys.stderr)
+        print(f"workers stopped with {len(left)} runs unfinished ({', '.join(run.key for run in left)}; see the "
+              f"report and the workers' logs); run the same command again to resume", file=sys.stderr)
         return 1
     print(f"study {study.name} done; see: python sweep.py --report {args.study}")
     return 0
@@ -128,6 +136,7 @@ def launch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its notes (study created, trial finished) are ours to say
     try:
         if args.report:
             return report(args)
@@ -140,4 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    # Every run's records and trackers are closed and the storage's writes committed: the launcher and its workers
+    # skip the interpreter's teardown of torch, Lightning and MLflow (seconds, tens of seconds on a busy machine),
+    # so that a study ends when its last trial does.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)

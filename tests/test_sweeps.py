@@ -88,12 +88,34 @@ def assert_each_run_finished_once(study, configs, seeds, output):
             assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]
 
 
+def assert_terminal_and_worker_logs(output, study_folder, logs, study):
+    """The launcher's terminal: a line per worker, one when each run starts and ends (with its objective and the
+    count of runs done), no training output; each worker's output in its own log file in the study folder."""
+    worker_logs = sorted(study_folder.glob("worker-*.log"))
+    assert [log.name for log in worker_logs] == [f"worker-{socket.gethostname()}-{n}.log" for n in (1, 2)]
+    for number, log in enumerate(worker_logs, start=1):
+        assert f"log in {log}" in output and f"worker {number} (pid " in output
+        text = log.read_text()
+        assert "run folder: " in text and "Epoch 1" not in text  # its runs' log lines, no progress bar
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    for trial in complete:
+        name = f"{run_of(trial).config_id}_seed{run_of(trial).seed}"
+        assert f"{name}: started\n" in output and f"{name}: finished, best_valid_acc {trial.value:.4f} after 2 " \
+            "epochs [" in output
+    assert f"[{len(complete)}/{len(complete)} runs done]" in output
+    for noise in ("Epoch 1", "run folder:", "GPU available", "A new study created", "Total params"):
+        assert noise not in output, noise
+    (daily,) = logs.glob("*.log")  # the workers' log records, with Lightning's model summary once per run
+    assert daily.read_text().count("Total params") == len(complete)
+
+
 def test_two_workers_on_sqlite_train_each_configuration_once_per_seed_and_report_it(prepared, tmp_path):
     path = write_study(tmp_path, prepared, THREE_RUNS)
     code, output = run_sweep(path, "--workers", "2", *FAST)
     assert code == 0, output
     study = load(sqlite_url(tmp_path))
     assert_each_run_finished_once(study, "ABC", [42, 43], tmp_path / "output" / "tiny")
+    assert_terminal_and_worker_logs(output, tmp_path / "output" / "tiny", tmp_path / "logs", study)
     assert {trial.state for trial in study.get_trials()} == {TrialState.COMPLETE}
     assert len({trial.user_attrs["worker"] for trial in study.get_trials()}) <= 2
     assert "MLflow tracking" not in output, output  # both workers logged every run to the one mlflow.db
@@ -229,6 +251,59 @@ def test_ctrl_c_hands_the_trial_back_and_the_same_command_resumes_it(prepared, t
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["state"] == "finished" and len(summary["resumed"]) == 1
     assert [row["epoch"] for row in read_metrics(run_dir)] == list(range(1, 9))
+
+
+def test_a_study_ends_when_its_last_run_does_not_a_heartbeat_later(prepared, tmp_path):
+    """The idle worker of two must not wait out its heartbeat (60 s here) after the last run ends."""
+    path = write_study(tmp_path, prepared, {"runs": [{"id": "A"}]}, epochs=1)
+    code, output = run_sweep(path, "--workers", "2", "--heartbeat", "60", "--grace", "120")
+    ended = time.time()
+    assert code == 0, output
+    (trial,) = load(sqlite_url(tmp_path)).get_trials()
+    assert trial.state == TrialState.COMPLETE
+    assert ended - trial.datetime_complete.timestamp() < 30, output
+
+
+def test_a_run_lost_more_often_than_max_retries_ends_failed_with_the_reason(prepared, tmp_path):
+    """Its worker killed each time it trains (as by the kernel when out of memory): trained twice with
+    --max-retries 1, then failed, with the reason in the launcher's output and in the report."""
+    path = write_study(tmp_path, prepared, {"runs": [{"id": "A", "overrides": {"num_epochs": 100,
+                                                                                "early_stopping_patience": 100}}]})
+    launcher = subprocess.Popen(sweep_command(path, "--workers", "3", "--max-retries", "1", "--heartbeat", "1",
+                                              "--grace", "4"), cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    killed = []
+    try:
+        for attempt in range(2):
+            trial = wait_for(lambda: next((t for t in trials_if_created(tmp_path) if t.state == TrialState.RUNNING
+                                           and t.user_attrs.get("worker") not in (None, *killed)), None),
+                             what=f"attempt {attempt + 1} running")
+            os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+            killed.append(trial.user_attrs["worker"])
+        output, _ = launcher.communicate(timeout=600)
+    finally:
+        if launcher.poll() is None:  # the test failed: stop the launcher and its workers
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 1, output
+    trials = load(sqlite_url(tmp_path)).get_trials()
+    assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.FAIL]
+    reason = "lost 2 times (its worker stopped: killed, out of memory or preempted); not retried past --max-retries 1"
+    assert trials[1].user_attrs["error"] == reason
+    assert "A: lost after epoch" in output and "queued again" in output
+    assert f"A: failed: {reason} [1/1 runs done]" in output and "1 runs unfinished (A/seed42" in output
+    code, report = run_sweep("--report", path)
+    assert code == 0 and reason in report, report
+    with (tmp_path / "output" / "tiny" / "report.csv").open() as handle:
+        (row,) = csv.DictReader(handle)
+    assert row["state"] == "failed" and row["reason"] == reason
+
+
+def trials_if_created(tmp_path):
+    """The study's trials once the launcher has made its storage and started the workers (opening the storage
+    while the launcher creates its tables would race with it)."""
+    if not any((tmp_path / "output" / "tiny").glob("worker-*.log")):
+        return []
+    return load(sqlite_url(tmp_path)).get_trials()
 
 
 def test_base_config_is_read_from_the_study_files_folder_and_a_missing_one_names_the_path(prepared, tmp_path,

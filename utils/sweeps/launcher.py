@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
 
 import optuna
 
 from utils.runs.trackers import mlflow_tracking_uri, prepare_mlflow_experiment
 from utils.sweeps.configurations import run_configs
+from utils.sweeps.progress import StudyProgress
 from utils.sweeps.report import study_records
 from utils.sweeps.storage import unfinished_runs
 from utils.sweeps.study_file import Study
@@ -20,6 +25,7 @@ from utils.sweeps.tracking import close_study_runs, open_study_runs
 from utils.sweeps.worker import folder_conflict, run_folder
 
 logger = logging.getLogger(__name__)
+POLL_S = 1.0  # how often the launcher reads the study's progress
 
 
 def folder_conflicts(study: Study, only: Sequence[str] = ()) -> list[str]:
@@ -70,24 +76,48 @@ def worker_environments(workers: int, devices: Sequence[str] | None, gpus_visibl
     return environments
 
 
-def start_workers(command: Sequence[str], environments: Sequence[Mapping[str, str]]) -> list[subprocess.Popen]:
-    """Start one worker process per environment."""
-    processes = []
-    for environment in environments:
-        processes.append(subprocess.Popen(list(command), env={**os.environ, **environment}))
-        logger.info("worker %d started (%s)", processes[-1].pid,
-                    ", ".join(f"{key}={value!r}" for key, value in environment.items()))
-    return processes
+def start_workers(command: Sequence[str], environments: Sequence[Mapping[str, str]],
+                  log_folder: Path) -> list[tuple[subprocess.Popen, Path]]:
+    """Start one worker process per environment, each writing its output to its own log file in log_folder
+    (worker-<host>-<n>.log, appended: machines sharing the study folder do not write to each other's)."""
+    log_folder.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for index, environment in enumerate(environments, start=1):
+        log_path = log_folder / f"worker-{socket.gethostname()}-{index}.log"
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"\n==== {datetime.now():%Y-%m-%d %H:%M:%S} worker {index}: {' '.join(command)}\n")
+            log.flush()
+            process = subprocess.Popen(list(command), env={**os.environ, **environment}, stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        workers.append((process, log_path))
+        gpu = environment.get("CUDA_VISIBLE_DEVICES")
+        device = f"GPU {gpu}" if gpu else f"CPU, {environment.get('OMP_NUM_THREADS')} threads"
+        print(f"worker {index} (pid {process.pid}, {device}): log in {log_path}", flush=True)
+    return workers
 
 
-def wait_for_workers(processes: Sequence[subprocess.Popen]) -> list[int]:
-    """Wait for every worker; on Ctrl-C (which the workers get too) wait for their graceful stop."""
-    codes = []
-    for process in processes:
-        while True:
-            try:
-                codes.append(process.wait())
-                break
-            except KeyboardInterrupt:
-                print("stopping: the workers finish their current step and hand their trials back", file=sys.stderr)
-    return codes
+def _updated(progress: StudyProgress | None) -> StudyProgress | None:
+    """Update the progress; a failure to read it (the storage busy or gone) leaves the workers to finish unseen."""
+    if progress is not None:
+        try:
+            progress.update()
+        except Exception as error:  # the progress is a view: nothing depends on it
+            print(f"the study's progress cannot be read ({error}); the workers go on, see their logs",
+                  file=sys.stderr)
+            return None
+    return progress
+
+
+def wait_for_workers(processes: Sequence[subprocess.Popen], progress: StudyProgress | None = None) -> list[int]:
+    """Wait for every worker, updating the progress each second; on Ctrl-C (which the workers get too) wait for
+    their graceful stop."""
+    while any(process.poll() is None for process in processes):
+        try:
+            progress = _updated(progress)
+            time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            print("stopping: the workers finish their current step and hand their trials back", file=sys.stderr)
+    progress = _updated(progress)
+    if progress is not None:
+        progress.close()
+    return [process.returncode for process in processes]

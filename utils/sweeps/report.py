@@ -26,7 +26,7 @@ from utils.sweeps.tracking import log_study_files
 SEARCH_PLOTS = {"optimization_history": "plot_optimization_history", "param_importances": "plot_param_importances",
                 "intermediate_values": "plot_intermediate_values"}  # file name -> optuna.visualization.matplotlib
 RESULT_COLUMNS = ("epochs", "train_acc_max", "valid_acc_max")  # the run table's, over each configuration's seeds
-COLUMNS = ("id", "description", "state", "seeds", *RESULT_COLUMNS, "objective")
+COLUMNS = ("id", "description", "state", "seeds", *RESULT_COLUMNS, "objective", "reason")  # reason: why it failed
 THESIS_COLUMNS = tuple(f"thesis_{name}" for name in RESULT_COLUMNS)
 # Which trial of a study run speaks for it, and the state the report shows.
 STATE_ORDER = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)
@@ -41,15 +41,18 @@ class RunResult:
     state: str
     run: RunRecord | None
     value: float | None
+    reason: str | None = None
 
 
 def run_result(trials: Sequence[FrozenTrial]) -> RunResult:
-    """The result of a study run from its trials: a finished trial first, then pruned, running, waiting, failed."""
+    """The result of a study run from its trials: a finished trial first, then pruned, running, waiting, failed
+    (with its error: what went wrong, or that it was lost more often than --max-retries allows)."""
     trial = min(trials, key=lambda item: (STATE_ORDER.index(item.state), -item.number))
     run_dir = trial.user_attrs.get("run_dir")
     run = read_run(run_dir) if run_dir and is_run_dir(Path(run_dir)) else None
     value = trial.value if trial.state == TrialState.COMPLETE else None
-    return RunResult(STATE_NAMES[trial.state], run, value)
+    reason = trial.user_attrs.get("error") if trial.state == TrialState.FAIL else None
+    return RunResult(STATE_NAMES[trial.state], run, value, reason)
 
 
 def study_records(optuna_study: optuna.Study) -> list[RunRecord]:
@@ -98,6 +101,7 @@ def report_rows(study: Study, optuna_study: optuna.Study,
                "seeds": len(runs)}
         row.update({name: stat_of([item[name] for item in run_rows]) for name in RESULT_COLUMNS})
         row["objective"] = stat_of([result.value for result in results])
+        row["reason"] = "; ".join(dict.fromkeys(result.reason for result in results if result.reason))
         rows.append({**row, **_thesis_cells(config_id, thesis_runs)})
     return rows, records
 

@@ -3,6 +3,7 @@ study's runs as trials (queued, grouped by run, unfinished)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Sequence
@@ -19,6 +20,10 @@ from utils.sweeps.study_file import Study, StudyRun
 LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_HEARTBEAT_S = 20
 DEFAULT_GRACE_S = 90
+DEFAULT_MAX_RETRIES = 2
+LOSSES = "losses"  # user attribute: how often a run's trials were lost (their worker died) since its launch
+# user attributes a trial queued again starts without (and, after a new launch, without its count of losses)
+RETRY_ATTRS = (LOSSES, "error", "lost", "interrupted", "worker")
 
 
 def default_storage(study: Study, output_path: str | os.PathLike) -> str:
@@ -29,13 +34,12 @@ def default_storage(study: Study, output_path: str | os.PathLike) -> str:
 
 
 def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, grace_s: int = DEFAULT_GRACE_S) -> RDBStorage:
-    """Optuna's SQL storage with heartbeats; a trial silent for grace_s seconds is failed and queued again."""
+    """Optuna's SQL storage with heartbeats; a trial silent for grace_s seconds is lost (fail_lost_trials)."""
     sqlite = url.startswith("sqlite")
     engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s)
     if sqlite:
         serialize_sqlite_transactions(storage.engine)
     return storage
@@ -110,6 +114,38 @@ def trials_by_run(optuna_study: optuna.Study) -> dict[StudyRun, list[FrozenTrial
     return groups
 
 
+def fail_lost_trials(optuna_study: optuna.Study, storage: RDBStorage, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+    """Fail each trial whose worker stopped its heartbeat (killed, out of memory, preempted), with why in its
+    attributes, and queue its run again, at most max_retries times; past that the run stays failed, the reason its
+    error. (Optuna's fail_stale_trials fails the trial first, after which it takes no attribute.)"""
+    for trial_id in storage._get_stale_trial_ids(optuna_study._study_id):
+        trial = storage.get_trial(trial_id)
+        losses = int(trial.user_attrs.get(LOSSES, 0)) + 1
+        cause = "its worker stopped: killed, out of memory or preempted"
+        past_cap = losses > max_retries
+        try:
+            if past_cap:
+                storage.set_trial_user_attr(trial_id, "error", f"lost {losses} times ({cause}); not retried past "
+                                                               f"--max-retries {max_retries}")
+            else:
+                storage.set_trial_user_attr(trial_id, "lost", cause)
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker failed it first, and queued it again
+        if not past_cap:
+            trial.user_attrs = {**trial.user_attrs, LOSSES: losses}
+            queue_again(optuna_study, trial)
+
+
+def queue_again(optuna_study: optuna.Study, trial: FrozenTrial, fresh: bool = False) -> None:
+    """Queue a failed or interrupted trial's run again as a new waiting trial, without the old one's error (and,
+    when fresh, without its count of losses)."""
+    dropped = RETRY_ATTRS if fresh else tuple(name for name in RETRY_ATTRS if name != LOSSES)
+    trial = copy.deepcopy(trial)
+    trial.user_attrs = {name: value for name, value in trial.user_attrs.items() if name not in dropped}
+    RetryHeartbeatStaleTrialCallback()(optuna_study, trial)
+
+
 def queue_runs(study: Study, optuna_study: optuna.Study, only: Sequence[str] = ()) -> int:
     """Queue every run without a live trial: new ones, and failed or interrupted ones again; return how many."""
     groups = trials_by_run(optuna_study)
@@ -118,8 +154,8 @@ def queue_runs(study: Study, optuna_study: optuna.Study, only: Sequence[str] = (
         trials = groups.get(study_run, [])
         if any(trial.state in LIVE for trial in trials):
             continue
-        if trials:
-            RetryHeartbeatStaleTrialCallback()(optuna_study, trials[-1])
+        if trials:  # a new launch retries it afresh: its earlier losses and errors stay with the old trials
+            queue_again(optuna_study, trials[-1], fresh=True)
         else:
             description = study.configuration(study_run.config_id).description
             optuna_study.enqueue_trial({}, user_attrs={"config": study_run.config_id, "seed": study_run.seed,

@@ -92,6 +92,10 @@ class Study:
         """The listed configuration of that id."""
         return next(config for config in self.configurations if config.id == config_id)
 
+    def run_name(self, study_run: StudyRun) -> str:
+        """A run's name and folder name: its configuration's id, with _seed<N> when the study has several seeds."""
+        return study_run.config_id if len(self.seeds) == 1 else f"{study_run.config_id}_seed{study_run.seed}"
+
 
 # ---- reading and checking ----------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 import pytorch_lightning as pl
 import yaml
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from pytorch_lightning.callbacks import Callback
 
@@ -35,8 +35,8 @@ from utils.runs.records import CONFIG, RunRecordError, read_metrics, read_summar
 from utils.runs.trackers import update_mlflow_state
 from utils.runs.training import RunLabels, train_run
 from utils.sweeps.configurations import run_config
-from utils.sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, LIVE, make_pruner, make_sampler, open_storage,
-                                  run_of, trials_by_run)
+from utils.sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, LIVE, fail_lost_trials,
+                                  make_pruner, make_sampler, open_storage, queue_again, run_of, trials_by_run)
 from utils.sweeps.study_file import Study, StudyRun
 from utils.sweeps.tracking import parent_run_id, study_run_name
 
@@ -45,13 +45,17 @@ logger = logging.getLogger(__name__)
 DONE_STATES = ("finished", "pruned")  # run-folder states (summary.json) of a run that needs no more training
 
 
+IDLE_POLL_S = 1.0  # how often an idle worker looks for work (or the study's end) while others train
+
+
 @dataclass
 class WorkerSettings:
-    """What a worker needs besides the study: --only ids and heartbeat timing."""
+    """What a worker needs besides the study: --only ids, heartbeat timing and the retries of a lost run."""
 
     only: list[str] = field(default_factory=list)
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
     grace_s: int = DEFAULT_GRACE_S
+    max_retries: int = DEFAULT_MAX_RETRIES
 
 
 def _suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -184,8 +188,7 @@ class TrialCallback(Callback):
 
 def run_folder(study: Study, config: Config, study_run: StudyRun) -> Path:
     """<output_path>/<study>/<id>, with _seed<N> when the study has several seeds."""
-    name = study_run.config_id if len(study.seeds) == 1 else f"{study_run.config_id}_seed{study_run.seed}"
-    return Path(config.output_path) / study.name / name
+    return Path(config.output_path) / study.name / study.run_name(study_run)
 
 
 def folder_conflict(run_dir: Path, config: Config) -> str | None:
@@ -233,8 +236,8 @@ def train_study_run(config: Config, run_dir: Path, callbacks: Iterable[Callback]
                                   f"{run_dir} (and the option), or move {checkpoint.name} away to train the run "
                                   "afresh") from None
         logger.info("resuming %s from %s", run_dir, checkpoint)
-        return train_run(config, run_dir, checkpoint, callbacks, labels)
-    return train_run(config, run_dir, None, callbacks, labels)
+        return train_run(config, run_dir, checkpoint, callbacks, labels, progress_bar=False)
+    return train_run(config, run_dir, None, callbacks, labels, progress_bar=False)
 
 
 def mark_pruned(run_dir: Path, summary: dict[str, Any], epoch: int) -> dict[str, Any]:
@@ -269,7 +272,7 @@ def hand_back(optuna_study: optuna.Study, storage: RDBStorage, trial_id: int) ->
     """Give an interrupted trial back: failed, and queued again for the next free worker."""
     storage.set_trial_user_attr(trial_id, "interrupted", True)
     storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-    RetryHeartbeatStaleTrialCallback()(optuna_study, storage.get_trial(trial_id))
+    queue_again(optuna_study, storage.get_trial(trial_id))
 
 
 def _finish(optuna_study: optuna.Study, trial: optuna.Trial, study: Study, config: Config, run_dir: Path,
@@ -327,14 +330,13 @@ def run_worker(study: Study, storage_url: str, settings: WorkerSettings) -> int:
                                      pruner=make_pruner(study))
     try:
         while True:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(optuna_study)
+            fail_lost_trials(optuna_study, storage, settings.max_retries)
             trial = claim_trial(study, optuna_study, storage, settings.only)
             if trial is None:
                 if not work_left(study, optuna_study, settings.only):
+                    logger.info("no run of study %s is waiting or running: worker %d stops", study.name, os.getpid())
                     return 0
-                time.sleep(settings.heartbeat_s)
+                time.sleep(IDLE_POLL_S)  # the study is done as soon as its last trial is
                 continue
             earlier = duplicate_of(optuna_study, trial)
             if earlier is not None:
