@@ -12,7 +12,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from datasets.preparation import DataPreparationError, check_archive_target, default_archive_path, make_data_archive, prepare_stanford_dataset
+from datasets.preparation import (DataPreparationError, check_archive_target, default_archive_path, make_data_archive,
+                                  prepare_stanford_dataset)
+from datasets.raw.files import RawDataMissing
 from utils.config import ConfigError, load_config
 
 
@@ -40,6 +42,15 @@ def config_paths(config_path: str, need_config: bool) -> dict[str, Any]:
     return {"stanford_raw_data_path": config.stanford_raw_data_path, "stanford_data_path": config.stanford_data_path}
 
 
+def where_to_get_it(args: argparse.Namespace) -> str:
+    """Where the raw folder was named, where Stanford Cars comes from, and how to give its folder."""
+    given = f"--raw {args.raw}" if args.raw else f"stanford_raw_data_path in {args.config}"
+    return (f" (from {given})\nStanford Cars (16,185 photos of 196 car models) is not downloaded by this project: get "
+            "it from a mirror (torchvision's StanfordCars files, or a Kaggle copy; docs/data.md lists the three layouts "
+            "it comes in), put its files in one folder and give that folder: python prepare_stanford_dataset.py --raw "
+            "FOLDER. To try the project without it: make demo")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -64,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.archive:
             archive = make_data_archive(out, default_archive_path(out), force=args.force)
             print(f"wrote {archive}")
+    except RawDataMissing as error:
+        print(f"error: {error}{where_to_get_it(args)}", file=sys.stderr)
+        return 1
     except (DataPreparationError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -410,6 +410,22 @@ def test_script_reads_config_and_writes_archive(data_make_raw, tmp_path, capsys)
     assert (tmp_path / "o2" / "test_labels.csv").is_file()
 
 
+def test_missing_raw_data_says_where_stanford_cars_comes_from_and_how_to_give_it(tmp_path, capsys):
+    config = tmp_path / "config.yml"
+    config.write_text(f"stanford_raw_data_path: {tmp_path / 'raw'}\nstanford_data_path: {tmp_path / 'out'}\n")
+    assert script.main(["-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"raw data folder {tmp_path / 'raw'} does not exist (from stanford_raw_data_path in {config})" in err
+    (tmp_path / "empty").mkdir()
+    assert script.main(["--raw", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
+    empty = capsys.readouterr().err
+    assert "no Stanford Cars raw files found" in empty and f"(from --raw {tmp_path / 'empty'})" in empty
+    for message in (err, empty):
+        assert "not downloaded by this project" in message and "docs/data.md" in message
+        assert "python prepare_stanford_dataset.py --raw FOLDER" in message and "make demo" in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_script_checks_archive_and_config_before_preparing(data_make_raw, tmp_path, capsys):
     raw, _ = data_make_raw()
     (tmp_path / "o3.tar.gz").write_text("an earlier archive")

@@ -23,6 +23,10 @@ class DataPreparationError(Exception):
     """Raw data cannot be turned into prepared data; the message says why and what would help."""
 
 
+class RawDataMissing(DataPreparationError):
+    """The raw data folder does not exist, or holds no file of any of the three layouts."""
+
+
 @dataclass
 class Annotation:
     """One annotated image of the raw files."""

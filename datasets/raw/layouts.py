@@ -7,7 +7,8 @@ from pathlib import Path
 
 from datasets.raw.class_folders_layout import class_folder_root, class_folder_zips, read_class_folders
 from datasets.raw.files import (CLASS_FOLDER_CSVS, CLASS_FOLDER_FILES, ORIGINAL_FILES, UPDATED_FILES,
-                                DataPreparationError, RawDataset, download_copies, examples, find_entry)
+                                DataPreparationError, RawDataMissing, RawDataset, download_copies, examples,
+                                find_entry)
 from datasets.raw.original_layout import read_original
 from datasets.raw.updated_layout import read_updated
 
@@ -18,7 +19,7 @@ def detect_layout(raw_path: str | os.PathLike) -> str:
     raw = Path(raw_path)
     if not raw.is_dir():
         state = "is a file, not a folder" if raw.exists() else "does not exist"
-        raise DataPreparationError(f"raw data folder {raw} {state}")
+        raise RawDataMissing(f"raw data folder {raw} {state}")
     unused: list[str] = []
     has_annotations = bool(download_copies(raw, "cars_annos.mat"))
     has_updated = find_entry(raw, "car_ims.tgz", unused) is not None or has_annotations
@@ -33,7 +34,7 @@ def detect_layout(raw_path: str | os.PathLike) -> str:
     kaggle_csvs = any(download_copies(raw, name) for name in CLASS_FOLDER_CSVS)
     if class_folder_root(raw) or class_folder_zips(raw) or kaggle_csvs:
         return "class_folders"
-    raise DataPreparationError(
+    raise RawDataMissing(
         f"no Stanford Cars raw files found in {raw}. Expected the updated layout ({', '.join(UPDATED_FILES)}), "
         f"the original layout ({', '.join(ORIGINAL_FILES)}) or Kaggle's class-folder layout "
         f"({', '.join(CLASS_FOLDER_FILES)}, or a .zip of them); archives may also be extracted into folders "
