@@ -114,6 +114,7 @@ def launch(args: argparse.Namespace) -> int:
     optuna_study = open_optuna_study(study, storage)
     queued = queue_runs(study, optuna_study, args.only)
     print(f"study {study.name} in {url}: {queued} runs queued; starting {args.workers} worker(s)")
+    setup_logging(study.base.loglevel, study.base.logging_dir)  # MLflow's notes on creating its store: to the file
     prepare_tracking(study, args.only, optuna_study)
     environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count())
     workers = start_workers(worker_command(args, url), environments, Path(study.base.output_path) / study.name)

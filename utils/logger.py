@@ -1,8 +1,8 @@
 """Logging set-up: console and a daily file logs/YYYYMMDD.log.
 
 The console shows this project's messages at the configured level and the libraries' warnings; the libraries'
-INFO messages (Lightning's device lines and model summary, Optuna's study notes) go to the log file only, and
-Lightning's adverts nowhere.
+INFO messages (Lightning's device lines and model summary, Optuna's study notes, MLflow's and alembic's database
+set-up) go to the log file only, and Lightning's adverts nowhere.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _MARK = "_cars_handler"
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
-_LIBRARY_LOGGERS = (*_LIGHTNING_LOGGERS, "optuna")
+_LIBRARY_LOGGERS = (*_LIGHTNING_LOGGERS, "optuna", "mlflow", "alembic")
 ADVERT_PREFIX = "💡 Tip"  # Lightning's notes recommending its cloud products
 
 
@@ -32,6 +32,9 @@ def setup_logging(loglevel: str = "INFO", logging_dir: str | os.PathLike = "logs
     """Send log records to the console and to today's log file (appending); return the file's path."""
     path = log_file_path(logging_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow sets up its own loggers when first imported, often after this: at WARNING its notes on creating and
+    # updating its database tables stay off the console (once imported, its loggers are among the libraries' below).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     formatter = logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S")
     file_handler = logging.FileHandler(path, encoding="utf-8")
     console_handler = logging.StreamHandler()
