@@ -181,7 +181,7 @@ def test_bad_tracking_uris_are_config_problems_before_any_work(prepared, tmp_pat
     for uri, reason in cases.items():
         assert train.main(base_args(prepared, tmp_path, mlflow=True) + ["--set", f"mlflow_tracking_uri={uri}"]) == 2
         error = capsys.readouterr().err
-        assert "mlflow_tracking_uri: " in error and uri in error and reason in error
+        assert f"--set mlflow_tracking_uri={uri}: " in error and reason in error  # named as typed
     assert not (tmp_path / "output").exists() and (tmp_path / "a_file").read_text() == "mine"
 
 

@@ -64,7 +64,7 @@ def _server_problem(uri: str) -> str | None:
         return f"{health} answered HTTP {error.code}: not an MLflow server?"
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
-        return f"no MLflow server answers at {uri} ({reason}); start it (README: Dashboard) or fix the URI"
+        return f"no MLflow server answers at {uri} ({reason}); start it (docs/trackers.md: a shared server) or fix the URI"
     return None
 
 
