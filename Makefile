@@ -67,7 +67,7 @@ demo: $(PROD_STAMP)
 	echo "  $(PY) compare_runs.py $(DEMO_OUTPUT)"; \
 	echo "  $(PY) evaluate.py $$run"; \
 	echo "  $(PY) predict.py $$run $$photo --top 3"; \
-	echo "  $(PY) export_model.py $$run --format torchscript"
+	echo "  $(PY) export_model.py $$run --format pt2"
 	@$(PY) -m utils.runs.dashboard --db $(DEMO_DIR)/output/mlflow.db --port $(DASHBOARD_PORT) --url-only
 
 # The runs table of DASHBOARD_DB (train.py's default: output/mlflow.db) served by MLflow on 127.0.0.1:DASHBOARD_PORT;

@@ -74,7 +74,7 @@ def test_make_demo_ends_with_next_steps_that_run_as_printed(demo):
     assert (clone / run / "best.ckpt").is_file()
     for step in steps:
         run_as_printed(step, clone)
-    assert (clone / run / "model.pt").is_file() and (clone / run / "model.pt.json").is_file()
+    assert (clone / run / "model.pt2").is_file() and (clone / run / "model.pt2.json").is_file()
     assert "demo/output/mlflow.db" in output  # the dashboard of the demo's runs
     for noise in ("💡", "LeafSpec", "Warning", "preparing data took 0.", "GPU available", "Total params",
                   "alembic", "Creating initial MLflow database", "Experiment with name"):
