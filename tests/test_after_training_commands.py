@@ -320,7 +320,7 @@ def test_a_sweeps_runs_are_found_in_its_study_folder_and_named_by_it(runs, capsy
 
 def test_a_folder_of_runs_given_for_one_run_lists_its_runs(runs, capsys):
     image = next((runs.data / "test").iterdir())
-    for script, extra in ((evaluate, []), (predict, [image]), (export_model, ["--format", "torchscript"])):
+    for script, extra in ((evaluate, []), (predict, [image]), (export_model, ["--format", "pt2"])):
         code, _, err = run(script, [runs.output, *extra], capsys)
         assert code == 2 and f"{runs.output} is a folder of " in err and "not a run; give one of them" in err, err
         assert f"  {runs.gray}\n" in err and f"  {runs.rgb[0]}\n" in err
