@@ -57,14 +57,14 @@ def assert_explains(err, request):
 def test_a_gpu_accelerator_without_cuda_stops_with_the_reason(speed_prepared, tmp_path, capsys, accelerator):
     code, err = refused(speed_prepared, tmp_path, capsys, f"accelerator={accelerator}")
     assert code == 2
-    assert_explains(err, f"accelerator: {accelerator} asks")
+    assert_explains(err, f"--set accelerator={accelerator}: {accelerator} asks")  # named by the option as typed
     assert "Reason: " in err and "set accelerator: cpu to train on the CPU" in err
 
 
 def test_an_old_driver_is_named_with_torch_and_its_cuda_version(speed_prepared, tmp_path, capsys, old_driver):
     code, err = refused(speed_prepared, tmp_path, capsys, "accelerator=gpu")
     assert code == 2
-    assert_explains(err, "accelerator: gpu asks")
+    assert_explains(err, "--set accelerator=gpu: gpu asks")
     assert f"Reason: {DRIVER_TOO_OLD}" in err and "found version 11040" in err
 
 
@@ -72,7 +72,7 @@ def test_gpu_indices_and_fp16_with_accelerator_auto_ask_for_cuda(speed_prepared,
     code, err = refused(speed_prepared, tmp_path, capsys, "accelerator=auto", "devices=[0, 1]",
                         "precision=16-mixed")
     assert code == 2
-    assert_explains(err, "devices: [0, 1] (GPU indices) and precision: 16-mixed (float16 mixed precision runs on "
+    assert_explains(err, "--set devices=[0, 1]: [0, 1] (GPU indices) and precision: 16-mixed (float16 mixed precision runs on "
                          "CUDA GPUs) ask")
     assert "set devices: 1 (or another count of CPU processes) and precision: bf16-mixed or 32" in err
 
