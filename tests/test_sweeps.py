@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import csv
+import io
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from optuna.trial import TrialState
 import sweep
 from utils.sweeps.configurations import load_study, open_study, run_config
 from utils.sweeps.launcher import prepare_tracking, worker_environments
+from utils.sweeps.progress import StudyProgress
 from utils.sweeps.storage import open_storage, run_of
 from utils.sweeps.study_file import read_study
 from utils.runs.thesis import load_thesis_runs, thesis_config
@@ -457,3 +459,21 @@ def test_the_launcher_creates_the_mlflow_store_and_experiment_before_the_workers
     client = MlflowClient(f"sqlite:///{tmp_path / 'output' / 'mlflow.db'}")
     names = {experiment.name for experiment in client.search_experiments()}
     assert {"first", "second"} <= names and "third" not in names
+
+
+def test_a_run_that_starts_and_ends_between_two_updates_still_gets_its_started_line(prepared, tmp_path):
+    """The launcher's lines come from polling the storage: a run quicker than a poll is seen only as ended."""
+    study = open_study(write_study(tmp_path, prepared, THREE_RUNS))
+    optuna_study = optuna.create_study(direction="maximize")
+    stream = io.StringIO()
+    progress = StudyProgress(study, optuna_study, [], stream=stream)
+    trial = optuna_study.ask()
+    trial.set_user_attr("config", "A")
+    trial.set_user_attr("seed", 42)
+    trial.report(0.5, 1)
+    optuna_study.tell(trial, 0.5)
+    progress.update()
+    progress.close()
+    name = study.run_name(run_of(optuna_study.trials[0]))
+    assert stream.getvalue().splitlines()[-2:] == [f"{name}: started",
+                                                   f"{name}: finished, best_valid_acc 0.5000 after 1 epoch [1/6 runs done]"]

@@ -49,10 +49,14 @@ class StudyProgress:
             return f"{name}: lost after epoch {epochs} ({trial.user_attrs['lost']}); queued again"
         return f"{name}: failed: {trial.user_attrs.get('error', 'no reason recorded')}"
 
+    @staticmethod
+    def _started_line(trial: FrozenTrial, name: str) -> str:
+        retry = f" (retry {trial.user_attrs[LOSSES]} after a lost worker)" if trial.user_attrs.get(LOSSES) else ""
+        return f"{name}: started{retry}"
+
     def _line(self, trial: FrozenTrial, name: str) -> str | None:
         if trial.state == TrialState.RUNNING:
-            retry = f" (retry {trial.user_attrs[LOSSES]} after a lost worker)" if trial.user_attrs.get(LOSSES) else ""
-            return f"{name}: started{retry}"
+            return self._started_line(trial, name)
         return self._ended_line(trial, name) if trial.state in ENDED else None
 
     def update(self) -> None:
@@ -65,6 +69,8 @@ class StudyProgress:
         for study_run, trials in groups.items():
             name = self.study.run_name(study_run)
             for trial in trials:
+                if trial.state in ENDED and trial.number not in self.shown:  # started and ended between two updates
+                    self.bar.write(self._started_line(trial, name), file=self.stream)
                 if self.shown.get(trial.number) != trial.state:
                     line = self._line(trial, name)
                     if line:
