@@ -74,3 +74,17 @@ def close_progress_bars():
 
     for bar in list(tqdm._instances):
         bar.close()
+
+
+@_data_pytest.fixture(autouse=True)
+def remove_logging_after_each_test():
+    """A script's main sets up logging on the streams pytest captures for that test and closes afterwards: take its
+    handlers and level away, so that later tests' log records do not go to closed streams."""
+    import logging
+
+    level = logging.getLogger().level
+    yield
+    from utils.logger import remove_logging
+
+    remove_logging()
+    logging.getLogger().setLevel(level)

@@ -100,8 +100,11 @@ def test_an_int8_model_that_loses_accuracy_is_written_only_with_force(tmp_path):
     recorded = json.loads((tmp_path / "m.int8.onnx.json").read_text())["quantization"]
     assert recorded["top1_drop_points"] == pytest.approx(forced.drop_points) and recorded["calibration_images"] == 4
     batches = [images[:10].numpy(), images[10:20].numpy(), blank[0]]  # every batch's ranges count, not the last's
-    calibrated = export_int8(network, tmp_path / "good.int8.onnx", images[:4], {}, batches, [(images.numpy(), labels)])
-    assert calibrated.written and calibrated.drop_points <= 1.0 and calibrated.calibration_images == 24
+    # A random network's logits can lie close together: int8 rounding may flip an image or two (2.5 points each,
+    # and which ones depends on the CPU's int8 kernels); ranges from the blank batch alone would lose over 50.
+    calibrated = export_int8(network, tmp_path / "good.int8.onnx", images[:4], {}, batches, [(images.numpy(), labels)],
+                             max_drop_points=10.0)
+    assert calibrated.written and calibrated.drop_points <= 10.0 and calibrated.calibration_images == 24
 
 
 def test_one_thread_latency_is_the_calling_threads_cpu_time_which_waiting_does_not_count():

@@ -27,7 +27,8 @@ import sweep
 from utils.sweeps.configurations import load_study, open_study, run_config
 from utils.sweeps.launcher import prepare_tracking, worker_environments
 from utils.sweeps.progress import StudyProgress
-from utils.sweeps.storage import open_storage, run_of
+from utils.sweeps.storage import fail_lost_trials, open_optuna_study, open_storage, queue_runs, run_of
+from utils.sweeps.worker import claim_trial
 from utils.sweeps.study_file import read_study
 from utils.runs.thesis import load_thesis_runs, thesis_config
 from utils.sweeps.thesis_study import thesis_study
@@ -477,3 +478,16 @@ def test_a_run_that_starts_and_ends_between_two_updates_still_gets_its_started_l
     name = study.run_name(run_of(optuna_study.trials[0]))
     assert stream.getvalue().splitlines()[-2:] == [f"{name}: started",
                                                    f"{name}: finished, best_valid_acc 0.5000 after 1 epoch [1/6 runs done]"]
+
+
+def test_a_worker_killed_right_after_claiming_a_trial_is_noticed(prepared, tmp_path):
+    """Killed between its claim and the first beat of its heartbeat thread, its trial is still lost and queued
+    again (Optuna never counts a RUNNING trial that has no heartbeat as lost: the study would wait forever)."""
+    study = open_study(write_study(tmp_path, prepared, {"runs": [{"id": "A", "overrides": {}}]}))
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=1, grace_s=1)
+    optuna_study = open_optuna_study(study, storage)
+    queue_runs(study, optuna_study)
+    assert claim_trial(study, optuna_study, storage) is not None  # and its worker dies here
+    time.sleep(2.5)
+    fail_lost_trials(optuna_study, storage, max_retries=1)
+    assert [trial.state for trial in optuna_study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]

@@ -63,3 +63,11 @@ def _replace_handlers(logger: logging.Logger, handlers: list[logging.Handler], o
             handler.close()
     for handler in handlers:
         logger.addHandler(handler)
+
+
+def remove_logging() -> None:
+    """Close and remove the handlers setup_logging added, e.g. before the streams they write to are closed."""
+    for logger in (logging.getLogger(), *(logging.getLogger(name) for name in _LIBRARY_LOGGERS)):
+        for handler in [h for h in logger.handlers if getattr(h, _MARK, False)]:
+            logger.removeHandler(handler)
+            handler.close()

@@ -143,7 +143,9 @@ def queue_again(optuna_study: optuna.Study, trial: FrozenTrial, fresh: bool = Fa
     dropped = RETRY_ATTRS if fresh else tuple(name for name in RETRY_ATTRS if name != LOSSES)
     trial = copy.deepcopy(trial)
     trial.user_attrs = {name: value for name, value in trial.user_attrs.items() if name not in dropped}
-    RetryHeartbeatStaleTrialCallback()(optuna_study, trial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # a note for every retry otherwise
+        RetryHeartbeatStaleTrialCallback()(optuna_study, trial)
 
 
 def queue_runs(study: Study, optuna_study: optuna.Study, only: Sequence[str] = ()) -> int:

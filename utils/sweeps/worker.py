@@ -74,11 +74,13 @@ def _suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> dic
     return values
 
 
-def _sample_configuration(study: Study, optuna_study: optuna.Study) -> optuna.Trial:
+def _sample_configuration(study: Study, optuna_study: optuna.Study, storage: RDBStorage,
+                          study_id: int) -> optuna.Trial:
     """A new search configuration (its first seed); its other seeds are queued with the same values."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's note that heartbeats are meant for Study.optimize
         trial = optuna_study.ask()
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
     if run_of(trial) is not None:  # a trial queued meanwhile was handed out instead
         return trial
     values = _suggest(trial, study.space)
@@ -103,13 +105,14 @@ def claim_trial(study: Study, optuna_study: optuna.Study, storage: RDBStorage,
         if only and frozen.user_attrs.get("config") not in only:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+        storage.record_heartbeat(trial_id)  # before the claim: Optuna never counts a RUNNING trial with no beat lost
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                 return optuna.Trial(optuna_study, trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     if study.kind == "search" and _configurations_started(optuna_study) < study.trials:
-        return _sample_configuration(study, optuna_study)
+        return _sample_configuration(study, optuna_study, storage, study_id)
     return None
 
 
@@ -140,12 +143,11 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
-        while True:
+        while not self._stop.wait(self.interval_s):
             self.storage.record_heartbeat(self.trial_id)
-            if self._stop.wait(self.interval_s):
-                return
 
     def __enter__(self) -> "Heartbeat":
+        self.storage.record_heartbeat(self.trial_id)  # before any work, not when the thread first runs
         self._thread.start()
         return self
 
