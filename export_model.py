@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Subset
 from datasets.settings import data_settings, preprocessing_settings
 from datasets.stanford_data import StanfordCarsDataset, input_contract
 from datasets.stanford_data_module import StanfordCarsDataModule, default_num_workers
-from models.export import FORMATS, ExportError, ExportReport, export_model, onnx_packages_problem, output_problems
+from models.export import FORMATS, ExportError, ExportReport, export_model, export_problems
 from models.quantization import QUANTIZATIONS, Int8Export, export_int8, figures_table
 from models.run_loading import CheckpointError, TrainedModel, device_problem, load_trained_model
 from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION
@@ -120,9 +120,7 @@ def load(args: argparse.Namespace) -> Export:
     """The run, its data and the metadata to write, every input checked before any export work."""
     run_dir, checkpoint, config = load_run_config(args.run, args.data)
     out = Path(args.out) if args.out else run_dir / default_name(args)
-    problems = output_problems(out, args.format, args.force, run_files(run_dir, checkpoint))
-    if args.format == "onnx" and onnx_packages_problem():
-        problems.append(onnx_packages_problem())
+    problems = export_problems(out, args.format, args.force, run_files(run_dir, checkpoint))
     if problems:
         raise ExportError("; ".join(problems))
     trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,

@@ -117,10 +117,7 @@ def example_batch(check_images: torch.Tensor) -> torch.Tensor:
 def export_onnx(network: nn.Module, path: str | os.PathLike,
                 example: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     """Write one self-contained ONNX file (opset ONNX_OPSET, dynamic batch axis) with torch.onnx's dynamo
-    exporter; return a runner of it on onnxruntime's CPU provider."""
-    problem = onnx_packages_problem()
-    if problem:
-        raise ExportError(problem)
+    exporter; return a runner of it on onnxruntime's CPU provider (export_problems checks its packages first)."""
     import onnx
 
     torch.onnx.export(network, (example,), str(path), dynamo=True, opset_version=ONNX_OPSET,
@@ -222,10 +219,10 @@ def output_problem(expected: np.ndarray, actual: np.ndarray, tolerance: float = 
     return difference, None
 
 
-def output_problems(model_path: str | os.PathLike, fmt: str, force: bool = False,
+def export_problems(model_path: str | os.PathLike, fmt: str, force: bool = False,
                     protected: Iterable[Path] = ()) -> list[str]:
-    """Problems with writing the model and its JSON: existing without `force`, a folder, a protected file,
-    or a name ending in another format's extension."""
+    """Problems with exporting to the model file and its JSON, found before any work: existing without `force`, a
+    folder, a protected file, a name ending in another format's extension, or (ONNX) an export package missing."""
     protected = list(protected)
     problems = [problem for path in (Path(model_path), metadata_path_for(model_path))
                 for problem in new_file_problems(path, force, protected)]
@@ -234,7 +231,8 @@ def output_problems(model_path: str | os.PathLike, fmt: str, force: bool = False
     if other:
         problems.append(f"{model_path}: {suffix} is the {other[0]} extension; a {fmt} export should end in "
                         f"{FORMATS[fmt]}")
-    return problems
+    packages = onnx_packages_problem() if fmt == "onnx" else None
+    return problems + [packages] if packages else problems
 
 
 def unchecked_path(model_path: Path) -> Path:
@@ -263,9 +261,7 @@ def export_model(network: nn.Module, model_path: str | os.PathLike, fmt: str, ch
     batch-1 calls (PyTorch on `device`, the export on the CPU)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    problems = output_problems(model_path, fmt, force)
-    if fmt == "onnx" and onnx_packages_problem():
-        problems.append(onnx_packages_problem())
+    problems = export_problems(model_path, fmt, force)
     if problems:
         raise ExportError("; ".join(problems))
     model_path = Path(model_path)

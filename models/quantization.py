@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from models.export import (INPUT_NAME, OUTPUT_NAME, ExportError, ExportReport, export_model, onnx_session,
-                           output_problems, put_in_place, unchecked_path)
+                           export_problems, put_in_place, unchecked_path)
 
 QUANTIZATIONS = ("int8",)
 LATENCY_THREADS = (1, 2)
@@ -181,7 +181,7 @@ def export_int8(network: Any, model_path: str | os.PathLike, check_images: Any, 
     compare both on the evaluation batches; write the int8 model and its JSON only when top-1 drops by at most
     `max_drop_points` percentage points, or with `force`."""
     model_path = Path(model_path)
-    problems = output_problems(model_path, "onnx", force)
+    problems = export_problems(model_path, "onnx", force)
     if problems:
         raise ExportError("; ".join(problems))
     model_path.parent.mkdir(parents=True, exist_ok=True)
