@@ -115,18 +115,19 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def weights_file_problems(name: str, path: str, img_channels: int) -> list[str]:
-    """The file must fit timm's `name` apart from its classifier: every tensor present with the same shape.
+def checked_weights_file(name: str, path: str, img_channels: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The file's tensors and the problems with them: the file must fit timm's `name` apart from its classifier,
+    every tensor present with the same shape (({}, why) when it cannot be read).
 
     timm's own loading ignores missing tensors whenever the classifier is replaced, so a file of another model
     would leave the network untrained without an error; this check compares every key and shape first.
     """
     if not Path(path).is_file():
-        return [f"pretrained_weights: {path!r} is neither {IMAGENET!r} nor an existing file"]
+        return {}, [f"pretrained_weights: {path!r} is neither {IMAGENET!r} nor an existing file"]
     try:
         state = read_weights_file(path)
     except Exception as error:  # torch, safetensors and timm raise several types for foreign files
-        return [f"pretrained_weights: {path} is not a weights file ({type(error).__name__}: {error})"]
+        return {}, [f"pretrained_weights: {path} is not a weights file ({type(error).__name__}: {error})"]
     model = meta_model(name)
     classifier = model.pretrained_cfg.get("classifier") or "classifier"
     first_conv = f"{model.pretrained_cfg.get('first_conv') or 'conv_stem'}.weight"
@@ -135,14 +136,14 @@ def weights_file_problems(name: str, path: str, img_channels: int) -> list[str]:
              if not key.startswith(f"{classifier}.") and key != first_conv
              and (key not in state or getattr(state[key], "shape", None) != tensor.shape)]
     if wrong:
-        return [f"pretrained_weights: {path} does not fit timm:{name}: {len(wrong)} of its {len(expected)} tensors "
-                f"missing or of another shape, e.g. {', '.join(wrong[:3])}"]
+        return state, [f"pretrained_weights: {path} does not fit timm:{name}: {len(wrong)} of its {len(expected)} "
+                       f"tensors missing or of another shape, e.g. {', '.join(wrong[:3])}"]
     stem = state.get(first_conv)
     if stem is None or stem.dim() != 4 or stem.shape[1] not in (3, img_channels):
         found = "missing" if stem is None else f"of shape {tuple(stem.shape)}"
-        return [f"pretrained_weights: {path}: the first convolution {first_conv} is {found}; it needs 3 "
-                f"(RGB) or {img_channels} input channel(s)"]
-    return []
+        return state, [f"pretrained_weights: {path}: the first convolution {first_conv} is {found}; it needs 3 "
+                       f"(RGB) or {img_channels} input channel(s)"]
+    return state, []
 
 
 def imagenet_problem(name: str) -> str | None:
@@ -172,7 +173,7 @@ def weights_problems(name: str, weights: str, img_channels: int) -> list[str]:
     """Problems with pretrained_weights (imagenet or a file) for timm's `name`."""
     if weights == IMAGENET:
         return [problem] if (problem := imagenet_problem(name)) else []
-    return weights_file_problems(name, weights, img_channels)
+    return checked_weights_file(name, weights, img_channels)[1]
 
 
 def build_timm_network(name: str, num_classes: int, img_channels: int = 3, dropout: float = 0.2,
@@ -188,10 +189,10 @@ def build_timm_network(name: str, num_classes: int, img_channels: int = 3, dropo
         except OSError as error:  # the hub's errors (offline, not found) are OSErrors
             raise ValueError(f"pretrained_weights: cannot load the ImageNet weights of timm:{name}: {error}") from None
     elif pretrained_weights:
-        problems = weights_file_problems(name, pretrained_weights, img_channels)
+        state, problems = checked_weights_file(name, pretrained_weights, img_channels)
         if problems:
             raise ValueError("\n".join(problems))
-        overlay = {"state_dict": read_weights_file(pretrained_weights)}
+        overlay = {"state_dict": state}
         network = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     else:
         network = timm.create_model(name, **kwargs)
