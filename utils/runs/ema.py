@@ -50,7 +50,7 @@ class ExponentialMovingAverage(WeightAveraging):
             averaged = [*module.parameters(), *module.buffers()]
             current = [*pl_module.parameters(), *pl_module.buffers()]
             floating = [i for i, tensor in enumerate(averaged) if tensor.is_floating_point()]
-            others = [i for i in range(len(averaged)) if i not in set(floating)]
+            others = [i for i, tensor in enumerate(averaged) if not tensor.is_floating_point()]
             self._pairs = ([averaged[i].detach() for i in floating], [current[i].detach() for i in floating],
                            [averaged[i].detach() for i in others], [current[i].detach() for i in others])
         return self._pairs
