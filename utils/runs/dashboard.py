@@ -52,7 +52,8 @@ VIEWS = (TABLE_VIEW, GROUPS_VIEW)
 
 def write_views(client: Any, experiment_id: str) -> list[str]:
     """Keep the dashboard's views in the experiment (written when missing or changed); the keys written."""
-    return [view.key for view in VIEWS if write_view(client, experiment_id, view.key, view.name, view.state())]
+    tags = client.get_experiment(experiment_id).tags
+    return [view.key for view in VIEWS if write_view(client, experiment_id, tags, view.key, view.name, view.state())]
 
 
 def open_dashboard_experiment(uri: str, experiment: str) -> tuple[Any, str]:
@@ -70,9 +71,9 @@ def serve_hint(db: Path, port: int = DEFAULT_PORT) -> str:
 
 
 def dashboard_line(uri: str, experiment: str) -> str:
-    """The line naming the URL of an experiment's runs table: on its server, or on `make dashboard`'s for a
-    SQLite store."""
-    _, experiment_id = open_dashboard_experiment(uri, experiment)
+    """The line naming the URL of an experiment's runs table (its views written by the run or import that logged
+    to it): on its server, or on `make dashboard`'s for a SQLite store."""
+    _, experiment_id = open_experiment(uri, experiment)
     db = sqlite_path(uri)
     if db is None:
         return f"dashboard: {view_url(uri, experiment_id, TABLE_VIEW.key)}"

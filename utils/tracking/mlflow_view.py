@@ -92,10 +92,12 @@ def _unpacked(text: str) -> str:
     return zlib.decompress(base64.b64decode(text[len(COMPRESSED):])).decode("utf-8")
 
 
-def write_view(client: Any, experiment_id: str, key: str, name: str, state: Mapping[str, Any]) -> bool:
-    """Keep the view under key as given: written when missing or different (True), else left alone (False)."""
+def write_view(client: Any, experiment_id: str, tags: Mapping[str, str], key: str, name: str,
+               state: Mapping[str, Any]) -> bool:
+    """Keep the view under key as given, `tags` being the experiment's: written when missing or different (True),
+    else left alone (False)."""
     tag = VIEW_TAG_PREFIX + key
-    stored = client.get_experiment(experiment_id).tags.get(tag)
+    stored = tags.get(tag)
     created = None
     if stored is not None:
         try:
