@@ -159,19 +159,15 @@ def runs_under(root: str | os.PathLike) -> list[Path]:
     return found
 
 
-def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
-    """Run folders under any of the given folders (see runs_under), sorted by path."""
-    return sorted({run for root in roots for run in runs_under(root)})
-
-
 def load_runs(roots: Iterable[str | os.PathLike]) -> tuple[list[RunRecord], list[str]]:
     """Every readable run under `roots` (a study's runs named <study>/<id>), and one problem line per damaged or
     missing record."""
     roots = [Path(root) for root in roots]
     problems = [f"{root}: no such folder" for root in roots if not root.is_dir()]
-    in_studies = {run for root in roots for run in runs_under(root) if run.parent.parent == root}
+    found = {root: runs_under(root) for root in roots}
+    in_studies = {run for root, under in found.items() for run in under if run.parent.parent == root}
     runs = []
-    for run_dir in find_run_dirs(roots):
+    for run_dir in sorted({run for under in found.values() for run in under}):
         try:
             run = read_run(run_dir)
         except RunRecordError as error:
