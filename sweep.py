@@ -119,14 +119,14 @@ def launch(args: argparse.Namespace) -> int:
     environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count())
     workers = start_workers(worker_command(args, url), environments, Path(study.base.output_path) / study.name)
     codes = wait_for_workers([process for process, _ in workers], StudyProgress(study, optuna_study, args.only))
-    finish_tracking(study, optuna_study, args.only)
+    left = unfinished_runs(study, optuna_study, args.only)
+    finish_tracking(study, optuna_study, left)
     for (process, log_path), code in zip(workers, codes):
         if code < 0:
             print(f"worker {process.pid} was ended by signal {-code} (its log: {log_path})", file=sys.stderr)
     if any(code == 130 for code in codes):
         print("stopped; run the same command again to resume the study", file=sys.stderr)
         return 130
-    left = unfinished_runs(study, optuna_study, args.only)
     if left:
         print(f"workers stopped with {len(left)} runs unfinished ({', '.join(run.key for run in left)}; see the "
               f"report and the workers' logs); run the same command again to resume", file=sys.stderr)

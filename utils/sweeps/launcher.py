@@ -19,8 +19,7 @@ from utils.runs.trackers import mlflow_tracking_uri, prepare_mlflow_experiment
 from utils.sweeps.configurations import run_configs
 from utils.sweeps.progress import StudyProgress
 from utils.sweeps.report import study_records
-from utils.sweeps.storage import unfinished_runs
-from utils.sweeps.study_file import Study
+from utils.sweeps.study_file import Study, StudyRun
 from utils.sweeps.tracking import close_study_runs, open_study_runs
 from utils.sweeps.worker import folder_conflict, run_folder
 
@@ -55,10 +54,10 @@ def prepare_tracking(study: Study, only: Sequence[str] = (), optuna_study: optun
         open_study_runs(study, optuna_study, configs)
 
 
-def finish_tracking(study: Study, optuna_study: optuna.Study, only: Sequence[str] = ()) -> None:
-    """End the study's parent runs: finished when every run is done, else interrupted (a later launch resumes)."""
-    state = "interrupted" if unfinished_runs(study, optuna_study, only) else "finished"
-    close_study_runs(study, optuna_study, study_records(optuna_study), state)
+def finish_tracking(study: Study, optuna_study: optuna.Study, unfinished: Sequence[StudyRun]) -> None:
+    """End the study's parent runs: finished when no run is unfinished, else interrupted (a later launch
+    resumes)."""
+    close_study_runs(study, optuna_study, study_records(optuna_study), "interrupted" if unfinished else "finished")
 
 
 def worker_environments(workers: int, devices: Sequence[str] | None, gpus_visible: int) -> list[dict[str, str]]:
