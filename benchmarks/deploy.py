@@ -17,7 +17,6 @@ wall time.
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -25,10 +24,10 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
+from benchmarks import cpu_model
 from benchmarks.epoch_time import cpu_pressure, machine
 from models.arch_dict import arch_dict, build_network
 from models.export import export_model, median_latency_ms, onnx_packages_problem
@@ -107,17 +106,6 @@ def format_row(row: Row) -> str:
     return (f"| {row.key} | {row.parameters / 1e6:.2f} | {row.multiply_adds / 1e6:.0f} | {row.pytorch_ms:.1f} | "
             f"{row.fp32_bytes / 1e6:.1f} | {row.int8_bytes / 1e6:.1f} | {row.fp32_ms:.2f} | {row.int8_ms:.2f} | "
             f"{row.fp32_ms / row.int8_ms:.2f}x |")
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

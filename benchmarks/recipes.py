@@ -26,7 +26,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -34,6 +33,8 @@ import time
 from datetime import date
 from pathlib import Path
 from typing import Any
+
+from benchmarks import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_ARM = "timm:ghostnet_100"
@@ -192,12 +193,8 @@ def machine() -> str:
     """The CPU's model name and core count (and the GPU's, when there is one)."""
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.is_file() else []
-    cpu = names[0] if names else (platform.processor() or platform.machine())
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return f"{cpu}, {os.cpu_count()} cores{gpu}"
+    return f"{cpu_model()}, {os.cpu_count()} cores{gpu}"
 
 
 def heading(args: argparse.Namespace) -> str:
