@@ -71,7 +71,11 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
     logger.info("logging to %s", log_file)
     if run_dir:
         logger.info("resuming %s from %s", run_dir, checkpoint)
-        train_run(config, run_dir, checkpoint, extra_callbacks, trust_checkpoint=args.trust_checkpoint)
+        try:
+            train_run(config, run_dir, checkpoint, extra_callbacks, trust_checkpoint=args.trust_checkpoint)
+        except CheckpointError as error:  # a state the configuration's optimizer or schedulers do not write
+            print(error, file=sys.stderr)
+            return 2
         announce_dashboard(config)
         return 0
     seeds = seeds_to_run(config.seed, args.seeds)

@@ -3,6 +3,7 @@ and the training options: warmup, MixUp/CutMix, two learning rates (backbone and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -16,6 +17,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from models.fine_tuning import build_grouped_optimizer, group_learning_rates, set_backbone_trainable
 from models.optimization import LABEL_SMOOTHING, build_loss, build_lr_schedulers, build_optimizer
+from models.resume_state import ResumeStateError, take_training_state
+from utils.checkpoint_safety import CheckpointError
+
+logger = logging.getLogger(__name__)
 
 
 def batch_mixer(num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> nn.Module | None:
@@ -58,6 +63,30 @@ class ClassifierModule(pl.LightningModule):
         self.valid_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
         self.valid_acc_top5 = MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes),
                                                  average="micro", validate_args=False)
+        self._resumed_checkpoint: dict[str, Any] | None = None
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """On resume: keep the checkpoint to take its training state from once the optimizers exist (now, where
+        the strategy restores checkpoints after building them)."""
+        self._resumed_checkpoint = checkpoint
+        if self._trainer is not None and self.trainer.optimizers:
+            self.on_fit_start()
+
+    def on_fit_start(self) -> None:
+        """On resume, before Lightning restores the optimizers and schedulers: the configuration's optimizer and
+        schedulers with the checkpoint's counters and tensors only; one line names the settings that differ."""
+        checkpoint, self._resumed_checkpoint = self._resumed_checkpoint, None
+        if checkpoint is None:
+            return
+        path = self.trainer.ckpt_path
+        schedulers_built = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        try:
+            differences = take_training_state(checkpoint, self.trainer.optimizers, schedulers_built)
+        except ResumeStateError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        if differences and self.trainer.is_global_zero:
+            logger.warning("%s: the checkpoint's settings differ from the run's configuration, which wins: %s",
+                           path, "; ".join(differences))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

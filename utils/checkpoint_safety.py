@@ -23,6 +23,10 @@ TRUST_HELP = ("load the checkpoint even if it holds more than tensors and plain 
               "the file: only for a checkpoint of trusted origin (e.g. one written by an older version)")
 _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
+# What Lightning writes into train.py's checkpoints; a precision plugin's state goes under its class name
+TRAINING_KEYS = frozenset({"epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "callbacks",
+                           "optimizer_states", "lr_schedulers", "hparams_name", "hyper_parameters"})
+_PRECISION_KEY = re.compile(r"\w*Precision")
 
 
 class CheckpointError(ValueError):
@@ -92,6 +96,11 @@ def check_resume_checkpoint(path: str | os.PathLike, run_dir: str | os.PathLike,
     checkpoint = load_checkpoint(path, trust)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    foreign = sorted(str(key) for key in checkpoint
+                     if key not in TRAINING_KEYS and not (isinstance(key, str) and _PRECISION_KEY.fullmatch(key)))
+    if foreign:
+        raise CheckpointError(f"{path}: holds {', '.join(repr(key)[:60] for key in foreign)}, which train.py never "
+                              "writes into a checkpoint; refusing to resume from this file")
     problems = resume_problems(checkpoint, run_dir)
     if problems:
         raise CheckpointError(f"{path}: its ModelCheckpoint state names files for Lightning to delete when it saves "
