@@ -21,7 +21,7 @@ from utils.runs.folders import resume_target
 from utils.runs.records import RunRecordError
 from utils.runs.seeds import format_seed_table, seeds_to_run
 from utils.runs.trackers import announce_dashboard
-from utils.runs.training import RUN_CHECKS, train_run, train_seeds
+from utils.runs.training import RUN_CHECKS, RunStopped, train_run, train_seeds
 
 logger = logging.getLogger("train")
 
@@ -52,7 +52,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] = ()) -> int:
-    args = parse_args(argv)
+    try:
+        return train(parse_args(argv), extra_callbacks)
+    except RunStopped as stopped:  # SIGTERM: one line saying how to resume the run
+        print(stopped, file=sys.stderr)
+        return stopped.exit_status
+
+
+def train(args: argparse.Namespace, extra_callbacks: Iterable[Callback]) -> int:
+    """Check the configuration, then train the run (resumed, one seed or several); the exit status."""
     try:
         overrides = parse_overrides(args.overrides) + ([("stanford_data_path", args.data_path)]
                                                        if args.data_path else [])

@@ -17,6 +17,7 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from utils.config import Config, config_for_records, save_config
 from utils.runs.folders import BEST_CHECKPOINT, LAST_CHECKPOINT, TIMESTAMP, unused_path
@@ -179,9 +180,10 @@ class RunRecorder(Callback):
                 run_logger.log_summary({key: self.summary.get(key) for key in NEPTUNE_SUMMARY})
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        interrupted = isinstance(exception, KeyboardInterrupt)
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        reason = "SIGTERM" if isinstance(exception, SIGTERMException) else "interrupted"
         self.summary.update(state="interrupted" if interrupted else "failed",
-                            stop_reason="interrupted" if interrupted else "error")
+                            stop_reason=reason if interrupted else "error")
         if not interrupted:
             self.summary["error"] = f"{type(exception).__name__}: {exception}"
         if trainer.is_global_zero:

@@ -8,6 +8,7 @@ train.py, sweep.py's workers and the benchmarks train through ``train_run`` and 
 from __future__ import annotations
 
 import logging
+import shlex
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from datasets.settings import data_settings
 from datasets.stanford_data import prepared_data_problems
@@ -96,6 +98,16 @@ def normalization_record(config: Config) -> dict[str, Any]:
         weights = weights_normalization(config.architecture, config.pretrained_weights, channels)
         source = "pretrained weights" if weights == (list(values.mean), list(values.std)) else source
     return {"source": source, "mean": list(values.mean), "std": list(values.std)}
+
+
+class RunStopped(SystemExit):
+    """A run stopped by SIGTERM (its summary.json says interrupted, stop_reason SIGTERM); the message is one line
+    saying how to resume it, and the exit status 143 (128 + SIGTERM), as a shell reports a process ended by it."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(f"run {run_dir} stopped by SIGTERM; its last.ckpt keeps the last finished epoch. Resume it "
+                         f"with: python train.py --resume {shlex.quote(str(run_dir))}")
+        self.exit_status = 143
 
 
 @dataclass
@@ -186,8 +198,11 @@ def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | N
         # on rank zero only: the MLflow logger opens (and first creates) the tracking store
         mlflow_logger = make_mlflow_logger(config, run_dir, recorder.summary)
         trainer.loggers = [*trainer.loggers, *([mlflow_logger] if mlflow_logger else [])]
-    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(checkpoint) if checkpoint else None,
-                weights_only=not trust_checkpoint)
+    try:
+        trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(checkpoint) if checkpoint else None,
+                    weights_only=not trust_checkpoint)
+    except SIGTERMException:  # Lightning's handler stops at the next batch; summary.json says interrupted
+        raise RunStopped(run_dir) from None
     if recorder.summary.get("state") == "running":  # Lightning returned without training (no batches)
         recorder.end_untrained("no training batches: the training set is smaller than one batch per process",
                                trainer)
