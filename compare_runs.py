@@ -86,7 +86,7 @@ def to_mlflow(args: argparse.Namespace, runs: list[RunRecord], references: list[
     from utils.runs.dashboard import dashboard_line
     from utils.runs.mlflow import THESIS_EXPERIMENT, import_thesis_runs, import_to_mlflow  # imports torch
     from utils.tracking.mlflow_store import mlflow_uri_problems
-    from utils.tracking.neptune import neptune_run_dirs, readable_neptune_runs
+    from utils.tracking.neptune_offline import neptune_run_dirs, readable_neptune_runs
 
     problems = mlflow_uri_problems(args.mlflow_uri, "--mlflow-uri")
     if problems:

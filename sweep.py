@@ -17,18 +17,18 @@ from pathlib import Path
 import optuna
 import torch
 
+from sweeps.configurations import load_study, open_study
+from sweeps.launcher import (finish_tracking, folder_conflicts, prepare_tracking, start_workers,
+                             wait_for_workers, worker_environments)
+from sweeps.progress import StudyProgress
+from sweeps.report import write_report
+from sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, default_storage,
+                            open_optuna_study, open_storage, queue_runs, sampler_problems, unfinished_runs)
+from sweeps.study_file import Study
+from sweeps.worker import WorkerSettings, run_worker
+from training.run import RUN_CHECKS
 from utils.config import ConfigError, parse_overrides
 from utils.logger import setup_logging
-from utils.runs.training import RUN_CHECKS
-from utils.sweeps.configurations import load_study, open_study
-from utils.sweeps.launcher import (finish_tracking, folder_conflicts, prepare_tracking, start_workers,
-                                   wait_for_workers, worker_environments)
-from utils.sweeps.progress import StudyProgress
-from utils.sweeps.report import write_report
-from utils.sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, default_storage,
-                                  open_optuna_study, open_storage, queue_runs, sampler_problems, unfinished_runs)
-from utils.sweeps.study_file import Study
-from utils.sweeps.worker import WorkerSettings, run_worker
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

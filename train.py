@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 
 from pytorch_lightning.callbacks import Callback
 
+from training.loggers import announce_dashboard
+from training.run import RUN_CHECKS, RunStopped, train_run, train_seeds
 from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError, check_resume_checkpoint
 from utils.config import MAX_SEED, ConfigError, load_config, parse_overrides
 from utils.config.loading import override_origins
@@ -20,8 +22,6 @@ from utils.logger import setup_logging
 from utils.runs.folders import resume_target
 from utils.runs.records import RunRecordError
 from utils.runs.seeds import format_seed_table, seeds_to_run
-from utils.runs.trackers import announce_dashboard
-from utils.runs.training import RUN_CHECKS, RunStopped, train_run, train_seeds
 
 logger = logging.getLogger("train")
 

@@ -3,7 +3,7 @@
 C-50 (config_template.yml, which is that run as its record lists it):
 GhostNet (output_channels 320), AdamW (lr 0.001, weight decay 0.6), MultiStepLR, label-smoothing cross-entropy,
 flip + affine + colour jitter, 227x227, batch 64, on a generated Stanford-sized set (JPEGs 480-900 px wide).
-Every setting is a real run of utils.runs.training, as train.py runs it (checkpoints and records every epoch):
+Every setting is a real run of training.run, as train.py runs it (checkpoints and records every epoch):
 
 - reference-like: no cache, CPU augmentation, fp32;
 - cache; cache + batch augmentation on the training device (kornia; "GPU augmentation" on a GPU);
@@ -51,9 +51,9 @@ from pytorch_lightning.callbacks import Callback
 from benchmarks.data_pipeline import make_data
 from datasets.settings import data_settings
 from datasets.stanford_data_module import StanfordCarsDataModule, default_num_workers
+from training.run import RUN_CHECKS, train_seeds
+from training.trainer import PROFILE_FOLDER
 from utils.config import Config, load_config, parse_overrides
-from utils.runs.trainer import PROFILE_FOLDER
-from utils.runs.training import RUN_CHECKS, train_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_TRAIN, FULL_TEST, FULL_EPOCHS = 8144, 8041, 200

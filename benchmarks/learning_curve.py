@@ -23,9 +23,9 @@ from scipy import stats
 
 from datasets.preparation import prepare_stanford_dataset
 from datasets.synthetic import generate_synthetic_stanford
+from training.run import RUN_CHECKS, train_seeds
 from utils.config import load_config, parse_overrides
 from utils.runs.records import read_metrics, read_summary
-from utils.runs.training import RUN_CHECKS, train_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 C50 = ("early_stopping_patience=null", "log_to_tensorboard=false")

@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from training.mlflow_logger import RunMLFlowLogger
 from utils.config import Config, save_config, tracked_params
 from utils.runs.records import write_json, write_metrics
 from utils.runs.trackers import mlflow_status, mlflow_tracking_uri, run_tags, summary_metrics
-from utils.tracking.mlflow_logger import RunMLFlowLogger
 
 
 def epoch_rows(epoch: int) -> tuple[dict[str, float], dict[str, float]]:

@@ -2,7 +2,7 @@
 
 The proxy: scikit-learn's digits (1,797 8x8 images of 10 classes) upscaled to 64x64 RGB JPEGs, split 50/50 per
 class (899 train, 898 validation), written in Kaggle's class-folder Stanford layout and prepared by
-``prepare_stanford_dataset``. Every run is the project's own training (``utils.runs.training.train_seeds``, as
+``prepare_stanford_dataset``. Every run is the project's own training (``training.run.train_seeds``, as
 train.py runs it) with the recipe of docs/recipes.md's table: AdamW lr 0.002 weight decay 0.05, CosineAnnealingLR
 over the run, label smoothing 0.1, batch 64, normalised with the digits' statistics, no image augmentation.
 
@@ -115,7 +115,7 @@ def train_one(task: dict[str, Any]) -> dict[str, Any]:
 
     from utils.config import load_config, parse_overrides
     from utils.runs.records import read_metrics, read_summary
-    from utils.runs.training import RUN_CHECKS, train_seeds
+    from training.run import RUN_CHECKS, train_seeds
 
     torch.set_num_threads(1)
     out = Path(task["work"]) / "output" / task["slug"]

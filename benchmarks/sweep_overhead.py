@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 from datasets.preparation import prepare_stanford_dataset
 from datasets.synthetic import generate_synthetic_stanford
-from utils.sweeps.storage import open_storage
+from sweeps.storage import open_storage
 
 
 def write_study(work: Path, runs: int, size: int) -> Path:

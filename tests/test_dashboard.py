@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.mlflow_browser import (browser_missing, column_cells, column_headers, expand_group,
+                                  open_runs_table, run_names, start_browser)
 from utils.runs.dashboard import GROUPS_VIEW, TABLE_VIEW, open_dashboard_experiment, write_views
 from utils.runs.table import COLUMNS
-from utils.tracking.mlflow_browser import (browser_missing, column_cells, column_headers, expand_group,
-                                           open_runs_table, run_names, start_browser)
 from utils.tracking.mlflow_server import free_port, port_problem, start_server
 from utils.tracking.mlflow_store import mlflow_client
 from utils.tracking.mlflow_view import VIEW_TAG_PREFIX, encode_view, view_state

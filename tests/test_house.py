@@ -6,10 +6,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(path.stem for path in ROOT.glob("*.py"))
+PACKAGES = {"utils": 1, "datasets": 2, "models": 2, "training": 3, "sweeps": 4}  # the floors of the house
 GROUND = ("checks", "timing", "logger", "devices", "archives", "output_files", "checkpoint_safety")
 FLOORS = {**{f"utils.{name}": 1 for name in GROUND},
-          "utils.config": 2, "utils.tracking": 2, "utils.runs": 3, "utils.sweeps": 4, "utils.colab": 4}
-SOURCE_FOLDERS = ("utils", "datasets", "models", "benchmarks")
+          "utils.config": 2, "utils.tracking": 2, "utils.runs": 3, "utils.colab": 4}  # the floors inside utils/
+TORCH_HELPERS = ("utils.checkpoint_safety", "utils.devices")  # ground-floor helpers whose job is a torch object
+TORCH_AND_LIGHTNING = ("torch", "torchvision", "torchmetrics", "pytorch_lightning", "lightning", "timm", "kornia")
+SOURCE_FOLDERS = (*PACKAGES, "benchmarks")
 
 
 def module_name(path: Path) -> str:
@@ -17,8 +20,9 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def project_imports(path: Path) -> set[str]:
-    """The project modules a file imports at run time (relative imports resolved; type-checking-only ones left out)."""
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports at run time, also inside functions (relative imports resolved; type-checking-only
+    ones left out), with each imported name as a possible submodule."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
@@ -35,8 +39,13 @@ def project_imports(path: Path) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def project_imports(path: Path) -> set[str]:
+    """The project modules a file imports at run time."""
     tops = set(SOURCE_FOLDERS) | set(SCRIPTS)
-    return {name for name in names if name.split(".")[0] in tops}
+    return {name for name in imported_modules(path) if name.split(".")[0] in tops}
 
 
 def floor_of(module: str) -> int | None:
@@ -65,24 +74,38 @@ def test_utils_imports_point_down(path):
     if own == "utils":
         return
     for imported in project_imports(path):
-        if imported.split(".")[0] in ("datasets", "models"):
-            assert floor_of(own) >= 3, f"{own} imports {imported}: only runs/ and above build runs"
-        elif imported.split(".")[0] == "utils" and imported != "utils":
+        assert imported.split(".")[0] == "utils", f"{own} imports {imported}: utils/ is the ground floor of the house"
+        if imported != "utils":
             floor = floor_of(imported)
             same_package = package_of(imported) == package_of(own)
             assert floor is not None and (floor < floor_of(own) or same_package), f"{own} imports {imported} (up or across)"
-        else:
-            assert imported == "utils", f"{own} imports {imported}"
+
+
+def test_utils_imports_no_torch_or_lightning():
+    """Only a helper whose job is a torch object (TORCH_HELPERS) imports torch; the rest of utils/ is plain Python."""
+    heavy = [f"{module_name(path)} imports {name}" for path in source_files("utils")
+             if module_name(path) not in TORCH_HELPERS
+             for name in sorted(imported_modules(path)) if name.split(".")[0] in TORCH_AND_LIGHTNING]
+    assert heavy == []
+
+
+@pytest.mark.parametrize("package", [name for name in PACKAGES if name != "utils"])
+def test_packages_import_only_their_own_and_lower_floors(package):
+    """datasets/ and models/ share a floor and never import each other; training/ stands on both, sweeps/ on it."""
+    bad = []
+    for path in source_files(package):
+        for imported in project_imports(path):
+            top = imported.split(".")[0]
+            if top != package and (top not in PACKAGES or PACKAGES[top] >= PACKAGES[package]):
+                bad.append(f"{module_name(path)} imports {imported}")
+    assert bad == []
 
 
 @pytest.mark.parametrize("folder", ["datasets", "models"])
-def test_datasets_and_models_import_only_the_ground_floor(folder):
-    bad = []
-    for path in source_files(folder):
-        for imported in project_imports(path):
-            top = imported.split(".")[0]
-            if top == "utils" and imported != "utils" and floor_of(imported) != 1 or top not in (folder, "utils"):
-                bad.append(f"{module_name(path)} imports {imported}")
+def test_datasets_and_models_import_only_the_ground_floor_of_utils(folder):
+    bad = [f"{module_name(path)} imports {imported}" for path in source_files(folder)
+           for imported in project_imports(path)
+           if imported.split(".")[0] == "utils" and imported != "utils" and floor_of(imported) != 1]
     assert bad == []
 
 

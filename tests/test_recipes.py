@@ -7,12 +7,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-import models
 from models.classifier_module import ClassifierModule, batch_mixer
+from training.ema import warmed_up_decay
+from training.run import RunParts, fit_run, module_settings
+from training.trainer import trainer_problems
 from utils.config import Config, ConfigError, load_config, parse_overrides
-from utils.runs.ema import warmed_up_decay
-from utils.runs.trainer import trainer_problems
-from utils.runs.training import RunParts, fit_run, module_settings
+import models
 
 from tests.test_config import TEMPLATE
 from tests.test_training_module import NUM_CLASSES, TinyData

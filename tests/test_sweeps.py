@@ -24,15 +24,15 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 import sweep
-from utils.sweeps.configurations import load_study, open_study, run_config
-from utils.sweeps.launcher import prepare_tracking, worker_environments
-from utils.sweeps.progress import StudyProgress
-from utils.sweeps.storage import fail_lost_trials, open_optuna_study, open_storage, queue_runs, run_of
-from utils.sweeps.worker import claim_trial
-from utils.sweeps.study_file import read_study
-from utils.runs.thesis import load_thesis_runs, thesis_config
-from utils.sweeps.thesis_study import thesis_study
+from sweeps.configurations import load_study, open_study, run_config
+from sweeps.launcher import prepare_tracking, worker_environments
+from sweeps.progress import StudyProgress
+from sweeps.storage import fail_lost_trials, open_optuna_study, open_storage, queue_runs, run_of
+from sweeps.study_file import read_study
+from sweeps.thesis_study import thesis_study
+from sweeps.worker import claim_trial
 from utils.runs.records import read_metrics
+from utils.runs.thesis import load_thesis_runs, thesis_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"

@@ -14,9 +14,9 @@ from models.fine_tuning import split_parameters
 from models.pretrained import IMAGENET
 from models.sizes import count_parameters
 from models.timm_networks import HF_FILES
+from training.run import RUN_CHECKS, train_seeds
 from utils.config import load_config, parse_overrides
 from utils.runs.records import read_summary
-from utils.runs.training import RUN_CHECKS, train_seeds
 
 from tests.test_config import TEMPLATE
 
@@ -177,7 +177,7 @@ def test_a_pretrained_run_normalises_with_the_weights_statistics_unless_the_conf
 def test_the_beyond_c50_study_passes_every_check_once_its_weights_are_cached(tiny_prepared, offline_hub, tmp_path,
                                                                             capsys):
     import sweep
-    from utils.sweeps.study_file import read_study
+    from sweeps.study_file import read_study
 
     study_path = TEMPLATE.parent / "experiments" / "beyond_c50.yml"
     study = read_study(study_path)

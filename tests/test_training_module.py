@@ -12,12 +12,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from models.classifier_module import ClassifierModule
 from models.optimization import LabelSmoothingCrossEntropy, LrLambda, build_scheduler
+from training.run import RunParts, fit_run
+from training.trainer import early_stopping_patience
 from utils.config import Config
 from utils.runs.folders import plan_runs, resume_target, unused_path
 from utils.runs.records import read_metrics
 from utils.runs.seeds import aggregate_seeds, format_seed_table
-from utils.runs.trainer import early_stopping_patience
-from utils.runs.training import RunParts, fit_run
 
 NUM_CLASSES = 4
 

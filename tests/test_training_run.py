@@ -296,7 +296,7 @@ def test_a_fit_without_training_batches_is_recorded_as_failed(prepared, tmp_path
 
 
 def test_a_training_run_imports_no_plotting(prepared, tmp_path):
-    """train.py trains through utils.runs.training, which gives MLflow the run table's columns (utils.runs.table);
+    """train.py trains through training.run, which gives MLflow the run table's columns (utils.runs.table);
     plotting belongs to what comes after. (The installed torchmetrics imports matplotlib itself when it is
     installed: the check is on the project's modules.)"""
     code = ("import json, sys, train\n"
@@ -307,8 +307,8 @@ def test_a_training_run_imports_no_plotting(prepared, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = [path for path in json.loads(result.stdout.rpartition("loaded: ")[2])
-              if Path(path).relative_to(ROOT).parts[0] in ("utils", "datasets", "models", "train.py")]
-    assert str(ROOT / "utils" / "runs" / "training.py") in loaded
+              if Path(path).relative_to(ROOT).parts[0] in ("utils", "datasets", "models", "training", "train.py")]
+    assert str(ROOT / "training" / "run.py") in loaded
     assert str(ROOT / "utils" / "runs" / "plots.py") not in loaded
     for path in loaded:
         tree = ast.parse(Path(path).read_text(encoding="utf-8"))

@@ -1,3 +1,3 @@
-"""The application's concerns over small helpers (checks, timing, logging, devices, archives, output files):
-config (the typed configuration), tracking (MLflow, TensorBoard, Neptune), runs (run folders, records, the run
-table and the home of a training run) and sweeps (studies on Optuna), plus the Colab notebook's helpers."""
+"""The ground floor, plain Python that datasets/, models/ and training/ stand on: small helpers (checks, timing,
+logging, archives, output files; devices and checkpoint reading, the two whose job is a torch object), the typed
+configuration, run records and the run table, MLflow as plain input and output, and the Colab notebook's helpers."""

@@ -159,13 +159,12 @@ def gpu_check(config_file: str | os.PathLike, train_args: Sequence[str] = ()) ->
     """A line on the CUDA GPU torch sees; without one, a warning saying why and what to do, or RuntimeError
     with train.py's explanation when the configuration (with the --set options of train_args) asks for a GPU."""
     # imported here: this module is imported before the install cell, which torch must not precede
-    from utils.devices import COLAB_ADVICE, cuda_requests, cuda_status, cuda_unavailable_message, torch_build
+    from utils.devices import (COLAB_ADVICE, cuda_device_line, cuda_requests, cuda_status, cuda_unavailable_message,
+                               torch_build)
 
     available, reason = cuda_status()
     if available:
-        import torch
-
-        return f"GPU: {torch.cuda.get_device_name(0)} ({torch_build()})"
+        return cuda_device_line()
     config = intended_config(config_file, train_args)
     requests = cuda_requests(config)
     if requests:

@@ -61,6 +61,11 @@ def torch_build() -> str:
     return f"torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none (a CPU-only build)'}"
 
 
+def cuda_device_line() -> str:
+    """'GPU: <name of CUDA device 0> (<torch build>)', for a machine where cuda_status() found one."""
+    return f"GPU: {torch.cuda.get_device_name(0)} ({torch_build()})"
+
+
 def cuda_unavailable_message(requests: Mapping[str, str], reason: str) -> str:
     """The one explanation of a CUDA request on a machine where torch can use no CUDA GPU."""
     asked = " and ".join(f"{key}: {value}" for key, value in requests.items())

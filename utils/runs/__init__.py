@@ -1,2 +1,2 @@
-"""Runs: their folders and records, the run table, the thesis's records, and the home of a training run
-(``utils.runs.training``) that builds data, network, Trainer, records and trackers from a Config."""
+"""Runs as records: their folders, metrics.csv/summary.json/config.yml, the run table, seed statistics, the
+thesis's records, plots, and their MLflow values and dashboard. Plain Python: training a run is ``training``'s job."""

@@ -114,12 +114,11 @@ def folder_label(architecture: str) -> str:
 
 
 def plan_runs(output_path: str | os.PathLike, architecture: str, seeds: Sequence[int],
-              now: datetime | None = None) -> list[dict[str, Any]]:
-    """New run folders (<architecture>_<timestamp>[_seed<N>]), created now, one per seed; shared with DDP workers."""
-    from pytorch_lightning.utilities import rank_zero_only  # here: the Colab notebook imports this module first
-
+              now: datetime | None = None, rank: int = 0) -> list[dict[str, Any]]:
+    """New run folders (<architecture>_<timestamp>[_seed<N>]), created now, one per seed, by the process of rank 0;
+    a DDP worker of another rank reads rank 0's plan from the environment it was started with."""
     worker_plan = os.environ.get(PLAN_ENV)
-    if worker_plan and rank_zero_only.rank != 0:
+    if worker_plan and rank != 0:
         return json.loads(worker_plan)
     stamp = (now or datetime.now()).strftime(TIMESTAMP)
     plan: list[dict[str, Any]] = []

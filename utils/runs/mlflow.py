@@ -17,7 +17,7 @@ from utils.runs.thesis import ThesisRun, reference_record
 from utils.runs.trackers import RUN_DIR_TAG, mlflow_status, run_tags, summary_metrics
 from utils.tracking.mlflow_store import RUN_NAME_TAG, log_recorded_run, run_exists, tagged_run_exists
 from utils.tracking.mlflow_view import DURATION
-from utils.tracking.neptune import import_neptune_run
+from utils.tracking.neptune_offline import import_neptune_run
 
 THESIS_EXPERIMENT = "thesis"
 THESIS_RUN_TAG = "thesis_run"  # the recorded run's id (C-50): an imported thesis run is not imported again

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import optuna
 
+from sweeps.study_file import Study, StudyRun
 from utils.config import Config
 from utils.runs.records import RunRecord, run_times_ms
 from utils.runs.table import mlflow_values, run_row
 from utils.runs.trackers import close_group_run, mlflow_tracking_uri, open_group_run
-from utils.sweeps.study_file import Study, StudyRun
 from utils.tracking.mlflow_store import NOTE_TAG, RUN_NAME_TAG, mlflow_client
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from utils.sweeps.storage import LOSSES, trials_by_run
-from utils.sweeps.study_file import Study, StudyRun
+from sweeps.storage import LOSSES, trials_by_run
+from sweeps.study_file import Study, StudyRun
 
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

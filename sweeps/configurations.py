@@ -8,9 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sweeps.study_file import Study, StudyRun, distribution_problems, parse_study
 from utils.config import MAX_SEED, Config, ConfigError
 from utils.config.loading import Check, Override, config_from_mapping, read_yaml
-from utils.sweeps.study_file import Study, StudyRun, distribution_problems, parse_study
 
 
 def run_config(study: Study, overrides: Mapping[str, Any], seed: int, checks: Iterable[Check] = ()) -> Config:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import optuna
 
+from sweeps.configurations import run_configs
+from sweeps.progress import StudyProgress
+from sweeps.report import study_records
+from sweeps.study_file import Study, StudyRun
+from sweeps.tracking import close_study_runs, open_study_runs
+from sweeps.worker import folder_conflict, run_folder
 from utils.runs.trackers import mlflow_tracking_uri, prepare_mlflow_experiment
-from utils.sweeps.configurations import run_configs
-from utils.sweeps.progress import StudyProgress
-from utils.sweeps.report import study_records
-from utils.sweeps.study_file import Study, StudyRun
-from utils.sweeps.tracking import close_study_runs, open_study_runs
-from utils.sweeps.worker import folder_conflict, run_folder
 
 logger = logging.getLogger(__name__)
 POLL_S = 1.0  # how often the launcher reads the study's progress

@@ -14,14 +14,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.storage import trials_by_run
+from sweeps.study_file import Study, StudyRun
+from sweeps.tracking import log_study_files
 from utils.runs.plots import plot_runs
 from utils.runs.records import RunRecord, is_run_dir, read_run
 from utils.runs.seeds import Stat, stat_of
 from utils.runs.table import format_table, run_row, write_csv
 from utils.runs.thesis import load_thesis_runs, reference_record
-from utils.sweeps.storage import trials_by_run
-from utils.sweeps.study_file import Study, StudyRun
-from utils.sweeps.tracking import log_study_files
 
 SEARCH_PLOTS = {"optimization_history": "plot_optimization_history", "param_importances": "plot_param_importances",
                 "intermediate_values": "plot_intermediate_values"}  # file name -> optuna.visualization.matplotlib

@@ -29,23 +29,24 @@ from models import config_problems as model_problems
 from models.arch_dict import build_network, weights_normalization
 from models.classifier_module import ClassifierModule
 from models.sizes import count_multiply_adds, count_parameters
+from training.loggers import make_loggers, make_mlflow_logger
+from training.recorder import RunRecorder, write_run_config
+from training.trainer import (checkpoint_callbacks, git_commit, runtime_name, trainer_kwargs, trainer_problems,
+                              training_callbacks)
 from utils.config import Config, config_for_records, tracked_params
 from utils.config.schema import GrayscaleNormalization, RGBNormalization
 from utils.output_files import place_problem
 from utils.runs.folders import TIMESTAMP, announce_run_folder, folder_label, plan_runs, release_unused
 from utils.runs.records import is_run_dir, read_run, write_json
-from utils.runs.recorder import RunRecorder, write_run_config
 from utils.runs.seeds import aggregate_seeds
 from utils.runs.table import group_rows_by_seed, mlflow_values
-from utils.runs.trackers import (SEED_GROUP_TAG, close_group_run, make_loggers, make_mlflow_logger, mlflow_problems,
-                                 mlflow_tracking_uri, open_group_run, seed_group_state, train_run_name)
-from utils.runs.trainer import (checkpoint_callbacks, git_commit, runtime_name, trainer_kwargs, trainer_problems,
-                                training_callbacks)
+from utils.runs.trackers import (SEED_GROUP_TAG, close_group_run, mlflow_problems, mlflow_tracking_uri, open_group_run,
+                                 seed_group_state, train_run_name)
 from utils.timing import log_execution_time
 from utils.tracking.mlflow_store import RUN_NAME_TAG
 
 logger = logging.getLogger(__name__)
-REPO_DIR = Path(__file__).resolve().parents[2]
+REPO_DIR = Path(__file__).resolve().parents[1]
 FOLDER_KEYS = ("output_path", "logging_dir", "cache_path")
 
 
@@ -250,7 +251,8 @@ def train_seeds(config: Config, seeds: list[int], callbacks: Iterable[Callback] 
     """Train the config once per seed, each in a new run folder; with several seeds, their statistics (written
     as <output_path>/<architecture>_<time>_seeds.json) and an MLflow parent run. Stops at the first failed run."""
     started = datetime.now()
-    plan = plan_runs(config.output_path, config.architecture, seeds, started)
+    plan = plan_runs(config.output_path, config.architecture, seeds, started,
+                     rank=pl.utilities.rank_zero_only.rank)
     several = len(plan) > 1
     seed_group = f"{folder_label(config.architecture)}_{started:{TIMESTAMP}}_seeds" if several else None
     results = SeedResults([])

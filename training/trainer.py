@@ -16,9 +16,9 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.profilers import AdvancedProfiler, Profiler, PyTorchProfiler, SimpleProfiler
 
+from training.ema import ExponentialMovingAverage
 from utils.config import Config
 from utils.devices import cuda_problems, resolve_accelerator
-from utils.runs.ema import ExponentialMovingAverage
 from utils.runs.folders import BEST_CHECKPOINT, LAST_CHECKPOINT
 
 DEFAULT_PATIENCE = 15

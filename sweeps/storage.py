@@ -15,7 +15,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
-from utils.sweeps.study_file import Study, StudyRun
+from sweeps.study_file import Study, StudyRun
 
 LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_HEARTBEAT_S = 20

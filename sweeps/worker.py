@@ -27,18 +27,18 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from pytorch_lightning.callbacks import Callback
 
+from sweeps.configurations import run_config
+from sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, LIVE, fail_lost_trials,
+                            make_pruner, make_sampler, open_storage, queue_again, run_of, trials_by_run)
+from sweeps.study_file import Study, StudyRun
+from sweeps.tracking import parent_run_id, study_run_name
+from training.run import RunLabels, train_run
 from utils.checkpoint_safety import CheckpointError, check_resume_checkpoint
 from utils.config import Config, config_for_records
 from utils.config.loading import training_settings, yaml_inline
 from utils.runs.folders import LAST_CHECKPOINT
 from utils.runs.records import CONFIG, RunRecordError, read_metrics, read_summary, refuse_links_leaving, write_json
 from utils.runs.trackers import update_mlflow_state
-from utils.runs.training import RunLabels, train_run
-from utils.sweeps.configurations import run_config
-from utils.sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, LIVE, fail_lost_trials,
-                                  make_pruner, make_sampler, open_storage, queue_again, run_of, trials_by_run)
-from utils.sweeps.study_file import Study, StudyRun
-from utils.sweeps.tracking import parent_run_id, study_run_name
 
 logger = logging.getLogger(__name__)
 

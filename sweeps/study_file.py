@@ -4,7 +4,7 @@ A study file has a ``base`` (a config file, read from the study file's folder wh
 one of ``runs:`` (named override sets), ``grid:`` (key -> list of values, the product) or ``search:`` (key ->
 distribution, sampled by Optuna), plus ``seeds``, ``objective``, ``name`` and ``reference``. A configuration is one set of overrides; a study run is one
 configuration trained with one seed, one training run in its own folder. The configurations are checked against
-Config in utils.sweeps.configurations.
+Config in sweeps.configurations.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class StudyRun:
 
 @dataclass
 class Study:
-    """A study file's content; utils.sweeps.configurations adds its base configuration (``base_raw``, ``base``:
+    """A study file's content; sweeps.configurations adds its base configuration (``base_raw``, ``base``:
     the base file read once, with base.overrides and --set) and its checked configurations (``checked``)."""
 
     path: Path

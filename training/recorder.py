@@ -19,14 +19,14 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from training.mlflow_logger import RunMLFlowLogger
+from training.neptune_logger import NeptuneLogger
 from utils.config import Config, config_for_records, save_config
 from utils.runs.folders import BEST_CHECKPOINT, LAST_CHECKPOINT, TIMESTAMP, unused_path
 from utils.runs.records import CONFIG, METRIC_COLUMNS, SUMMARY, RunRecord, read_metrics, write_json, write_metrics
 from utils.runs.table import mlflow_values, run_row
 from utils.runs.trackers import mlflow_status, summary_metrics
 from utils.timing import format_duration
-from utils.tracking.mlflow_logger import RunMLFlowLogger
-from utils.tracking.neptune import NeptuneLogger
 
 logger = logging.getLogger(__name__)
 NEPTUNE_SUMMARY = ("epochs_run", "stop_reason", "state", "duration_s", "multiply_adds", "parameters")
