@@ -63,3 +63,34 @@ def test_sigterm_stops_the_run_with_a_resume_command_and_a_non_zero_status(data,
     assert train.main([*resume.split()[2:], "--set", f"num_epochs={done + 1}"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["state"] == "finished" and summary["epochs_run"] == done + 1
+
+
+RACER = """
+import os, sys, time
+from utils.tracking.mlflow_store import open_experiment, start_run
+import mlflow  # imported before the start line, so that both processes reach the store together
+uri, start = sys.argv[1], sys.argv[2]
+while not os.path.exists(start):
+    time.sleep(0.001)
+client, experiment_id = open_experiment(uri, "cars")
+print(start_run(client, experiment_id, {"process": str(os.getpid())}))
+"""
+
+
+def test_two_runs_creating_one_mlflow_store_at_once_both_get_their_runs(tmp_path):
+    """Without the store lock, 5 of 5 tries lost one run ("duplicate column name: step")."""
+    from utils.tracking.mlflow_store import mlflow_client
+
+    start, folders = tmp_path / "start", [tmp_path / f"output{index}" for index in range(2)]
+    processes = [subprocess.Popen([sys.executable, "-c", RACER, f"sqlite:///{folder / 'mlflow.db'}", str(start)],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for folder in folders for _ in range(2)]
+    time.sleep(10)  # both have imported mlflow
+    start.touch()
+    results = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, [error[-2000:] for _, error in results]
+    for folder in folders:
+        client = mlflow_client(f"sqlite:///{folder / 'mlflow.db'}")
+        (experiment,) = [found for found in client.search_experiments() if found.name == "cars"]
+        assert len(client.search_runs([experiment.experiment_id])) == 2
+        assert sorted(path.name for path in folder.iterdir()) == ["mlflow.db"]  # no lock file left

@@ -5,12 +5,14 @@ mlflow is imported inside the functions that use it: it is slow to import.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -96,12 +98,32 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
+@contextmanager
+def sqlite_store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on the folder of an SQLite store (none for other stores) while creating it or an
+    experiment in it: two runs starting at once into a new output folder would otherwise both create its tables
+    ("duplicate column name: step") or the same experiment, and one of them would train without tracking."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    folder = path.absolute().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # a lock on the folder: no lock file left behind
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def mlflow_client(uri: str) -> Any:
-    """A quiet MlflowClient of the store at uri."""
+    """A quiet MlflowClient of the store at uri (an SQLite store's tables created under sqlite_store_lock)."""
     from mlflow.tracking import MlflowClient
 
     quiet_mlflow()
-    return MlflowClient(uri)
+    with sqlite_store_lock(uri):
+        return MlflowClient(uri)  # opens the store, creating its tables if it is new
 
 
 def open_experiment(uri: str, experiment: str) -> tuple[Any, str]:
@@ -110,7 +132,11 @@ def open_experiment(uri: str, experiment: str) -> tuple[Any, str]:
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return client, found.experiment_id
-    return client, client.create_experiment(experiment, artifact_location=artifact_location(uri))
+    with sqlite_store_lock(uri):  # another run may have created it since
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return client, found.experiment_id
+        return client, client.create_experiment(experiment, artifact_location=artifact_location(uri))
 
 
 def log_in_batches(client: Any, run_id: str, params: Sequence[Any] = (), metrics: Sequence[Any] = ()) -> None:
