@@ -115,7 +115,7 @@ def test_bounds_accept_their_edges_and_null(tmp_path):
 
 def test_key_table_states_the_bounds():
     rows = {key: comment for key, _, comment in key_rows()}
-    assert rows["batch_size"].endswith("; at least 1")
+    assert rows["batch_size"].endswith("; at least 1 and at most 4096")
     assert rows["seed"].endswith("; at least 0 and at most 4294967295")
     assert rows["normalization_params_rgb.std"].endswith("; each above 0")
 

@@ -114,7 +114,8 @@ def test_unsupported_transforms_and_arguments_are_config_problems():
     assert config_problems(cpu) == []
     assert config_problems({"augmentation_device": "gpu", "image_augmentations": THESIS_IMAGE,
                             "tensor_augmentations": THESIS_TENSOR, "convert_to_grayscale": True}) == []
-    assert validate({"augmentation_device": "tpu"})[1] == ["augmentation_device: 'tpu' is not one of cpu, gpu"]
+    assert validate({"augmentation_device": "tpu"})[1] == [
+        "augmentation_device: 'tpu' is not one of cpu, gpu; did you mean gpu, cpu?"]
 
 
 @pytest.fixture(scope="module")

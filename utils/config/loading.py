@@ -5,13 +5,13 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from utils.config.schema import LABEL, TRAINED, Config, key_info, keys_of_kind
+from utils.config.schema import LABEL, TRAINED, Config, key_fields, key_info, keys_of_kind
 from utils.config.validation import validate
 
 TEMPLATE_NAME = "config_template.yml"
@@ -228,9 +228,9 @@ def tracked_params(config: Config | Mapping[str, Any]) -> dict[str, bool | int |
     text), for the trackers; a recorded config.yml mapping works too."""
     values = config_dict(config) if isinstance(config, Config) else config
     flat: dict[str, Any] = {}
-    for item in fields(Config):
-        if key_info(item).tracked:
-            flat.update(_flat(values.get(item.name), item.name))
+    for name, field in key_fields(Config).items():
+        if key_info(field).tracked:
+            flat.update(_flat(values.get(name), name))
     return flat
 
 

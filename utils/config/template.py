@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
 from utils.config.loading import yaml_inline
-from utils.config.schema import Config, KeyInfo, key_info
+from pydantic.fields import FieldInfo
+
+from utils.config.schema import Config, key_fields, key_info
 from utils.config.validation import bound_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,30 +31,30 @@ HEADER = """\
 """
 
 
-def describe(info: KeyInfo, is_list: bool) -> str:
+def describe(field: FieldInfo, is_list: bool) -> str:
     """A key's help text with its bounds."""
-    bounds = bound_text(info)
+    bounds = bound_text(field)
     if bounds and is_list:
         bounds = f"each {bounds}"
-    return f"{info.help}; {bounds}" if bounds else info.help
+    return f"{field.description}; {bounds}" if bounds else str(field.description)
 
 
-def _rows(cls: type, prefix: str = "") -> list[tuple[str, Any, KeyInfo]]:
-    """(dotted key, default, KeyInfo) of every key, nested ones after their parent, in order."""
+def _rows(cls: type, prefix: str = "") -> list[tuple[str, Any, FieldInfo]]:
+    """(dotted key, default, pydantic field) of every key, nested ones after their parent, in order."""
     rows = []
     defaults = cls()
-    for item in fields(cls):
-        default, info = getattr(defaults, item.name), key_info(item)
-        rows.append((f"{prefix}{item.name}", default, info))
+    for name, field in key_fields(cls).items():
+        default = getattr(defaults, name)
+        rows.append((f"{prefix}{name}", default, field))
         if is_dataclass(default):
-            rows += _rows(type(default), f"{prefix}{item.name}.")
+            rows += _rows(type(default), f"{prefix}{name}.")
     return rows
 
 
 def key_rows() -> list[tuple[str, str, str]]:
     """(dotted key, default as YAML or '' for a nested group, description) of every key, in order."""
-    return [(name, "" if is_dataclass(default) else yaml_inline(default), describe(info, isinstance(default, list)))
-            for name, default, info in _rows(Config)]
+    return [(name, "" if is_dataclass(default) else yaml_inline(default), describe(field, isinstance(default, list)))
+            for name, default, field in _rows(Config)]
 
 
 def key_table_markdown() -> str:
@@ -64,24 +66,24 @@ def key_table_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _entry_lines(name: str, default: Any, info: KeyInfo, indent: str) -> list[str]:
-    leaf = name.rpartition(".")[2]
+def _entry_lines(name: str, default: Any, field: FieldInfo, indent: str) -> list[str]:
+    leaf, info = name.rpartition(".")[2], key_info(field)
     anchor = f"&{info.anchor} " if info.anchor else ""
     if is_dataclass(default) or (isinstance(default, dict) and default):
         lines = [f"{indent}{leaf}: # {info.help}"]
         if isinstance(default, dict):  # keyword arguments: one line each, named by the path --set takes
             lines += [f"{indent}    {sub}: {yaml_inline(value)} # {name}.{sub}" for sub, value in default.items()]
         return lines
-    return [f"{indent}{leaf}: {anchor}{yaml_inline(default)} # {describe(info, isinstance(default, list))}"]
+    return [f"{indent}{leaf}: {anchor}{yaml_inline(default)} # {describe(field, isinstance(default, list))}"]
 
 
 def template_text() -> str:
     """config_template.yml: every key with its default and description, in sections."""
     lines = HEADER.splitlines()
-    for name, default, info in _rows(Config):
-        if info.section:
-            lines += ["", f"# {info.section}"]
-        lines += _entry_lines(name, default, info, "    " * name.count("."))
+    for name, default, field in _rows(Config):
+        if key_info(field).section:
+            lines += ["", f"# {key_info(field).section}"]
+        lines += _entry_lines(name, default, field, "    " * name.count("."))
     return "\n".join(lines) + "\n"
 
 
