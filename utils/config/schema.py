@@ -35,7 +35,7 @@ MAX_EPOCHS = 10_000
 MAX_DEVICES = 64
 IMAGE_SIDE_LIMIT = ("one 3x2048x2048 float32 image is 48 MiB before the network and its activations are tens of "
                     "times that; the thesis trains at 227, ImageNet models at 224 to 600")
-BATCH_LIMIT = ("the input alone is batch x 3 x height x width x 4 bytes, 2.5 GiB for 4096 images of 227x227; "
+BATCH_LIMIT = ("the input alone is batch x 3 x height x width x 4 bytes, 2.4 GiB for 4096 images of 227x227; "
                "the training split has 8,144 images")
 OUTPUT_CHANNELS_LIMIT = ("the head's weights grow with it, for ghost 960 x output_channels plus num_classes x "
                          "output_channels: 76 MB at 16384, 384 GB at 10^8; the widest common heads are 1280 to 4096")

@@ -1,0 +1,149 @@
+"""Upper bounds of the config values that size memory or processes, in every config the project reads (a new
+run's, a run folder's), refused before any allocation; and loading a config imports no torch."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import evaluate
+import predict
+import train
+from utils.config import ConfigError, load_config
+from utils.config.schema import (MAX_BATCH_SIZE, MAX_DEVICES, MAX_EPOCHS, MAX_IMAGE_SIDE, MAX_OUTPUT_CHANNELS,
+                                 MAX_PREFETCH, MAX_WORKERS)
+
+ROOT = Path(__file__).resolve().parents[1]
+# (key, a value past its bound, the range the message states)
+PAST_THE_BOUNDS = [
+    ("image_size", [20000, 20000], f"at least 1 and at most {MAX_IMAGE_SIDE}"),
+    ("output_channels", 100_000_000, f"at least 1 and at most {MAX_OUTPUT_CHANNELS}"),
+    ("batch_size", 1_000_000, f"at least 1 and at most {MAX_BATCH_SIZE}"),
+    ("validation_batch_size", 100_000, f"at least 1 and at most {MAX_BATCH_SIZE}"),
+    ("num_workers", 10_000, f"at least 0 and at most {MAX_WORKERS}"),
+    ("prefetch_factor", 1_000, f"at least 1 and at most {MAX_PREFETCH}"),
+    ("num_epochs", 10**9, f"at least 1 and at most {MAX_EPOCHS}"),
+    ("warmup_epochs", 10**9, f"at least 0 and at most {MAX_EPOCHS}"),
+    ("freeze_backbone_epochs", 10**9, f"at least 0 and at most {MAX_EPOCHS}"),
+    ("early_stopping_patience", 10**9, f"at least 0 and at most {MAX_EPOCHS}"),
+    ("devices", 100_000, f"at least -1 and at most {MAX_DEVICES}"),
+]
+NOT_TORCH = {"torch", "torchvision", "torchmetrics", "pytorch_lightning", "lightning", "timm", "kornia", "datasets",
+             "models", "training", "sweeps", "numpy", "scipy", "mlflow"}
+
+
+def write_config(folder: Path, values: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def crafted_run(folder: Path, values: dict) -> Path:
+    """A run folder as someone else could send it: its config.yml and a checkpoint that loads."""
+    write_config(folder, values)
+    torch.save({"hyper_parameters": {"num_classes": 3}, "state_dict": {}, "epoch": 0, "global_step": 0},
+               folder / "best.ckpt")
+    return folder
+
+
+@pytest.mark.parametrize("key, value, valid", PAST_THE_BOUNDS, ids=[key for key, _, _ in PAST_THE_BOUNDS])
+def test_train_check_names_the_file_key_value_and_range(tmp_path, capsys, key, value, valid):
+    path = write_config(tmp_path, {key: value})
+    assert train.main(["--check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}: ") and f"  - {key}: {value!r} is out of range; " in err
+    assert valid in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("script", [predict, evaluate], ids=["predict", "evaluate"])
+def test_a_run_folders_config_is_bounded_too(tmp_path, capsys, script):
+    run_dir = crafted_run(tmp_path / "run", {"image_size": [20000, 20000], "output_channels": 100_000_000})
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"")
+    argv = [str(run_dir), str(photo)] if script is predict else [str(run_dir)]
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir / 'config.yml'}: 2 configuration problems" in err and "Traceback" not in err
+    assert f"image_size: [20000, 20000] is out of range; values must be at least 1 and at most {MAX_IMAGE_SIDE}" in err
+    assert f"output_channels: 100000000 is out of range; value must be at least 1 and at most " \
+           f"{MAX_OUTPUT_CHANNELS}" in err
+
+
+def test_the_bounds_are_refused_before_allocating_under_an_address_space_limit(tmp_path):
+    """image_size [20000, 20000] once peaked at 4.1 GiB in train.py --check (the augmentations tried on an image of
+    that size); output_channels 10^8 made predict.py build a 384 GB layer. Under a 6 GiB address-space limit both
+    are refused with a message, at the resident size of the imports alone."""
+    big_image = write_config(tmp_path / "image", {"image_size": [20000, 20000]})
+    run_dir = crafted_run(tmp_path / "run", {"output_channels": 100_000_000})
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    limited = ("import atexit, resource, runpy, sys\n"
+               "resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))\n"
+               "atexit.register(lambda: print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+               "file=sys.stderr))\n"
+               "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")  # -c: cwd on the path
+    for argv, fragment in ((["train.py", "--check", "-c", str(big_image)], "image_size: [20000, 20000] is out of"),
+                           (["predict.py", str(run_dir), str(tmp_path / "photo.jpg")],
+                            "output_channels: 100000000 is out of range")):
+        done = subprocess.run([sys.executable, "-c", limited, *argv], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+        assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, done.stderr
+        maxrss_gib = int(done.stderr.rsplit("maxrss_kib", 1)[1].split()[0]) / 2**20
+        assert maxrss_gib < 2, f"{argv[0]} held {maxrss_gib:.1f} GiB"
+
+
+def test_the_bounds_hold_for_command_line_values_too(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, {}), [("batch_size", MAX_BATCH_SIZE + 1)],
+                    origins={"batch_size": f"--set batch_size={MAX_BATCH_SIZE + 1}"})
+    assert caught.value.problems[0].startswith(f"--set batch_size={MAX_BATCH_SIZE + 1}: {MAX_BATCH_SIZE + 1} is out "
+                                               f"of range; value must be at least 1 and at most {MAX_BATCH_SIZE}")
+    at_the_bounds = {"image_size": [MAX_IMAGE_SIDE, MAX_IMAGE_SIDE], "batch_size": MAX_BATCH_SIZE,
+                     "output_channels": MAX_OUTPUT_CHANNELS, "num_workers": MAX_WORKERS, "devices": -1}
+    config = load_config(write_config(tmp_path, at_the_bounds))
+    assert (config.image_size, config.batch_size, config.devices) == ([MAX_IMAGE_SIDE] * 2, MAX_BATCH_SIZE, -1)
+
+
+def _module_file(name: str) -> Path | None:
+    base = ROOT.joinpath(*name.split("."))
+    return next((path for path in (base.with_suffix(".py"), base / "__init__.py") if path.is_file()), None)
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module an import statement of a file names (functions' own imports too; type-checking ones left out)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def import_closure(start: str) -> set[str]:
+    """The modules importing `start` runs, through the project's own modules (their parent packages included)."""
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:end]) for end in range(1, len(parts))]
+        path = _module_file(name)
+        todo += _imports(path) if path is not None else []
+    return seen
+
+
+def test_loading_a_config_imports_no_torch_lightning_datasets_or_models():
+    closure = import_closure("utils.config")
+    assert "utils.config.validation" in closure and "pydantic" in closure and "yaml" in closure
+    assert sorted({name.split(".")[0] for name in closure} & NOT_TORCH) == []
