@@ -22,8 +22,9 @@ from sweeps.launcher import (finish_tracking, folder_conflicts, prepare_tracking
                              wait_for_workers, worker_environments)
 from sweeps.progress import StudyProgress
 from sweeps.report import write_report
-from sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, default_storage,
-                            open_optuna_study, open_storage, queue_runs, sampler_problems, unfinished_runs)
+from sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, StorageError, default_storage,
+                            open_optuna_study, open_storage, queue_runs, sampler_problems, sqlite_file_missing,
+                            unfinished_runs)
 from sweeps.study_file import Study
 from sweeps.worker import WorkerSettings, run_worker
 from training.run import RUN_CHECKS
@@ -73,6 +74,16 @@ def storage_url(study: Study, args: argparse.Namespace) -> str:
     return args.storage or default_storage(study, study.base.output_path)
 
 
+def check_storage(study: Study, args: argparse.Namespace) -> str:
+    """--check: open the study's storage (StorageError when it cannot be used); what it holds of the study."""
+    url = args.storage or default_storage(study, study.base.output_path, create_folder=False)
+    if sqlite_file_missing(url):
+        return f"its storage {url} will be created"
+    storage = open_storage(url)
+    found = any(summary.study_name == study.name for summary in storage.get_all_studies())
+    return f"its storage {url} opens and {'holds' if found else 'does not hold yet'} study {study.name}"
+
+
 def report(args: argparse.Namespace) -> int:
     study = open_study(args.study, parse_overrides(args.overrides), args.config)
     url = storage_url(study, args)
@@ -107,7 +118,7 @@ def launch(args: argparse.Namespace) -> int:
     study = load_study(args.study, parse_overrides(args.overrides), RUN_CHECKS, args.only, args.config,
                        [sampler_problems, lambda study: folder_conflicts(study, args.only)])
     if args.check:
-        print(f"{args.study}: every run passed every pre-run check")
+        print(f"{args.study}: every run passed every pre-run check; {check_storage(study, args)}")
         return 0
     url = storage_url(study, args)
     storage = open_storage(url, args.heartbeat, args.grace)
@@ -144,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.worker:
             return worker(args)
         return launch(args)
-    except ConfigError as error:
+    except (ConfigError, StorageError) as error:
         print(error, file=sys.stderr)
         return 2
 

@@ -14,6 +14,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
 
 from sweeps.study_file import Study, StudyRun
 
@@ -26,22 +27,51 @@ LOSSES = "losses"  # user attribute: how often a run's trials were lost (their w
 RETRY_ATTRS = (LOSSES, "error", "lost", "interrupted", "worker")
 
 
-def default_storage(study: Study, output_path: str | os.PathLike) -> str:
+class StorageError(ValueError):
+    """A study storage that cannot be opened or is damaged; the message names it and says what to do."""
+
+
+def default_storage(study: Study, output_path: str | os.PathLike, create_folder: bool = True) -> str:
     """A SQLite file in the study's folder under output_path (one machine)."""
     folder = Path(output_path).resolve() / study.name
-    folder.mkdir(parents=True, exist_ok=True)
+    if create_folder:
+        folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'optuna.db'}"
 
 
+def sqlite_file_missing(url: str) -> bool:
+    """Whether url names an SQLite file that does not exist yet (the first launch creates it)."""
+    return url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
+
+
+def _storage_error(url: str, reason: str) -> StorageError:
+    if not url.startswith("sqlite:///"):
+        return StorageError(f"study storage {url}: cannot be used ({reason}); check that its database server runs "
+                            "and the URL, user and password are right")
+    path = url.removeprefix("sqlite:///")
+    return StorageError(f"{path}: the study's storage is damaged ({reason}). Restore the file from a copy, or move "
+                        f"it aside (mv {path} {path}.damaged) and run the command again to start the storage anew "
+                        "(the run folders stay as they are)")
+
+
 def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, grace_s: int = DEFAULT_GRACE_S) -> RDBStorage:
-    """Optuna's SQL storage with heartbeats; a trial silent for grace_s seconds is lost (fail_lost_trials)."""
+    """Optuna's SQL storage with heartbeats; a trial silent for grace_s seconds is lost (fail_lost_trials).
+    A storage that cannot be opened, or an SQLite file that fails SQLite's own check, raises StorageError."""
     sqlite = url.startswith("sqlite")
     engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s)
-    if sqlite:
-        serialize_sqlite_transactions(storage.engine)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                                 grace_period=grace_s)
+        if sqlite:
+            serialize_sqlite_transactions(storage.engine)
+            with storage.engine.connect() as connection:  # a truncated file can open and fail a later query
+                verdict = connection.exec_driver_sql("PRAGMA quick_check").scalar()
+            if verdict != "ok":
+                raise _storage_error(url, f"SQLite's check: {verdict}")
+    except SQLAlchemyError as error:
+        raise _storage_error(url, str(getattr(error, "orig", None) or error).splitlines()[0]) from None
     return storage
 
 

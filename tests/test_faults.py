@@ -94,3 +94,34 @@ def test_two_runs_creating_one_mlflow_store_at_once_both_get_their_runs(tmp_path
         (experiment,) = [found for found in client.search_experiments() if found.name == "cars"]
         assert len(client.search_runs([experiment.experiment_id])) == 2
         assert sorted(path.name for path in folder.iterdir()) == ["mlflow.db"]  # no lock file left
+
+
+def test_a_damaged_study_storage_is_named_with_what_to_do_and_check_opens_it(data, tmp_path, capsys):
+    import optuna
+    import yaml
+
+    import sweep
+
+    base = {"config": str(TEMPLATE), "overrides": {"stanford_data_path": str(data), "output_path": str(tmp_path),
+                                                   "image_size": [32, 32], "output_channels": 64}}
+    study_file = tmp_path / "tiny.yml"
+    study_file.write_text(yaml.safe_dump({"name": "tiny", "base": base, "runs": [{"id": "A"}]}), encoding="utf-8")
+    assert sweep.main([str(study_file), "--check"]) == 0
+    storage = tmp_path / "tiny" / "optuna.db"
+    assert f"its storage sqlite:///{storage} will be created" in capsys.readouterr().out
+    assert not (tmp_path / "tiny").exists()  # --check creates nothing
+    storage.parent.mkdir()
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{storage}")
+    for index in range(30):  # a storage of a few pages, as a study's runs fill it
+        study.enqueue_trial({"index": index}, user_attrs={"note": "x" * 2000})
+    assert sweep.main([str(study_file), "--check"]) == 0
+    assert f"its storage sqlite:///{storage} opens and holds study tiny" in capsys.readouterr().out
+    storage.write_bytes(storage.read_bytes()[:40_000])  # truncated, as a full disk or a killed copy leaves it
+    damaged = storage.read_bytes()
+    for argv in ([str(study_file)], ["--report", str(study_file)], [str(study_file), "--check"]):
+        assert sweep.main(argv) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"{storage}: the study's storage is damaged (") and "Traceback" not in error
+        assert f"move it aside (mv {storage} {storage}.damaged) and run the command again" in error
+        assert storage.read_bytes() == damaged and sorted(path.name for path in storage.parent.iterdir()) == [
+            "optuna.db"]
