@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
 import math
-import operator
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -13,6 +11,7 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler as schedulers
 
+from models.lr_lambda import LrLambda, shorten
 from utils.checks import did_you_mean, is_integer, keyword_problem
 
 if TYPE_CHECKING:
@@ -23,11 +22,6 @@ LABEL_SMOOTHING = "LabelSmoothingCrossEntropy"
 SEQUENTIAL = "SequentialLR"  # by name: lr_scheduler_params {schedulers: [{Name: {kwargs}}, ...], milestones: [...]}
 PLATEAU = "ReduceLROnPlateau"
 _NOT_CONFIGURABLE = ("LRScheduler", "_LRScheduler", "ChainedScheduler")
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
-_FUNCTIONS = {"min": min, "max": max, "pow": pow}
-_ARGUMENTS = {"pow": 2}  # functions called with an exact number of arguments
 
 
 class LabelSmoothingCrossEntropy(nn.CrossEntropyLoss):
@@ -59,75 +53,6 @@ def loss_names() -> list[str]:
     names = [name for name, obj in vars(nn).items()
              if inspect.isclass(obj) and issubclass(obj, nn.modules.loss._Loss) and not name.startswith("_")]
     return sorted(names + [LABEL_SMOOTHING])
-
-
-class LrLambda:
-    """A learning-rate factor from an arithmetic expression in `epoch` (numbers, + - * / // % **, min, max, pow).
-
-    The thesis's Python source form ``lambda epoch: <expression>`` is accepted too; it is parsed, never run.
-    """
-
-    def __init__(self, expression: str):
-        self.expression = expression  # the only state, so scheduler state_dicts stay plain
-        self._parse()
-
-    def _parse(self) -> ast.expr:
-        """The checked expression: the whole text, or the body of ``lambda epoch: ...``."""
-        try:
-            body = ast.parse(self.expression.strip(), mode="eval").body
-        except SyntaxError as error:
-            raise ValueError(f"not an arithmetic expression: {error.msg}") from None
-        if isinstance(body, ast.Lambda):
-            body = self._lambda_body(body)
-        for node in ast.walk(body):
-            self._check_node(node)
-        return body
-
-    @staticmethod
-    def _lambda_body(node: ast.Lambda) -> ast.expr:
-        arguments = node.args
-        names = [argument.arg for argument in arguments.posonlyargs + arguments.args]
-        if (names != ["epoch"] or arguments.vararg or arguments.kwarg or arguments.kwonlyargs
-                or arguments.defaults):
-            raise ValueError("a lambda must take exactly one argument, epoch: 'lambda epoch: 0.955 ** epoch'")
-        return node.body
-
-    @staticmethod
-    def _check_node(node: ast.AST) -> None:
-        allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Call, ast.Load,
-                   *_BINARY, *_UNARY)
-        if not isinstance(node, allowed):
-            raise ValueError(f"{type(node).__name__} is not allowed (use numbers, epoch, + - * / // % **, min, max, "
-                             "pow)")
-        if isinstance(node, ast.Constant) and (isinstance(node.value, bool) or
-                                               not isinstance(node.value, (int, float))):
-            raise ValueError(f"constant {node.value!r} is not a number")
-        if isinstance(node, ast.Name) and node.id not in ("epoch", *_FUNCTIONS):
-            raise ValueError(f"unknown name {node.id!r}; the only variable is epoch")
-        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS
-                                           or node.keywords or not node.args):
-            raise ValueError("only min(...), max(...) and pow(x, y) with positional arguments can be called")
-        if isinstance(node, ast.Call) and len(node.args) != _ARGUMENTS.get(node.func.id, len(node.args)):
-            raise ValueError(f"{node.func.id}(...) takes {_ARGUMENTS[node.func.id]} arguments")
-
-    def __call__(self, epoch: int) -> float:
-        value = self._evaluate(self._parse(), float(epoch))
-        if not isinstance(value, float) or not math.isfinite(value):
-            raise ValueError(f"lr_lambda {self.expression!r} gives {value!r} at epoch {epoch}")
-        return value
-
-    def _evaluate(self, node: ast.AST, epoch: float) -> Any:
-        if isinstance(node, ast.Constant):
-            return float(node.value)
-        if isinstance(node, ast.Name):
-            return epoch
-        if isinstance(node, ast.UnaryOp):
-            return _UNARY[type(node.op)](self._evaluate(node.operand, epoch))
-        if isinstance(node, ast.BinOp):
-            return _BINARY[type(node.op)](self._evaluate(node.left, epoch), self._evaluate(node.right, epoch))
-        if isinstance(node, ast.Call):
-            return _FUNCTIONS[node.func.id](*(self._evaluate(arg, epoch) for arg in node.args))
-        raise ValueError(f"{type(node).__name__} is not allowed")
 
 
 def _scheduler_kwargs(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -243,8 +168,8 @@ def _one_scheduler_problem(name_key: str, key: str, name: Any, params: Any, epoc
             function = LrLambda(expression)
             for epoch in range(epochs):
                 function(epoch)
-        except (ValueError, ArithmeticError) as error:
-            return f"{key}.lr_lambda: {expression!r}: {error}"
+        except ValueError as error:  # LrLambda turns every error of an expression into a ValueError
+            return f"{key}.lr_lambda: {shorten(expression)}: {error}"
     milestones = (params or {}).get("milestones")
     if milestones is not None and not (isinstance(milestones, list) and all(is_integer(m) for m in milestones)):
         return f"{key}.milestones: {milestones!r} must be epoch numbers (integers, in a list)"
