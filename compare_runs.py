@@ -14,6 +14,7 @@ from pathlib import Path
 from utils.config import ConfigError
 from utils.config.loading import configured_output_path
 from utils.output_files import new_file_problems
+from utils.printable import escape_control
 from utils.runs.folders import MLFLOW_DB, run_files
 from utils.runs.plots import plot_path_problem, plot_runs
 from utils.runs.records import RunRecord, load_runs
@@ -94,7 +95,7 @@ def to_mlflow(args: argparse.Namespace, runs: list[RunRecord], references: list[
         return 2
     neptune_runs, skipped = readable_neptune_runs(neptune_run_dirs(args.folders))
     for problem in skipped:
-        print(f"warning: {problem}", file=sys.stderr)
+        print(f"warning: {escape_control(problem)}", file=sys.stderr)
     imports = {}
     if runs or neptune_runs or not references:
         imports[args.mlflow_experiment] = import_to_mlflow(runs, neptune_runs, args.mlflow_uri, args.mlflow_experiment)
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("compare_runs.py: error: " + "; ".join(problems), file=sys.stderr)
         return 2
     for problem in record_problems:
-        print(f"warning: {problem}", file=sys.stderr)
+        print(f"warning: {escape_control(problem)}", file=sys.stderr)
     runs = filter_runs(runs, tags=args.tag, architectures=args.architecture)
     if args.to_mlflow:
         return to_mlflow(args, runs, [thesis_runs[run_id] for run_id in dict.fromkeys(args.reference)])

@@ -37,7 +37,8 @@ from utils.checkpoint_safety import CheckpointError, check_resume_checkpoint
 from utils.config import Config, config_for_records
 from utils.config.loading import training_settings, yaml_inline
 from utils.runs.folders import LAST_CHECKPOINT
-from utils.runs.records import CONFIG, RunRecordError, read_metrics, read_summary, refuse_links_leaving, write_json
+from utils.runs.records import (CONFIG, RunRecordError, read_metrics, read_recorded_config, read_summary,
+                                refuse_links_leaving, write_json)
 from utils.runs.trackers import update_mlflow_state
 
 logger = logging.getLogger(__name__)
@@ -205,9 +206,9 @@ def folder_conflict(run_dir: Path, config: Config) -> str | None:
     if not path.is_file():
         return None
     try:
-        recorded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        return f"{path}: not readable YAML ({error}); move that folder away or give the study another name"
+        recorded = read_recorded_config(path)
+    except RunRecordError as error:
+        return f"{error}; move that folder away or give the study another name"
     if isinstance(recorded, dict) and training_settings(recorded, True) == training_settings(
             config_for_records(config), True):
         return None

@@ -135,7 +135,8 @@ def test_bad_names_list_valid_ones_and_every_problem_comes_together(tmp_path):
 
 @pytest.mark.parametrize("settings, fragment", [
     ({"lr_scheduler": "LambdaLR", "lr_scheduler_params": {"lr_lambda": "1 / (epoch - 3)"}, "num_epochs": 5},
-     "lr_scheduler_params.lr_lambda: '1 / (epoch - 3)': float division by zero"),
+     "lr_scheduler_params.lr_lambda: '1 / (epoch - 3)': cannot be evaluated at epoch 3: ZeroDivisionError: float "
+     "division by zero"),
     ({"lr_scheduler": "LambdaLR", "lr_scheduler_params": {"lr_lambda": "-1"}},
      "LambdaLR sets the learning rate to -0.001 at epoch 1"),
     ({"lr_scheduler": "OneCycleLR", "lr_scheduler_params": {"max_lr": 0.01, "total_steps": 2}, "num_epochs": 3},

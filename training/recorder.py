@@ -3,7 +3,6 @@ trackers get at each epoch's end and at the run's end."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -14,7 +13,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import yaml
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -22,8 +20,11 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from training.mlflow_logger import RunMLFlowLogger
 from training.neptune_logger import NeptuneLogger
 from utils.config import Config, config_for_records, save_config
+from utils.output_files import FileWriteError
 from utils.runs.folders import BEST_CHECKPOINT, LAST_CHECKPOINT, TIMESTAMP, unused_path
-from utils.runs.records import CONFIG, METRIC_COLUMNS, SUMMARY, RunRecord, read_metrics, write_json, write_metrics
+from utils.runs.record_types import SUMMARY_TYPES, type_problem
+from utils.runs.records import (CONFIG, METRIC_COLUMNS, SUMMARY, RunRecord, RunRecordError, read_json, read_metrics,
+                                read_recorded_config, write_json, write_metrics)
 from utils.runs.table import mlflow_values, run_row
 from utils.runs.trackers import mlflow_status, summary_metrics
 from utils.timing import format_duration
@@ -36,7 +37,7 @@ def write_run_config(config: Config, run_dir: Path) -> None:
     """Write config.yml (no token); on resume with changed settings keep the previous file beside it."""
     path = run_dir / CONFIG
     if path.is_file():
-        previous = yaml.safe_load(path.read_text(encoding="utf-8"))
+        previous = read_recorded_config(path)
         if previous == config_for_records(config):
             return
         kept = unused_path(run_dir / f"config.before_resume_{datetime.now():{TIMESTAMP}}.yml")
@@ -74,7 +75,9 @@ class RunRecorder(Callback):
     def _initial_summary(self, info: dict[str, Any]) -> dict[str, Any]:
         path = self.run_dir / SUMMARY
         if self.resumed_from is not None and path.is_file():
-            summary = json.loads(path.read_text(encoding="utf-8"))
+            summary = read_json(path)
+            if problem := type_problem(summary, SUMMARY_TYPES):
+                raise RunRecordError(f"{path}: a value of another type than train.py writes, {problem}")
             summary.update(info)
             summary.setdefault("resumed", []).append(
                 {"at": datetime.now().isoformat(timespec="seconds"), "checkpoint": str(self.resumed_from)})
@@ -187,7 +190,10 @@ class RunRecorder(Callback):
         if not interrupted:
             self.summary["error"] = f"{type(exception).__name__}: {exception}"
         if trainer.is_global_zero:
-            self._save_summary()
+            try:
+                self._save_summary()
+            except FileWriteError as error:  # the disk is still full: the run's own error says the rest
+                logger.error("%s", error)
             self._end_mlflow(trainer)
 
     def _save_summary(self) -> None:

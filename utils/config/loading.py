@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from utils.bounded_files import FileLimitError, load_yaml_text, read_yaml_file
 from utils.config.schema import LABEL, TRAINED, Config, key_fields, key_info, keys_of_kind
 from utils.config.validation import validate
 
@@ -56,9 +57,11 @@ def read_yaml(path: str | os.PathLike, what: str = "configuration file") -> dict
             hint = f"; create it from the template: cp {TEMPLATE_NAME} {path} (then edit it)"
         raise ConfigError(str(path), [f"{what} not found{tried}{hint}"])
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as error:
+        raw = read_yaml_file(path, _UniqueKeyLoader)  # bounded: size, strings, depth, aliases (docs/security.md)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(str(path), [f"not valid YAML: {error}"]) from None
+    except FileLimitError as error:
+        raise ConfigError(str(path), [str(error).removeprefix(f"{path}: ")]) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -72,8 +75,8 @@ def parse_override(text: str) -> Override:
     if not sep or not name.strip():
         raise ConfigError("--set", [f"{text!r}: expected key=value, e.g. optimizer_params.lr=0.003"])
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as error:
+        parsed = load_yaml_text(value, "--set") if value.strip() else None
+    except (yaml.YAMLError, FileLimitError) as error:
         raise ConfigError("--set", [f"{name}: value {value!r} is not valid YAML ({error})"]) from None
     return name.strip(), parsed
 

@@ -7,6 +7,7 @@ Light on imports: the Colab notebook uses it before its install step.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -18,11 +19,14 @@ from typing import Any
 
 import yaml
 
+from utils.bounded_files import MAX_CSV_BYTES, FileLimitError, read_bounded_text, read_json_file, read_yaml_file
 from utils.checks import is_number
-from utils.output_files import links_problem
+from utils.runs.record_types import CONFIG_TYPES, SUMMARY_TYPES, type_problem
+from utils.output_files import links_problem, write_atomically
 
 SUMMARY, CONFIG, METRICS = "summary.json", "config.yml", "metrics.csv"
 RECORD_FILES = (SUMMARY, CONFIG, METRICS)
+MAX_EPOCH = 10**6  # an epoch number in metrics.csv
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "valid_acc_top5", "lr")
 
 
@@ -45,10 +49,12 @@ class RunRecord:
         return self.label or self.path.name
 
 
-def _read_mapping(path: Path, parse: Callable[[str], Any], kind: str, errors: tuple[type[Exception], ...],
+def _read_mapping(path: Path, read: Callable[[Path], Any], kind: str, errors: tuple[type[Exception], ...],
                   expected: str) -> dict[str, Any]:
     try:
-        data = parse(path.read_text(encoding="utf-8"))
+        data = read(path)  # bounded: utils/bounded_files.py
+    except FileLimitError as error:
+        raise RunRecordError(f"refused run record: {error}") from None
     except (OSError, UnicodeDecodeError, *errors) as error:
         raise RunRecordError(f"{path}: damaged run record, not readable {kind} ({error})") from None
     if not isinstance(data, dict):
@@ -58,12 +64,12 @@ def _read_mapping(path: Path, parse: Callable[[str], Any], kind: str, errors: tu
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a run record file; RunRecordError naming the file otherwise."""
-    return _read_mapping(path, json.loads, "JSON", (json.JSONDecodeError,), "a JSON object")
+    return _read_mapping(path, read_json_file, "JSON", (json.JSONDecodeError,), "a JSON object")
 
 
 def read_recorded_config(path: Path) -> dict[str, Any]:
     """A run's config.yml as the mapping it holds (YAML's safe subset: no tags that build objects)."""
-    return _read_mapping(path, yaml.safe_load, "YAML", (yaml.YAMLError,), "a mapping")
+    return _read_mapping(path, read_yaml_file, "YAML", (yaml.YAMLError,), "a mapping")
 
 
 def _number(text: str | None, path: Path, line: int, column: str) -> float:
@@ -83,39 +89,36 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = [{key: _number(value, path, reader.line_num, key) for key, value in row.items() if key}
-                    for row in reader]
+        reader = csv.DictReader(io.StringIO(read_bounded_text(path, MAX_CSV_BYTES, "CSV"), newline=""))
+        rows = [{key: _number(value, path, reader.line_num, key) for key, value in row.items()
+                 if isinstance(key, str) and key} for row in reader]
+    except FileLimitError as error:
+        raise RunRecordError(f"refused run record: {error}") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise RunRecordError(f"{path}: damaged run record, not readable CSV ({error})") from None
     if rows and "epoch" not in rows[0]:
         raise RunRecordError(f"{path}: damaged run record, no 'epoch' column")
     for row in rows:
-        if math.isnan(row["epoch"]):
-            raise RunRecordError(f"{path}: damaged run record, a row without its epoch")
-        row["epoch"] = int(row["epoch"])
+        epoch = row.get("epoch", math.nan)
+        if not (math.isfinite(epoch) and epoch == int(epoch) and 0 <= epoch <= MAX_EPOCH):
+            raise RunRecordError(f"{path}: damaged run record, epoch {epoch!r} is not an epoch number")
+        row["epoch"] = int(epoch)
     return rows
 
 
 def write_metrics(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write metrics.csv (one row per epoch) atomically (a link at the partial file's name is replaced)."""
-    path = run_dir / METRICS
-    partial = path.with_suffix(".csv.partial")
-    partial.unlink(missing_ok=True)
-    with partial.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    partial.replace(path)
+    """Write metrics.csv (one row per epoch) atomically; FileWriteError naming it when it cannot be written."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(run_dir / METRICS, lambda handle: handle.write(text.getvalue().encode("utf-8")))
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON atomically (a crash never leaves half a file; a link at the partial file's name is replaced)."""
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.unlink(missing_ok=True)
-    partial.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    partial.replace(path)
+    """Write JSON atomically (a crash or a full disk never leaves half a file); FileWriteError naming it."""
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def refuse_links_leaving(folder: str | os.PathLike, what: str = "run folder") -> None:
@@ -138,6 +141,9 @@ def read_run(path: str | os.PathLike) -> RunRecord:
     summary_path, config_path = path / SUMMARY, path / CONFIG
     summary = read_json(summary_path) if summary_path.exists() else {}
     config = read_recorded_config(config_path) if config_path.exists() else {}
+    for record_path, record, types in ((summary_path, summary, SUMMARY_TYPES), (config_path, config, CONFIG_TYPES)):
+        if problem := type_problem(record, types):
+            raise RunRecordError(f"{record_path}: a value of another type than train.py writes, {problem}")
     return RunRecord(path=path, summary=summary, config=config, metrics=read_metrics(path))
 
 

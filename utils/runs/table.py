@@ -15,6 +15,7 @@ from typing import Any
 
 from utils.checks import is_number
 from utils.config.loading import training_settings
+from utils.printable import escape_control
 from utils.runs.records import RunRecord
 from utils.runs.seeds import Stat, stat_of
 from utils.timing import format_duration
@@ -235,6 +236,8 @@ def rounded(value: float) -> float:
 
 
 def short_number(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
     if value == int(value) and (abs(value) >= 1 or value == 0):
         return str(int(value))
     if abs(value) < 0.01:
@@ -243,7 +246,11 @@ def short_number(value: float) -> str:
 
 
 def display_value(column: str, value: Any) -> str:
-    """How a value is shown in a printed table."""
+    """How a value is shown in a printed table (control characters of texts escaped: one row, one line)."""
+    return escape_control(_display_value(column, value))
+
+
+def _display_value(column: str, value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, Stat):
