@@ -19,6 +19,7 @@ from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError, c
 from utils.config import MAX_SEED, ConfigError, load_config, parse_overrides
 from utils.config.loading import override_origins
 from utils.logger import setup_logging
+from utils.output_files import FileWriteError
 from utils.runs.folders import resume_target
 from utils.runs.records import RunRecordError
 from utils.runs.seeds import format_seed_table, seeds_to_run
@@ -57,6 +58,9 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
     except RunStopped as stopped:  # SIGTERM: one line saying how to resume the run
         print(stopped, file=sys.stderr)
         return stopped.exit_status
+    except FileWriteError as error:  # e.g. a full disk: summary.json says failed, naming the file
+        print(f"run failed: {error}", file=sys.stderr)
+        return 1
 
 
 def train(args: argparse.Namespace, extra_callbacks: Iterable[Callback]) -> int:
@@ -81,7 +85,7 @@ def train(args: argparse.Namespace, extra_callbacks: Iterable[Callback]) -> int:
         logger.info("resuming %s from %s", run_dir, checkpoint)
         try:
             train_run(config, run_dir, checkpoint, extra_callbacks, trust_checkpoint=args.trust_checkpoint)
-        except CheckpointError as error:  # a state the configuration's optimizer or schedulers do not write
+        except (CheckpointError, RunRecordError) as error:  # a checkpoint state or record train.py does not write
             print(error, file=sys.stderr)
             return 2
         announce_dashboard(config)

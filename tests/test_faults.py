@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,37 @@ def test_a_damaged_study_storage_is_named_with_what_to_do_and_check_opens_it(dat
         assert f"move it aside (mv {storage} {storage}.damaged) and run the command again" in error
         assert storage.read_bytes() == damaged and sorted(path.name for path in storage.parent.iterdir()) == [
             "optuna.db"]
+
+
+@contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of this size mounted on folder (root only; skipped clearly elsewhere)."""
+    if os.geteuid() != 0:
+        pytest.skip("disk full: needs root to mount a small tmpfs (mount -t tmpfs); not run as root")
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"disk full: cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_a_full_disk_leaves_no_partial_checkpoint_and_records_the_file(data, tmp_path, capsys):
+    """Before: a 30 MB partial best.ckpt that did not load, summary.json left `running`, training going on, and four
+    tracebacks with a message naming no file. A checkpoint here is 33 MB: the disk holds the two of epoch 1."""
+    with small_disk(tmp_path / "disk", "80m") as disk:
+        code = train.main(train_args(data, disk, "num_epochs=4", "log_to_mlflow=true"))
+        error = capsys.readouterr().err
+        (run_dir,) = [path for path in (disk / "output").iterdir() if (path / "summary.json").is_file()]
+        assert code == 1 and "Traceback" not in error, error[-3000:]
+        (line,) = [line for line in error.splitlines() if line.startswith("run failed: ")]
+        assert f"run failed: {run_dir}/" in line and ".ckpt: could not be written (No space left on device" in line
+        assert not list(disk.rglob("*.partial"))
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["state"] == "failed" and "could not be written (No space left on device" in summary["error"]
+        assert summary["error"].startswith(f"FileWriteError: {run_dir}/")
+        for name in ("best.ckpt", "last.ckpt"):  # the epoch-1 checkpoints survive, whole
+            assert load_checkpoint(run_dir / name)["epoch"] == 0

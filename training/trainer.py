@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.profilers import AdvancedProfiler, Profiler, PyTorchProfiler, SimpleProfiler
 
+from training.checkpoint_io import AtomicCheckpointIO
 from training.ema import ExponentialMovingAverage
 from utils.config import Config
 from utils.devices import cuda_problems, resolve_accelerator
@@ -120,6 +121,7 @@ def trainer_kwargs(config: Config, run_dir: Path, callbacks: Sequence[Callback],
         "default_root_dir": str(run_dir), "log_every_n_steps": 1, "profiler": make_profiler(config, run_dir),
         "gradient_clip_val": config.gradient_clip_val or None,
         "accumulate_grad_batches": config.accumulate_grad_batches,
+        "plugins": [AtomicCheckpointIO()],  # checkpoints written whole or not at all
     }
 
 
