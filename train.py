@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pytorch_lightning.callbacks import Callback
 
 from training.loggers import announce_dashboard
+from training.memory import memory_report
 from training.run import RUN_CHECKS, RunStopped, train_run, train_seeds
 from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError, check_resume_checkpoint
 from utils.config import MAX_SEED, ConfigError, load_config, parse_overrides
@@ -78,6 +79,7 @@ def train(args: argparse.Namespace, extra_callbacks: Iterable[Callback]) -> int:
         return 2
     if args.check:
         print(f"{args.resume or args.config or 'config.yml'}: every pre-run check passed")
+        print(memory_report(config))
         return 0
     log_file = setup_logging(config.loglevel, config.logging_dir)
     logger.info("logging to %s", log_file)

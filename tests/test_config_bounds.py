@@ -13,7 +13,8 @@ import yaml
 import evaluate
 import predict
 import train
-from utils.config import ConfigError, load_config
+from training.memory import size_text, training_memory
+from utils.config import Config, ConfigError, load_config
 from utils.config.schema import (MAX_BATCH_SIZE, MAX_DEVICES, MAX_EPOCHS, MAX_IMAGE_SIDE, MAX_OUTPUT_CHANNELS,
                                  MAX_PREFETCH, MAX_WORKERS)
 
@@ -106,6 +107,32 @@ def test_the_bounds_hold_for_command_line_values_too(tmp_path):
                      "output_channels": MAX_OUTPUT_CHANNELS, "num_workers": MAX_WORKERS, "devices": -1}
     config = load_config(write_config(tmp_path, at_the_bounds))
     assert (config.image_size, config.batch_size, config.devices) == ([MAX_IMAGE_SIDE] * 2, MAX_BATCH_SIZE, -1)
+
+
+def test_a_batch_past_the_machines_memory_is_refused_with_the_estimate(tmp_path, capsys):
+    """Within the bounds, 4096 images of 2048x2048 would still need terabytes: the estimate (the network run on the
+    meta device, nothing allocated) says so before any work."""
+    path = write_config(tmp_path, {"batch_size": 4096, "image_size": [2048, 2048], "accelerator": "cpu"})
+    assert train.main(["--check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "  - batch_size: 4096 at image_size [2048, 2048]: training would hold about " in err
+    assert "TiB per training process (activations kept for the backward pass " in err
+    assert "more than this machine's memory (" in err and "lower batch_size or image_size" in err
+
+
+def test_the_estimate_grows_with_the_batch_and_check_reports_it_with_the_cache(make_prepared, tmp_path, capsys):
+    small, double = (training_memory(Config(batch_size=size, image_size=[64, 64])) for size in (8, 16))
+    assert small.weights == double.weights and 1.9 < double.activations / small.activations <= 2
+    assert double.input_batch == 16 * 3 * 64 * 64 * 4
+    data = make_prepared("memory_report", num_classes=3, images_per_class=4)
+    path = write_config(tmp_path, {"image_size": [32, 32], "cache_images": True, "log_to_mlflow": False,
+                                   "log_to_tensorboard": False, "output_path": str(tmp_path / "out"),
+                                   "logging_dir": str(tmp_path / "logs"), "accelerator": "cpu"})
+    assert train.main(["--check", "-c", str(path), "-d", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "memory while training: about " in out and "per training process" in out
+    images = sum(len((data / name).read_text().splitlines()) - 1 for name in ("train_labels.csv", "test_labels.csv"))
+    assert f"image cache: {size_text(images * 3 * 32 * 32)} ({images} images of 32x32, uint8)" in out
 
 
 def _module_file(name: str) -> Path | None:

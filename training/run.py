@@ -30,6 +30,7 @@ from models.arch_dict import build_network, weights_normalization
 from models.classifier_module import ClassifierModule
 from models.sizes import count_multiply_adds, count_parameters
 from training.loggers import make_loggers, make_mlflow_logger
+from training.memory import memory_problems
 from training.recorder import RunRecorder, write_run_config
 from training.trainer import (checkpoint_callbacks, git_commit, runtime_name, trainer_kwargs, trainer_problems,
                               training_callbacks)
@@ -63,7 +64,7 @@ def folder_problems(config: Config) -> list[str]:
 
 # Every check a configuration passes before any data or model work; all problems are reported together.
 RUN_CHECKS = (data_problems, prepared_data_problems, model_problems, trainer_problems, folder_problems,
-              mlflow_problems)
+              mlflow_problems, memory_problems)
 
 
 def module_settings(config: Config) -> dict[str, Any]:
