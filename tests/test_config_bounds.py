@@ -17,6 +17,7 @@ from training.memory import size_text, training_memory
 from utils.config import Config, ConfigError, load_config
 from utils.config.schema import (MAX_BATCH_SIZE, MAX_DEVICES, MAX_EPOCHS, MAX_IMAGE_SIDE, MAX_OUTPUT_CHANNELS,
                                  MAX_PREFETCH, MAX_WORKERS)
+from utils.config.template import SECURITY_DOC_PATH, limits_table_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 # (key, a value past its bound, the range the message states)
@@ -95,6 +96,15 @@ def test_the_bounds_are_refused_before_allocating_under_an_address_space_limit(t
         assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, done.stderr
         maxrss_gib = int(done.stderr.rsplit("maxrss_kib", 1)[1].split()[0]) / 2**20
         assert maxrss_gib < 2, f"{argv[0]} held {maxrss_gib:.1f} GiB"
+
+
+def test_docs_security_lists_every_bound_with_its_reason():
+    table = limits_table_markdown()
+    assert table in SECURITY_DOC_PATH.read_text(encoding="utf-8"), \
+        "docs/security.md's table of limits differs from Config: run python -m utils.config.template"
+    for key, _, valid in PAST_THE_BOUNDS:
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{key}` |"))
+        assert valid in row and len(row.split(" | ")[2]) > 20, row
 
 
 def test_the_bounds_hold_for_command_line_values_too(tmp_path):
