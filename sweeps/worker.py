@@ -36,6 +36,7 @@ from training.run import RunLabels, train_run
 from utils.checkpoint_safety import CheckpointError, check_resume_checkpoint
 from utils.config import Config, config_for_records
 from utils.config.loading import training_settings, yaml_inline
+from utils.output_files import FileWriteError
 from utils.runs.folders import LAST_CHECKPOINT
 from utils.runs.records import (CONFIG, RunRecordError, read_metrics, read_recorded_config, read_summary,
                                 refuse_links_leaving, write_json)
@@ -318,7 +319,7 @@ def run_trial(study: Study, optuna_study: optuna.Study, storage: RDBStorage, tri
         hand_back(optuna_study, storage, trial_id)
         raise KeyboardInterrupt from None
     except Exception as error:  # a failed run must not stop the worker: the next run may be fine
-        if isinstance(error, (RunRecordError, CheckpointError)):  # its message says it all: no traceback
+        if isinstance(error, (RunRecordError, CheckpointError, FileWriteError)):  # its message says it all
             logger.error("trial %d failed: %s", trial.number, error)
         else:
             logger.exception("trial %d failed", trial.number)

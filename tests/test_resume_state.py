@@ -92,6 +92,10 @@ def _unknown_group_key(checkpoint):
     checkpoint["optimizer_states"][0]["param_groups"][0]["lr_lambda"] = "lambda epoch: 1000.0"
 
 
+def _foreign_callback(checkpoint):
+    checkpoint["callbacks"]["LearningRateFinder"] = {"lr": 5.0}
+
+
 def _second_scheduler(checkpoint):
     checkpoint["lr_schedulers"].append(dict(checkpoint["lr_schedulers"][0]))
 
@@ -104,6 +108,7 @@ FOREIGN_STATES = {
     "huge moment": (_huge_moment, "'exp_avg' of parameter 0 is larger than the network's parameters"),
     "infinite lr": (_infinite_lr, "lr is inf, not a learning rate"),
     "group key": (_unknown_group_key, "optimizer group 0 holds lr_lambda, which the configuration's optimizer"),
+    "callback state": (_foreign_callback, "holds callbacks['LearningRateFinder'], which train.py never writes"),
     "second scheduler": (_second_scheduler, "it holds 1 optimizer and 2 scheduler states; the configuration builds "
                                             "1 and 1"),
 }

@@ -27,6 +27,8 @@ _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
 TRAINING_KEYS = frozenset({"epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "callbacks",
                            "optimizer_states", "lr_schedulers", "hparams_name", "hyper_parameters"})
 _PRECISION_KEY = re.compile(r"\w*Precision")
+# The callbacks whose state train.py's checkpoints keep (Lightning names each state by its class and settings)
+TRAINING_CALLBACKS = ("ModelCheckpoint", "EarlyStopping", "ExponentialMovingAverage")
 
 
 class CheckpointError(ValueError):
@@ -96,10 +98,13 @@ def check_resume_checkpoint(path: str | os.PathLike, run_dir: str | os.PathLike,
     checkpoint = load_checkpoint(path, trust)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    foreign = sorted(str(key) for key in checkpoint
+    foreign = sorted(repr(key)[:60] for key in checkpoint
                      if key not in TRAINING_KEYS and not (isinstance(key, str) and _PRECISION_KEY.fullmatch(key)))
+    callbacks = checkpoint.get("callbacks") or {}
+    foreign += sorted(f"callbacks[{str(name)[:40]!r}]" for name in (callbacks if isinstance(callbacks, dict) else [0])
+                      if not (isinstance(name, str) and name.startswith(TRAINING_CALLBACKS)))
     if foreign:
-        raise CheckpointError(f"{path}: holds {', '.join(repr(key)[:60] for key in foreign)}, which train.py never "
+        raise CheckpointError(f"{path}: holds {', '.join(foreign)}, which train.py never "
                               "writes into a checkpoint; refusing to resume from this file")
     problems = resume_problems(checkpoint, run_dir)
     if problems:
