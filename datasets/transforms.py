@@ -36,6 +36,8 @@ _UINT8_ONLY = {"AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix", "Ra
 
 KEYS = ("image_augmentations", "tensor_augmentations")
 TRIALS = 5  # random draws tried per transform
+SIZE_ARGUMENTS = ("size", "padding", "max_size")  # arguments that set an output's pixels: tried only when small
+SIZE_ARGUMENT_FACTOR = 4  # at most this many times image_size's larger side
 
 
 @lru_cache(maxsize=None)
@@ -110,11 +112,27 @@ def _argument_problem(key: str, name: str, kwargs: Any, image_size: tuple[int, i
     probability = kwargs.get("p")
     if probability is not None and not (isinstance(probability, (int, float)) and 0 <= probability <= 1):
         return f"{key}.{name}: p {probability!r} must be a probability between 0 and 1"
+    problem = _size_argument_problem(key, name, kwargs, image_size)
+    if problem:
+        return problem
     try:  # with p (already checked above) at 1, so that the trial below always applies the transform
         transform = cls(**({**kwargs, "p": 1.0} if "p" in signature.parameters else kwargs))
     except (ValueError, TypeError) as error:
         return f"{key}.{name}: invalid argument(s) {dict(kwargs)}: {error}"
     return _trial_problem(key, name, transform, image_size)
+
+
+def _size_argument_problem(key: str, name: str, kwargs: Mapping[str, Any], image_size: tuple[int, int]) -> str | None:
+    """A size or padding far past image_size: the trial below would allocate its output (Pad with padding 20000
+    makes a 4.8 GB image of a 227x227 one) before refusing the change of size."""
+    largest = SIZE_ARGUMENT_FACTOR * max(image_size)
+    for argument in SIZE_ARGUMENTS:
+        value = kwargs.get(argument)
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(number, (int, float)) and number > largest for number in numbers):
+            return (f"{key}.{name}: {argument} {value!r} is past {largest} ({SIZE_ARGUMENT_FACTOR} x image_size's "
+                    "larger side); augmentations keep image_size (resizing is a setting of its own)")
+    return None
 
 
 def _trial_problem(key: str, name: str, transform: Callable, image_size: tuple[int, int]) -> str | None:

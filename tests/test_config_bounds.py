@@ -78,9 +78,11 @@ def test_a_run_folders_config_is_bounded_too(tmp_path, capsys, script):
 
 def test_the_bounds_are_refused_before_allocating_under_an_address_space_limit(tmp_path):
     """image_size [20000, 20000] once peaked at 4.1 GiB in train.py --check (the augmentations tried on an image of
-    that size); output_channels 10^8 made predict.py build a 384 GB layer. Under a 6 GiB address-space limit both
-    are refused with a message, at the resident size of the imports alone."""
+    that size), a Pad of 20000 pixels made that trial a 4.8 GB image; output_channels 10^8 made predict.py build a
+    384 GB layer. Under a 6 GiB address-space limit each is refused with a message, at the resident size of the
+    imports alone."""
     big_image = write_config(tmp_path / "image", {"image_size": [20000, 20000]})
+    big_padding = write_config(tmp_path / "padding", {"image_augmentations": {"Pad": {"padding": 20000}}})
     run_dir = crafted_run(tmp_path / "run", {"output_channels": 100_000_000})
     (tmp_path / "photo.jpg").write_bytes(b"")
     limited = ("import atexit, resource, runpy, sys\n"
@@ -90,7 +92,9 @@ def test_the_bounds_are_refused_before_allocating_under_an_address_space_limit(t
                "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")  # -c: cwd on the path
     for argv, fragment in ((["train.py", "--check", "-c", str(big_image)], "image_size: [20000, 20000] is out of"),
                            (["predict.py", str(run_dir), str(tmp_path / "photo.jpg")],
-                            "output_channels: 100000000 is out of range")):
+                            "output_channels: 100000000 is out of range"),
+                           (["train.py", "--check", "-c", str(big_padding)],
+                            "image_augmentations.Pad: padding 20000 is past 908 (4 x image_size's larger side)")):
         done = subprocess.run([sys.executable, "-c", limited, *argv], cwd=ROOT, capture_output=True, text=True,
                               timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
         assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, done.stderr
