@@ -184,3 +184,14 @@ def test_hostile_yaml_in_a_run_folder_costs_little_memory(trained, tmp_path, cra
         code, error, peak = peak_memory([sys.executable, script, *map(str, args)])
         assert code == status and str(config) in error and "Traceback" not in error, error[-3000:]
         assert len(error) < 2000 and peak < usual + (64 << 20), f"{script}: {peak >> 20} MiB, usually {usual >> 20}"
+
+
+def test_a_neptune_line_nested_too_deep_is_skipped_naming_it(tmp_path):
+    from utils.tracking.neptune_offline import readable_neptune_runs
+
+    run = tmp_path / "neptune_run"
+    run.mkdir()
+    (run / "data-1.log").write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    readable, (problem,) = readable_neptune_runs([run])
+    assert readable == [] and problem.startswith(f"{run / 'data-1.log'}, line 1: not a Neptune offline operation")
+    assert problem.endswith("(skipped)")

@@ -58,7 +58,8 @@ def read_neptune_offline(run_dir: Path) -> tuple[dict[str, Any], dict[str, list[
         try:
             for number, line in enumerate(log_file.read_text(encoding="utf-8").splitlines(), start=1):
                 _apply_neptune_operation(json.loads(line)["obj"], values, series)
-        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as error:
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError,
+                RecursionError) as error:  # RecursionError: a line nested deeper than Python parses
             where = f"{log_file}, line {number}" if number else str(log_file)
             raise NeptuneRunError(f"{where}: not a Neptune offline operation ({type(error).__name__}: {error})") \
                 from None
