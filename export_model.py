@@ -170,10 +170,8 @@ def report_export(report: ExportReport, fmt: str, source: str) -> None:
     print(f"metadata: {report.metadata_path}")
     print(f"check on {report.checked_images} {source}: max |exported - PyTorch on {report.device}| = "
           f"{report.max_abs_difference:.2e} (tolerance {report.tolerance:g}) OK")
-    threads = torch.get_num_threads()
-    cpu = f"CPU ({threads} thread{'' if threads == 1 else 's'})"
-    print(f"latency, batch 1, median of 20 calls: PyTorch on {cpu if report.device == 'cpu' else report.device} "
-          f"{report.latency_ms_pytorch:.2f} ms, {fmt} on {cpu} {report.latency_ms_exported:.2f} ms")
+    if report.latency is not None:
+        print(report.latency.line(fmt))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -30,7 +29,8 @@ from torch import nn
 from benchmarks import cpu_model
 from benchmarks.epoch_time import cpu_pressure, machine
 from models.arch_dict import arch_dict, build_network
-from models.export import export_model, median_latency_ms, onnx_packages_problem
+from models.export import export_model, onnx_packages_problem
+from models.latency import clock_for, median_latency_ms
 from models.quantization import compare_models, quantize_int8
 from models.sizes import count_multiply_adds, count_parameters
 
@@ -73,21 +73,16 @@ def settled_network(key: str, num_classes: int, channels: int, output_channels: 
     return network.eval()
 
 
-def latency_clock(threads: int) -> Callable[[], float]:
-    """The calling thread's CPU time for one-thread runs, wall time otherwise."""
-    return time.thread_time if threads == 1 else time.perf_counter
-
-
 def measure(key: str, args: argparse.Namespace, work: Path) -> Row:
     """Export, quantize and time one architecture."""
-    channels, size, clock = args.img_channels, args.image_size, latency_clock(args.threads)
+    channels, size, clock = args.img_channels, args.image_size, clock_for(args.threads)
     network = settled_network(key, args.num_classes, channels, args.output_channels, size)
     image = generated_images(1, channels, size, seed=1)
     with torch.no_grad():
         pytorch_ms = median_latency_ms(lambda: network(image), args.repeats, warmup=3, clock=clock)
     fp32, int8 = work / f"{key}.onnx", work / f"{key}.int8.onnx"
     export_model(network, fp32, "onnx", generated_images(2, channels, size, seed=2), {"architecture": key},
-                 force=True, latency_repeats=1)
+                 force=True, latency_repeats=0)
     calibration = generated_images(args.calibration_images, channels, size, seed=3).numpy()
     quantize_int8(fp32, int8, (calibration[i:i + 1] for i in range(len(calibration))))
     figures = compare_models({"fp32": fp32, "int8": int8}, image.numpy(), threads=(args.threads,),

@@ -10,7 +10,6 @@ larger than any seen in calibration is not clipped.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,6 +21,7 @@ import numpy as np
 
 from models.export import (INPUT_NAME, OUTPUT_NAME, ExportError, ExportReport, export_model, onnx_session,
                            export_problems, put_in_place, unchecked_path)
+from models.latency import medians_in_turns
 
 QUANTIZATIONS = ("int8",)
 LATENCY_THREADS = (1, 2)
@@ -69,20 +69,11 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike,
 def onnx_latency_ms(paths: Mapping[str, str | os.PathLike], image: np.ndarray, threads: int, repeats: int = 50,
                     warmup: int = 5, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Median time by `clock` of one onnxruntime CPU call on `image` (a batch) with `threads` intra-op threads,
-    per model file; the models are called in turns, so that a busy spell of a shared machine slows each alike.
-    With one thread onnxruntime computes on the calling thread, so time.thread_time gives its CPU time."""
+    per model file, the models called in turns (models.latency.medians_in_turns)."""
     feed = {INPUT_NAME: np.ascontiguousarray(image, dtype=np.float32)}
     sessions = {name: onnx_session(path, threads) for name, path in paths.items()}
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for name, session in sessions.items():
-        for _ in range(warmup):
-            session.run([OUTPUT_NAME], feed)
-    for _ in range(repeats):
-        for name, session in sessions.items():
-            start = clock()
-            session.run([OUTPUT_NAME], feed)
-            times[name].append((clock() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
+    calls = {name: (lambda session=session: session.run([OUTPUT_NAME], feed)) for name, session in sessions.items()}
+    return medians_in_turns(calls, repeats, warmup, clock)
 
 
 @dataclass
@@ -188,7 +179,7 @@ def export_int8(network: Any, model_path: str | os.PathLike, check_images: Any, 
     unchecked = unchecked_path(model_path)
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = Path(scratch) / "model.onnx"
-        report = export_model(network, fp32, "onnx", check_images, metadata, device=device, latency_repeats=1)
+        report = export_model(network, fp32, "onnx", check_images, metadata, device=device, latency_repeats=0)
         try:
             count = quantize_int8(fp32, unchecked, calibration)
             figures = compare_models({"fp32": fp32, "int8": unchecked}, check_images[:1].cpu().float().numpy(),

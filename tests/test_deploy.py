@@ -111,10 +111,33 @@ def test_one_thread_latency_is_the_calling_threads_cpu_time_which_waiting_does_n
     """The deploy table's clock: a call that waits (as when other jobs hold the cores) costs no CPU time."""
     import time
 
-    from benchmarks.deploy import latency_clock
-    from models.export import median_latency_ms
+    from models.latency import clock_for, median_latency_ms
 
-    assert latency_clock(1) is time.thread_time and latency_clock(2) is time.perf_counter
+    assert clock_for(1) is time.thread_time and clock_for(2) is time.perf_counter
     waiting = lambda: time.sleep(0.02)  # noqa: E731
     assert median_latency_ms(waiting, repeats=3, warmup=0) >= 20
     assert median_latency_ms(waiting, repeats=3, warmup=0, clock=time.thread_time) < 5
+
+
+def test_export_latencies_are_measured_alike_in_turns_and_the_line_says_how(tmp_path):
+    """PyTorch and the export: the same threads, batch, warm-up and number of calls, called in turns."""
+    from models.export import export_model
+    from models.latency import Latency, medians_in_turns
+
+    order = []
+    medians_in_turns({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=1)
+    assert order == ["a", "b", "a", "b", "a", "b", "a", "b"]
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                  torch.nn.Linear(4, 2))
+    images, threads = torch.randn(4, 3, 16, 16), torch.get_num_threads()
+    try:
+        for count, clock in ((1, "CPU time of the calling thread"), (2, "wall time")):
+            torch.set_num_threads(count)
+            latency = export_model(network, tmp_path / f"m{count}.pt2", "pt2", images, {}, latency_repeats=4).latency
+            assert (latency.threads, latency.clock, latency.repeats, latency.warmup) == (count, clock, 4, 3)
+            assert f", {count} thread{'s' if count > 1 else ''} each, {clock}: PyTorch " in latency.line("pt2")
+    finally:
+        torch.set_num_threads(threads)
+    assert export_model(network, tmp_path / "none.pt2", "pt2", images, {}, latency_repeats=0).latency is None
+    on_gpu = Latency(1.5, 4.25, "cuda:0 (H100)", 2, 20, 3, "wall time").line("onnx")
+    assert "PyTorch on cuda:0 (H100), onnx on the CPU with 2 threads, wall time: PyTorch 1.50 ms, onnx 4.25 ms" in on_gpu
