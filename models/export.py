@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from models.latency import REPEATS, WARMUP, Latency, clock_for, clock_name, medians_in_turns
+from models.onnx_graph import means_to_global_pools
 from utils.output_files import new_file_problems
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
@@ -115,14 +116,17 @@ def example_batch(check_images: torch.Tensor) -> torch.Tensor:
 def export_onnx(network: nn.Module, path: str | os.PathLike,
                 example: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     """Write one self-contained ONNX file (opset ONNX_OPSET, dynamic batch axis) with torch.onnx's dynamo
-    exporter; return a runner of it on onnxruntime's CPU provider with PyTorch's number of CPU threads
-    (export_problems checks its packages first)."""
+    exporter, its spatial means as GlobalAveragePool (models.onnx_graph); return a runner of it on onnxruntime's
+    CPU provider with PyTorch's number of CPU threads (export_problems checks its packages first)."""
     import onnx
 
-    torch.onnx.export(network, (example,), str(path), dynamo=True, opset_version=ONNX_OPSET,
-                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      dynamic_shapes=({0: batch_dimension()},), external_data=False, verbose=False)
-    onnx.checker.check_model(str(path))
+    program = torch.onnx.export(network, (example,), dynamo=True, opset_version=ONNX_OPSET,
+                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                dynamic_shapes=({0: batch_dimension()},), verbose=False)
+    model = program.model_proto
+    means_to_global_pools(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
     session = onnx_session(path, torch.get_num_threads())
     return lambda images: session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
 

@@ -141,3 +141,36 @@ def test_export_latencies_are_measured_alike_in_turns_and_the_line_says_how(tmp_
     assert export_model(network, tmp_path / "none.pt2", "pt2", images, {}, latency_repeats=0).latency is None
     on_gpu = Latency(1.5, 4.25, "cuda:0 (H100)", 2, 20, 3, "wall time").line("onnx")
     assert "PyTorch on cuda:0 (H100), onnx on the CPU with 2 threads, wall time: PyTorch 1.50 ms, onnx 4.25 ms" in on_gpu
+
+
+class Squeeze(torch.nn.Module):
+    """A squeeze-and-excitation unit's pooling (kept dims over H, W), and two means that are not that pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.conv(images)
+        scaled = features * torch.sigmoid(features.mean((2, 3), keepdim=True))
+        return scaled.mean((2, 3)) + scaled.mean(1, keepdim=True).flatten(1)[:, :4]
+
+
+def test_spatial_means_become_global_average_pools_with_equal_outputs(tmp_path):
+    """The dynamo exporter's ReduceMean over H, W with kept dims is rewritten to GlobalAveragePool (which
+    onnxruntime quantizes); other means stay; the outputs do not change."""
+    import onnx
+
+    from models.export import export_model, onnx_session
+    from models.onnx_graph import means_to_global_pools
+
+    network, images = Squeeze().eval(), torch.randn(3, 3, 12, 12)
+    report = export_model(network, tmp_path / "m.onnx", "onnx", images, {}, latency_repeats=0)
+    exported = onnx.load(str(report.model_path))
+    kinds = [node.op_type for node in exported.graph.node]
+    assert kinds.count("GlobalAveragePool") == 1 and kinds.count("ReduceMean") == 2
+    assert means_to_global_pools(exported) == 0                  # the export wrote the pool already
+    with torch.no_grad():
+        expected = network(images).numpy()
+    np.testing.assert_allclose(onnx_session(report.model_path).run(None, {"images": images.numpy()})[0], expected,
+                               rtol=0, atol=1e-5)
