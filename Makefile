@@ -68,12 +68,12 @@ demo: $(PROD_STAMP)
 	echo "  $(PY) evaluate.py $$run"; \
 	echo "  $(PY) predict.py $$run $$photo --top 3"; \
 	echo "  $(PY) export_model.py $$run --format pt2"
-	@$(PY) -m utils.runs.dashboard --db $(DEMO_DIR)/output/mlflow.db --port $(DASHBOARD_PORT) --url-only
+	@$(PY) -m utils.mlflow.dashboard --db $(DEMO_DIR)/output/mlflow.db --port $(DASHBOARD_PORT) --url-only
 
 # The runs table of DASHBOARD_DB (train.py's default: output/mlflow.db) served by MLflow on 127.0.0.1:DASHBOARD_PORT;
 # prints the URL that opens it with the thesis's columns (docs/tracking.md).
 dashboard: $(PROD_STAMP)
-	@$(PY) -m utils.runs.dashboard --db $(DASHBOARD_DB) --port $(DASHBOARD_PORT)
+	@$(PY) -m utils.mlflow.dashboard --db $(DASHBOARD_DB) --port $(DASHBOARD_PORT)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

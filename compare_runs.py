@@ -84,10 +84,10 @@ def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str
 def to_mlflow(args: argparse.Namespace, runs: list[RunRecord], references: list[ThesisRun]) -> int:
     """Import run folders, Neptune offline runs and thesis runs into MLflow; runs already there are left as they
     are."""
-    from utils.runs.dashboard import dashboard_line
-    from utils.runs.mlflow import THESIS_EXPERIMENT, import_thesis_runs, import_to_mlflow  # imports torch
-    from utils.tracking.mlflow_store import mlflow_uri_problems
-    from utils.tracking.neptune_offline import neptune_run_dirs, readable_neptune_runs
+    from utils.mlflow.dashboard import dashboard_line
+    from utils.mlflow.mirror import THESIS_EXPERIMENT, import_thesis_runs, import_to_mlflow
+    from utils.mlflow.store import mlflow_uri_problems
+    from utils.runs.neptune_offline import neptune_run_dirs, readable_neptune_runs
 
     problems = mlflow_uri_problems(args.mlflow_uri, "--mlflow-uri")
     if problems:

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 
 from pytorch_lightning.callbacks import Callback
 
-from training.loggers import announce_dashboard
 from training.memory import memory_report
 from training.run import RUN_CHECKS, RunStopped, train_run, train_seeds
+from training.trackers import announce_dashboard
 from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError, check_resume_checkpoint
 from utils.config import MAX_SEED, ConfigError, load_config, parse_overrides
 from utils.config.loading import override_origins

@@ -31,10 +31,9 @@ from datasets.synthetic import generate_synthetic_stanford
 from tests.mlflow_browser import (browser_missing, expand_group, open_runs_table, scroll_to_right_end,
                                   start_browser)
 from utils.config.loading import yaml_inline
-from utils.runs.dashboard import GROUPS_VIEW, TABLE_VIEW, dashboard_line
-from utils.tracking.mlflow_server import free_port, start_server
-from utils.tracking.mlflow_store import mlflow_client
-from utils.tracking.mlflow_view import view_url
+from utils.mlflow.dashboard import GROUPS_VIEW, TABLE_VIEW, dashboard_line, view_url
+from utils.mlflow.server import free_port, start_server
+from utils.mlflow.store import mlflow_client
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 1800, 760

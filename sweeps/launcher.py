@@ -21,7 +21,8 @@ from sweeps.report import study_records
 from sweeps.study_file import Study, StudyRun
 from sweeps.tracking import close_study_runs, open_study_runs
 from sweeps.worker import folder_conflict, run_folder
-from utils.runs.trackers import mlflow_tracking_uri, prepare_mlflow_experiment
+from utils.mlflow.dashboard import prepare_mlflow_experiment
+from utils.mlflow.store import mlflow_tracking_uri
 
 logger = logging.getLogger(__name__)
 POLL_S = 1.0  # how often the launcher reads the study's progress

@@ -4,7 +4,6 @@ report files."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -12,12 +11,10 @@ import optuna
 
 from sweeps.study_file import Study, StudyRun
 from utils.config import Config
+from utils.mlflow.mirror import close_group_run, open_group_run, store_files
+from utils.mlflow.store import NOTE_TAG, RUN_NAME_TAG, mlflow_tracking_uri
 from utils.runs.records import RunRecord, run_times_ms
 from utils.runs.table import mlflow_values, run_row
-from utils.runs.trackers import close_group_run, mlflow_tracking_uri, open_group_run
-from utils.tracking.mlflow_store import NOTE_TAG, RUN_NAME_TAG, mlflow_client
-
-logger = logging.getLogger(__name__)
 
 PARENT_RUNS = "mlflow_parent_runs"  # study user attribute: [[tracking URI, experiment, parent run id], ...]
 
@@ -99,11 +96,6 @@ def close_study_runs(study: Study, optuna_study: optuna.Study, records: Sequence
 
 def log_study_files(optuna_study: optuna.Study, files: Iterable[Path]) -> None:
     """Store report files as artifacts of the study's parent runs (a failing store is warned about)."""
+    files = list(files)
     for (uri, _), run_id in parent_runs(optuna_study).items():
-        try:
-            client = mlflow_client(uri)
-            for path in files:
-                client.log_artifact(run_id, str(path))
-        except Exception as error:  # any failure of the store or its connection: the files are on disk
-            logger.warning("MLflow tracking at %s: the report files were not stored with the study's run: %s",
-                           uri, error)
+        store_files(uri, run_id, files)

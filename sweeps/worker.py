@@ -36,11 +36,11 @@ from training.run import RunLabels, train_run
 from utils.checkpoint_safety import CheckpointError, check_resume_checkpoint
 from utils.config import Config, config_for_records
 from utils.config.loading import training_settings, yaml_inline
+from utils.mlflow.mirror import mirror_run_folder
 from utils.output_files import FileWriteError
 from utils.runs.folders import LAST_CHECKPOINT
 from utils.runs.records import (CONFIG, RunRecordError, read_metrics, read_recorded_config, read_summary,
                                 refuse_links_leaving, write_json)
-from utils.runs.trackers import update_mlflow_state
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def _finish(optuna_study: optuna.Study, trial: optuna.Trial, study: Study, confi
             summary: dict[str, Any], pruned_epoch: int | None) -> None:
     if pruned_epoch is not None and summary.get("state") == "finished":
         summary = mark_pruned(run_dir, summary, pruned_epoch)
-        update_mlflow_state(config, summary)
+        mirror_run_folder(config, run_dir)
     if summary.get("state") == "pruned":
         optuna_study.tell(trial, state=TrialState.PRUNED)
         return

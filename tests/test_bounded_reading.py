@@ -187,7 +187,7 @@ def test_hostile_yaml_in_a_run_folder_costs_little_memory(trained, tmp_path, cra
 
 
 def test_a_neptune_line_nested_too_deep_is_skipped_naming_it(tmp_path):
-    from utils.tracking.neptune_offline import readable_neptune_runs
+    from utils.runs.neptune_offline import readable_neptune_runs
 
     run = tmp_path / "neptune_run"
     run.mkdir()

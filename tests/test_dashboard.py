@@ -25,11 +25,11 @@ import yaml
 
 from tests.mlflow_browser import (browser_missing, column_cells, column_headers, expand_group,
                                   open_runs_table, run_names, start_browser)
-from utils.runs.dashboard import GROUPS_VIEW, TABLE_VIEW, open_dashboard_experiment, write_views
+from utils.mlflow.dashboard import (GROUPS_VIEW, TABLE_VIEW, VIEW_TAG_PREFIX, encode_view, open_dashboard_experiment,
+                                   view_state, write_views)
+from utils.mlflow.server import free_port, port_problem, start_server
+from utils.mlflow.store import mlflow_client
 from utils.runs.table import COLUMNS
-from utils.tracking.mlflow_server import free_port, port_problem, start_server
-from utils.tracking.mlflow_store import mlflow_client
-from utils.tracking.mlflow_view import VIEW_TAG_PREFIX, encode_view, view_state
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -249,7 +249,7 @@ class Output:
 
 def test_the_dashboard_module_serves_a_store_with_mlflow_ui_quietly_until_ctrl_c(browser, store):
     port = free_port()
-    command = [sys.executable, "-m", "utils.runs.dashboard", "--db", str(store.db), "--port", str(port)]
+    command = [sys.executable, "-m", "utils.mlflow.dashboard", "--db", str(store.db), "--port", str(port)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = Output(process)
     try:
@@ -269,7 +269,7 @@ def test_the_dashboard_module_serves_a_store_with_mlflow_ui_quietly_until_ctrl_c
 
 def test_sigterm_stops_the_dashboard_and_its_server_too(store):
     port = free_port()
-    command = [sys.executable, "-m", "utils.runs.dashboard", "--db", str(store.db), "--port", str(port)]
+    command = [sys.executable, "-m", "utils.mlflow.dashboard", "--db", str(store.db), "--port", str(port)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = Output(process)
     try:
@@ -282,7 +282,7 @@ def test_sigterm_stops_the_dashboard_and_its_server_too(store):
 
 
 def test_the_dashboard_module_names_a_missing_store_and_a_port_in_use(tmp_path, store, capsys):
-    from utils.runs import dashboard
+    from utils.mlflow import dashboard
 
     assert dashboard.main(["--db", str(tmp_path / "none.db")]) == 2
     assert f"{tmp_path / 'none.db'}: no MLflow store there yet" in capsys.readouterr().err
@@ -295,7 +295,7 @@ def test_the_dashboard_module_names_a_missing_store_and_a_port_in_use(tmp_path, 
 
 
 def test_make_demos_last_lines_name_the_url_and_how_to_serve_it_and_start_nothing(store, capsys):
-    from utils.runs import dashboard
+    from utils.mlflow import dashboard
 
     port = free_port()
     assert dashboard.main(["--db", str(store.db), "--port", str(port), "--url-only"]) == 0

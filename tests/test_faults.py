@@ -68,7 +68,7 @@ def test_sigterm_stops_the_run_with_a_resume_command_and_a_non_zero_status(data,
 
 RACER = """
 import os, sys, time
-from utils.tracking.mlflow_store import open_experiment, start_run
+from utils.mlflow.store import open_experiment, start_run
 import mlflow  # imported before the start line, so that both processes reach the store together
 uri, start = sys.argv[1], sys.argv[2]
 while not os.path.exists(start):
@@ -80,7 +80,7 @@ print(start_run(client, experiment_id, {"process": str(os.getpid())}))
 
 def test_two_runs_creating_one_mlflow_store_at_once_both_get_their_runs(tmp_path):
     """Without the store lock, 5 of 5 tries lost one run ("duplicate column name: step")."""
-    from utils.tracking.mlflow_store import mlflow_client
+    from utils.mlflow.store import mlflow_client
 
     start, folders = tmp_path / "start", [tmp_path / f"output{index}" for index in range(2)]
     processes = [subprocess.Popen([sys.executable, "-c", RACER, f"sqlite:///{folder / 'mlflow.db'}", str(start)],

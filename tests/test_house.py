@@ -10,7 +10,7 @@ PACKAGES = {"utils": 1, "datasets": 2, "models": 2, "training": 3, "sweeps": 4} 
 GROUND = ("checks", "timing", "logger", "devices", "archives", "output_files", "checkpoint_safety", "bounded_files",
           "printable")
 FLOORS = {**{f"utils.{name}": 1 for name in GROUND},
-          "utils.config": 2, "utils.tracking": 2, "utils.runs": 3, "utils.colab": 4}  # the floors inside utils/
+          "utils.config": 2, "utils.runs": 3, "utils.mlflow": 4, "utils.colab": 4}  # the floors inside utils/
 TORCH_HELPERS = ("utils.checkpoint_safety", "utils.devices")  # ground-floor helpers whose job is a torch object
 TORCH_AND_LIGHTNING = ("torch", "torchvision", "torchmetrics", "pytorch_lightning", "lightning", "timm", "kornia")
 SOURCE_FOLDERS = (*PACKAGES, "benchmarks")
@@ -88,6 +88,16 @@ def test_utils_imports_no_torch_or_lightning():
              if module_name(path) not in TORCH_HELPERS
              for name in sorted(imported_modules(path)) if name.split(".")[0] in TORCH_AND_LIGHTNING]
     assert heavy == []
+
+
+def test_mlflow_code_lives_in_one_package_of_at_most_four_modules():
+    """Only utils/mlflow/ imports mlflow (the rest of the house calls its functions), in at most 4 modules."""
+    files = source_files(*SOURCE_FOLDERS) + sorted(ROOT.glob("*.py"))
+    outside = [f"{module_name(path)} imports {name}" for path in files
+               if not module_name(path).startswith("utils.mlflow")
+               for name in sorted(imported_modules(path)) if name.split(".")[0] == "mlflow"]
+    assert outside == []
+    assert len([path for path in source_files("utils/mlflow") if path.name != "__init__.py"]) <= 4
 
 
 @pytest.mark.parametrize("package", [name for name in PACKAGES if name != "utils"])

@@ -122,6 +122,20 @@ def test_a_run_logs_the_thesis_table_to_sqlite_in_the_output_folder(prepared, tm
     assert artifacts(client, run) == ["config.yml", "summary.json"]  # MLflow charts the curves itself
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()
 
+    # the same record imported afterwards into another store: one mirror, so the same MLflow run
+    other_uri = f"sqlite:///{tmp_path / 'imported.db'}"
+    assert compare_runs.main(["--to-mlflow", str(first), "--mlflow-uri", other_uri]) == 0
+    other = MlflowClient(other_uri)
+    imported = only_run(other)
+    assert [(r.info.run_name, r.info.status, r.info.start_time, r.info.end_time) for r in (imported, run)] == \
+        [(run.info.run_name, "FINISHED", int(datetime.fromisoformat(summary["started"]).timestamp() * 1000),
+          run.info.end_time)] * 2
+    assert (imported.data.params, imported.data.tags, imported.data.metrics) == \
+        (run.data.params, run.data.tags, run.data.metrics)
+    for key in ("valid_acc", "valid_loss", "train_loss", "train_acc", "lr", "valid_acc_top5"):
+        assert history(other, imported, key) == history(client, run, key)
+    assert artifacts(other, imported) == artifacts(client, run)
+
     # the --seeds group: a parent run holding the group's row (results: means over the seeds)
     assert group.info.run_name == f"ghost {time} seeds 42, 43" and group.info.status == "FINISHED"
     assert runs[1].data.tags["mlflow.parentRunId"] == group.info.run_id and group.data.tags["state"] == "finished"
@@ -162,7 +176,7 @@ def test_import_of_run_folders_and_neptune_offline_runs_adds_nothing_the_second_
     assert folder_run.data.tags["tags"] == "old" and folder_run.data.tags["mlflow.note.content"] == "before MLflow"
     assert history(client, folder_run, "valid_acc") == [(row["epoch"], pytest.approx(row["valid_acc"])) for row in rows]
     assert folder_run.data.metrics["epochs_last"] == 2
-    assert artifacts(client, folder_run) == ["config.yml", "curves.png", "summary.json"]
+    assert artifacts(client, folder_run) == ["config.yml", "summary.json"]  # the files a live run keeps
 
     assert neptune_run.info.run_name == run_dir.name and neptune_run.data.tags["tags"] == "old"
     assert neptune_run.data.tags["mlflow.note.content"] == "before MLflow"
@@ -213,7 +227,7 @@ def test_a_shared_server_gets_the_run_and_its_death_mid_run_leaves_training_and_
     assert not (tmp_path / "output" / "mlflow.db").exists()
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once instead of retrying for minutes
-    with caplog.at_level(logging.WARNING, logger="utils.tracking"):
+    with caplog.at_level(logging.WARNING, logger="training.trackers"):
         args = base_args(prepared, tmp_path, epochs=3, mlflow=True) + ["--set", f"mlflow_tracking_uri={uri}"]
         assert train.main(args, extra_callbacks=[KillServerAt(server, 1)]) == 0
     killed_run_dir = run_dirs(tmp_path)[-1]

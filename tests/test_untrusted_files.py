@@ -22,7 +22,7 @@ import train
 from datasets.photos import UnsafeImageError, open_image
 from tests.test_checkpoint_safety import received, snapshot, train_tiny_run
 from utils.output_files import links_leaving
-from utils.tracking.neptune_offline import readable_neptune_runs
+from utils.runs.neptune_offline import readable_neptune_runs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Neptune's Lightning logger on neptune-client 1.x (the hosted service has ended; offline mode still writes
-runs to .neptune/offline/, which utils.tracking.neptune_offline imports into MLflow)."""
+runs to .neptune/offline/, which utils.runs.neptune_offline imports into MLflow)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The run's records kept up to date while it trains: metrics.csv, summary.json and config.yml, and what the
-trackers get at each epoch's end and at the run's end."""
+"""The run's records kept up to date while it trains: metrics.csv, summary.json and config.yml (the trackers
+mirror them: training.trackers)."""
 
 from __future__ import annotations
 
@@ -14,23 +14,17 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from training.mlflow_logger import RunMLFlowLogger
-from training.neptune_logger import NeptuneLogger
 from utils.config import Config, config_for_records, save_config
 from utils.output_files import FileWriteError
-from utils.runs.folders import BEST_CHECKPOINT, LAST_CHECKPOINT, TIMESTAMP, unused_path
+from utils.runs.folders import TIMESTAMP, unused_path
 from utils.runs.record_types import SUMMARY_TYPES, type_problem
 from utils.runs.records import (CONFIG, METRIC_COLUMNS, SUMMARY, RunRecord, RunRecordError, read_json, read_metrics,
                                 read_recorded_config, write_json, write_metrics)
-from utils.runs.table import mlflow_values, run_row
-from utils.runs.trackers import mlflow_status, summary_metrics
 from utils.timing import format_duration
 
 logger = logging.getLogger(__name__)
-NEPTUNE_SUMMARY = ("epochs_run", "stop_reason", "state", "duration_s", "multiply_adds", "parameters")
 
 
 def write_run_config(config: Config, run_dir: Path) -> None:
@@ -51,21 +45,14 @@ def _metric(metrics: Mapping[str, Any], key: str) -> float:
     return float(value) if value is not None else math.nan
 
 
-def _mlflow_loggers(trainer: pl.Trainer) -> list[RunMLFlowLogger]:
-    return [run_logger for run_logger in trainer.loggers if isinstance(run_logger, RunMLFlowLogger)]
-
-
 class RunRecorder(Callback):
     """Keeps metrics.csv and summary.json of a run up to date after every epoch, and on its end or interruption."""
 
-    def __init__(self, run_dir: Path, info: Mapping[str, Any], params: Mapping[str, Any] | None = None,
-                 resumed_from: Path | None = None, mlflow_checkpoints: bool = False,
+    def __init__(self, run_dir: Path, info: Mapping[str, Any], resumed_from: Path | None = None,
                  config: Mapping[str, Any] | None = None):
         self.run_dir = Path(run_dir)
-        self.params = dict(params or {})
-        self.config = dict(config or {})  # as config.yml records it: the run table's settings
+        self.config = dict(config or {})  # as config.yml records it
         self.resumed_from = resumed_from
-        self.mlflow_checkpoints = mlflow_checkpoints
         self.rows: list[dict[str, Any]] = []
         self.summary: dict[str, Any] = self._initial_summary(dict(info))
         self._session_start = time.time()
@@ -89,6 +76,15 @@ class RunRecorder(Callback):
         self.summary.update(state="running", stop_reason=None)
         self._save_summary()
 
+    def note(self, **values: Any) -> None:
+        """Add values to summary.json (the run's MLflow run id) and write it (rank zero)."""
+        self.summary.update(values)
+        self._save_summary()
+
+    def record(self) -> RunRecord:
+        """The run's record as the files hold it now."""
+        return RunRecord(self.run_dir, dict(self.summary), self.config, list(self.rows))
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         device = trainer.strategy.root_device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
@@ -96,27 +92,11 @@ class RunRecorder(Callback):
                                   "nodes": trainer.num_nodes, "strategy": type(trainer.strategy).__name__,
                                   "precision": str(trainer.precision)}
         if trainer.is_global_zero:
-            self._log_params(trainer)
             self._save_summary()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:  # after a resume, current_epoch is the number of epochs done
             self.rows = [row for row in read_metrics(self.run_dir) if row["epoch"] <= trainer.current_epoch]
-
-    def table_values(self, kind: str) -> dict[str, Any]:
-        """The run table's columns that MLflow keeps as kind (params, tags, metrics), as the table shows them now."""
-        return mlflow_values(run_row(RunRecord(self.run_dir, self.summary, self.config, self.rows)), kind)
-
-    def _log_params(self, trainer: pl.Trainer) -> None:
-        for run_logger in trainer.loggers:
-            if isinstance(run_logger, RunMLFlowLogger):
-                params = {**self.params, **self.table_values("params")}
-                self.summary["mlflow_run_id"] = (run_logger.start(params, self.table_values("tags"))
-                                                 or self.summary.get("mlflow_run_id"))
-            elif isinstance(run_logger, TensorBoardLogger):
-                run_logger.log_hyperparams(self.params, metrics={"best_valid_acc": 0.0, "best_valid_loss": 0.0})
-            else:
-                run_logger.log_hyperparams(self.params)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -130,8 +110,6 @@ class RunRecorder(Callback):
         write_metrics(self.run_dir, self.rows)
         self._update_results()
         self._save_summary()
-        for run_logger in _mlflow_loggers(trainer):
-            run_logger.log_summary(summary_metrics(self.summary))
         logger.info("epoch %d took %s: %s", row["epoch"], format_duration(time.perf_counter() - self._epoch_start),
                     ", ".join(f"{key} {row[key]:.4g}" for key in METRIC_COLUMNS[1:]))
 
@@ -151,11 +129,8 @@ class RunRecorder(Callback):
         stopper = trainer.early_stopping_callback
         stopped = stopper is not None and stopper.stopped_epoch > 0
         self.summary.update(state="finished", stop_reason="early_stopping" if stopped else "max_epochs")
-        if not trainer.is_global_zero:
-            return
-        self._save_summary()
-        self._report_to_loggers(trainer)
-        self._end_mlflow(trainer)
+        if trainer.is_global_zero:
+            self._save_summary()
 
     def end_untrained(self, reason: str, trainer: pl.Trainer) -> None:
         """Record a fit that returned without training an epoch (state failed, with the reason)."""
@@ -163,24 +138,6 @@ class RunRecorder(Callback):
         logger.error("run %s: %s", self.run_dir, reason)
         if trainer.is_global_zero:
             self._save_summary()
-            self._end_mlflow(trainer)
-
-    def _end_mlflow(self, trainer: pl.Trainer) -> None:
-        """End the MLflow run: summary columns, config.yml and summary.json (and checkpoints) as artifacts, state."""
-        names = [CONFIG, SUMMARY] + ([BEST_CHECKPOINT, LAST_CHECKPOINT] if self.mlflow_checkpoints else [])
-        files = [self.run_dir / name for name in names if (self.run_dir / name).is_file()]
-        for run_logger in _mlflow_loggers(trainer):
-            run_logger.end(mlflow_status(self.summary.get("state")), summary_metrics(self.summary),
-                           self.table_values("tags"), [] if run_logger.failed else files)
-
-    def _report_to_loggers(self, trainer: pl.Trainer) -> None:
-        best = self.summary.get("best_valid_acc", {}).get("value")
-        best_loss = (self.summary.get("best") or {}).get("valid_loss")
-        for run_logger in trainer.loggers:
-            if isinstance(run_logger, TensorBoardLogger) and best is not None:
-                run_logger.log_metrics({"best_valid_acc": best, "best_valid_loss": best_loss}, trainer.global_step)
-            if isinstance(run_logger, NeptuneLogger):  # MLflow gets the whole summary when its run ends
-                run_logger.log_summary({key: self.summary.get(key) for key in NEPTUNE_SUMMARY})
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
@@ -194,7 +151,6 @@ class RunRecorder(Callback):
                 self._save_summary()
             except FileWriteError as error:  # the disk is still full: the run's own error says the rest
                 logger.error("%s", error)
-            self._end_mlflow(trainer)
 
     def _save_summary(self) -> None:
         self.summary["duration_s"] = round(self._previous_duration + time.time() - self._session_start, 3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shlex
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -29,26 +29,26 @@ from models import config_problems as model_problems
 from models.arch_dict import build_network, weights_normalization
 from models.classifier_module import ClassifierModule
 from models.sizes import count_multiply_adds, count_parameters
-from training.loggers import make_loggers, make_mlflow_logger
 from training.memory import memory_problems
 from training.recorder import RunRecorder, write_run_config
+from training.trackers import RunTrackers, make_loggers
 from training.trainer import (checkpoint_callbacks, git_commit, runtime_name, trainer_kwargs, trainer_problems,
                               training_callbacks)
 from utils.config import Config, config_for_records, tracked_params
 from utils.config.schema import GrayscaleNormalization, RGBNormalization
+from utils.mlflow.mirror import SEED_GROUP_TAG, close_group_run, open_group_run
+from utils.mlflow.store import RUN_NAME_TAG, mlflow_problems, mlflow_tracking_uri
 from utils.output_files import place_problem
 from utils.runs.folders import TIMESTAMP, announce_run_folder, folder_label, plan_runs, release_unused
 from utils.runs.records import is_run_dir, read_run, write_json
-from utils.runs.seeds import aggregate_seeds
+from utils.runs.seeds import aggregate_seeds, seed_group_state
 from utils.runs.table import group_rows_by_seed, mlflow_values
-from utils.runs.trackers import (SEED_GROUP_TAG, close_group_run, mlflow_problems, mlflow_tracking_uri, open_group_run,
-                                 seed_group_state, train_run_name)
 from utils.timing import log_execution_time
-from utils.tracking.mlflow_store import RUN_NAME_TAG
 
 logger = logging.getLogger(__name__)
 REPO_DIR = Path(__file__).resolve().parents[1]
 FOLDER_KEYS = ("output_path", "logging_dir", "cache_path")
+RUN_NAME_TIME = "%Y-%m-%d %H:%M:%S"
 
 
 def folder_problems(config: Config) -> list[str]:
@@ -122,6 +122,15 @@ class RunParts:
     params: dict[str, Any]
 
 
+def train_run_name(architecture: str, started: datetime, seeds: Sequence[int] = ()) -> str:
+    """A train.py run's MLflow name, '<architecture> <time>', with its seed in a group ('seed 43') or, for the
+    group's parent run, the group's seeds ('seeds 42, 43, 44')."""
+    name = f"{architecture} {started:{RUN_NAME_TIME}}"
+    if not seeds:
+        return name
+    return f"{name} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 @dataclass(frozen=True)
 class RunLabels:
     """How the trackers show a run: its name, its seed group, and the MLflow run of its group (study or seeds)."""
@@ -188,18 +197,16 @@ def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | N
     # deprecates; the call is Lightning's (its data loaders), not this project's, so only that warning is dropped
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning, module=r"pytorch_lightning\.utilities\._pytree")
-    recorder = RunRecorder(run_dir, parts.info, parts.params, resumed_from=checkpoint,
-                           mlflow_checkpoints=config.mlflow_log_checkpoints, config=config_for_records(config))
-    run_callbacks = [recorder, *checkpoint_callbacks(config, run_dir), *training_callbacks(config), *callbacks]
+    recorder = RunRecorder(run_dir, parts.info, resumed_from=checkpoint, config=config_for_records(config))
+    trackers = RunTrackers(config, recorder, parts.params)  # after the recorder: they mirror what it wrote
+    run_callbacks = [recorder, trackers, *checkpoint_callbacks(config, run_dir), *training_callbacks(config),
+                     *callbacks]
     trainer = pl.Trainer(**trainer_kwargs(config, run_dir, run_callbacks, make_loggers(config, run_dir)),
                          enable_progress_bar=progress_bar)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(config, run_dir)
         recorder.start()
-        # on rank zero only: the MLflow logger opens (and first creates) the tracking store
-        mlflow_logger = make_mlflow_logger(config, run_dir, recorder.summary)
-        trainer.loggers = [*trainer.loggers, *([mlflow_logger] if mlflow_logger else [])]
     try:
         trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(checkpoint) if checkpoint else None,
                     weights_only=not trust_checkpoint)
@@ -208,6 +215,8 @@ def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | N
     if recorder.summary.get("state") == "running":  # Lightning returned without training (no batches)
         recorder.end_untrained("no training batches: the training set is smaller than one batch per process",
                                trainer)
+        if trainer.is_global_zero:
+            trackers.mirror()
     summary = recorder.summary
     best = summary.get("best_valid_acc") or {}
     logger.info("run %s after %s epochs (%s): best valid_acc %.4f at epoch %s; records in %s",

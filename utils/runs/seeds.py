@@ -68,3 +68,11 @@ def format_seed_table(aggregate: Mapping[str, Any]) -> str:
                  f"min {aggregate['best_valid_acc_min']:.4f}  max {aggregate['best_valid_acc_max']:.4f}  "
                  f"({aggregate['count']} seeds)")
     return "\n".join(lines)
+
+
+def seed_group_state(states: Sequence[Any], runs: int) -> str:
+    """A --seeds group's state from its runs' states: failed or interrupted when one is, finished when all are."""
+    for state in ("failed", "interrupted"):
+        if state in states:
+            return state
+    return "finished" if len(states) == runs and all(state == "finished" for state in states) else "interrupted"

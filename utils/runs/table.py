@@ -19,7 +19,9 @@ from utils.printable import escape_control
 from utils.runs.records import RunRecord
 from utils.runs.seeds import Stat, stat_of
 from utils.timing import format_duration
-from utils.tracking.mlflow_view import DURATION, RUN_NAME
+
+RUN_NAME = "tags.mlflow.runName"  # as MLflow's search_runs names it; the UI's Run Name column
+DURATION = "attributes.duration"  # the run's end time minus its start time; the UI's Duration column
 
 
 def _values(run: RunRecord, name: str) -> list[float]:

@@ -44,6 +44,7 @@ RECORDED_KEYS = {
 NOT_SETTINGS = frozenset({"learning_rate", "weight_decay", "num_params", "runtime"})
 RECORDED_ARCHITECTURES = {"GhostNet": "ghost"}
 INTEGER_KEYS = ("batch_size", "num_epochs", "output_channels")
+THESIS_RUN = "thesis_run"  # a thesis record's summary key: the recorded run's id
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def unknown_run_problems(run_ids: list[str], runs: dict[str, ThesisRun]) -> list
 def reference_record(run: ThesisRun) -> RunRecord:
     """The run as a record beside this project's runs: its settings, size and curves on the 1-based epoch axis."""
     config = {**thesis_config(run), "tags": ["thesis"], "description": f"thesis run {run.id} as recorded"}
-    summary = {"state": "finished", "parameters": run.parameters, "runtime": run.params.get("runtime")}
+    summary = {"state": "finished", "parameters": run.parameters, "runtime": run.params.get("runtime"),
+               "run_name": run.id, THESIS_RUN: run.id, "original_run_name": run.run_name}
     metrics = [{**row, "epoch": row["epoch"] + 1} for row in run.metrics]
     return RunRecord(Path("thesis") / run.id, summary, config, metrics)

@@ -1,34 +1,139 @@
-"""The dashboard: MLflow's runs table showing the run table's columns (utils.runs.table), as a view kept in every
-experiment the project logs to or imports into, and the one URL that opens it.
+"""The dashboard: MLflow's runs table showing the run table's columns (utils.runs.table), as a saved view kept in
+every experiment the project logs to or imports into, and the one URL that opens it.
 
-python -m utils.runs.dashboard [--db output/mlflow.db] [--port 5000] [--url-only]   (make dashboard)
-python -m utils.runs.dashboard --uri http://HOST:PORT                               (a shared server)
+python -m utils.mlflow.dashboard [--db output/mlflow.db] [--port 5000] [--url-only]   (make dashboard)
+python -m utils.mlflow.dashboard --uri http://HOST:PORT                               (a shared server)
 
 With --db it writes the views into every experiment of the SQLite store, starts a quiet `mlflow ui` on
 127.0.0.1 and prints the URL (--url-only: prints the URL and the command that serves it, starts nothing).
 With --uri it writes the views on a running server and prints the URL.
+
+MLflow 3.17's UI keeps a view as the experiment tag ``mlflow.sharedViewState.<key>``: a JSON envelope
+``{name, createdAt, updatedAt, state}`` whose state is ``"deflate;" + base64(zlib(JSON))`` (pako's deflate is a
+zlib stream). The view opens with ``#/experiments/<id>/runs?viewStateShareKey=<key>&workflowType=machine_learning``;
+without ``workflowType`` a new browser lands in the UI's GenAI pages. Columns are named ``<kind>.`<name>` `` (kind:
+params, metrics, tags), except the UI's own Run Name and Duration columns, which are always shown.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from utils.runs.table import DASHBOARD_SOURCES
-from utils.tracking.mlflow_server import port_problem, start_server
-from utils.tracking.mlflow_store import mlflow_client, mlflow_uri_problems, open_experiment, sqlite_path
-from utils.tracking.mlflow_view import START_TIME, view_state, view_url, write_view
+from utils.mlflow.server import port_problem, start_server
+from utils.mlflow.store import mlflow_client, mlflow_tracking_uri, mlflow_uri_problems, open_experiment, sqlite_path
+from utils.runs.table import DASHBOARD_SOURCES, DURATION, RUN_NAME
 
 DEFAULT_PORT = 5000  # the Makefile's DASHBOARD_PORT
 DEFAULT_DB = Path("output") / "mlflow.db"  # the Makefile's DASHBOARD_DB, train.py's store by default
 HOST = "127.0.0.1"
 HEADLINE = "The runs table, with the thesis's columns, best valid_acc first"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+COMPRESSED = "deflate;"
+MAX_TAG_LENGTH = 20000  # the server refuses longer experiment tag values
+START_TIME = "attributes.start_time"  # the UI's Created column (always shown), the only sort that nests runs
+UI_COLUMNS = {RUN_NAME: "attributes.`Run Name`", DURATION: "duration"}
+CREATED_COLUMN = "runDateAndNestInfo"
+SORT_KEYS = {START_TIME: "attributes.start_time", RUN_NAME: "tags.`mlflow.runName`"}
+KINDS = ("params", "metrics", "tags")
+MIN_WIDTH, MAX_WIDTH, CHARACTER_WIDTH = 90, 260, 8  # pixels: a column wide enough for its header
+RUN_NAME_WIDTH = 320  # pixels: names such as "ghost 2026-12-04 22:10:05 seed 43"
+
+
+def column_id(source: str) -> str:
+    """The UI's id of a column from where search_runs finds it: 'params.lr' -> "params.`lr`"."""
+    if source in UI_COLUMNS:
+        return UI_COLUMNS[source]
+    kind, _, name = source.partition(".")
+    if kind not in KINDS or not name:
+        raise ValueError(f"{source!r}: not a column of MLflow's runs table; expected {', '.join(KINDS)}.<name>, "
+                         f"{RUN_NAME} or {DURATION}")
+    return f"{kind}.`{name}`"
+
+
+def sort_key(source: str) -> str:
+    """The UI's sort key of a column: its id, or the attribute's key (Created: attributes.start_time)."""
+    return SORT_KEYS.get(source) or column_id(source)
+
+
+def column_width(source: str) -> int:
+    """Pixels for a column that shows its whole header (the UI's default of 100 cuts long names)."""
+    if source == RUN_NAME:
+        return RUN_NAME_WIDTH
+    name = source.partition(".")[2]
+    return max(MIN_WIDTH, min(MAX_WIDTH, CHARACTER_WIDTH * len(name) + 32))
+
+
+def view_state(columns: Sequence[str], order_by: str, ascending: bool = False) -> dict[str, Any]:
+    """The state of a view showing columns (search_runs names) in that order, sorted by order_by."""
+    ids = [column_id(source) for source in columns]
+    shown = [i for i in ids if i not in UI_COLUMNS.values()]
+    order = [UI_COLUMNS[RUN_NAME], CREATED_COLUMN, *[i for i in ids if i != UI_COLUMNS[RUN_NAME]]]
+    return {"searchFilter": "", "orderByKey": sort_key(order_by), "orderByAsc": ascending, "startTime": "ALL",
+            "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+            "selectedColumns": shown, "columnOrder": order,
+            "columnWidths": {column_id(source): column_width(source) for source in columns if source != DURATION}}
+
+
+def encode_view(name: str, state: Mapping[str, Any], created_ms: int, updated_ms: int) -> str:
+    """The tag value of a view, as the UI's "Save as new view" writes it."""
+    packed = zlib.compress(json.dumps(state, separators=(",", ":")).encode("utf-8"), 9)
+    envelope = {"name": name, "createdAt": created_ms, "updatedAt": updated_ms,
+                "state": COMPRESSED + base64.b64encode(packed).decode("ascii")}
+    value = json.dumps(envelope, separators=(",", ":"))
+    if len(value) > MAX_TAG_LENGTH:
+        raise ValueError(f"view {name!r} takes {len(value)} characters; MLflow keeps at most {MAX_TAG_LENGTH}")
+    return value
+
+
+def decode_view(value: str) -> tuple[str | None, dict[str, Any], int | None]:
+    """(name, state, createdAt) of a view's tag value, in any of the forms the UI reads."""
+    data = json.loads(_unpacked(value))
+    if isinstance(data, dict) and isinstance(data.get("state"), str):
+        return data.get("name"), json.loads(_unpacked(data["state"])), data.get("createdAt")
+    return None, data, None
+
+
+def _unpacked(text: str) -> str:
+    if not text.startswith(COMPRESSED):
+        return text
+    return zlib.decompress(base64.b64decode(text[len(COMPRESSED):])).decode("utf-8")
+
+
+def write_view(client: Any, experiment_id: str, tags: Mapping[str, str], key: str, name: str,
+               state: Mapping[str, Any]) -> bool:
+    """Keep the view under key as given, `tags` being the experiment's: written when missing or different (True),
+    else left alone (False)."""
+    tag = VIEW_TAG_PREFIX + key
+    stored = tags.get(tag)
+    created = None
+    if stored is not None:
+        try:
+            stored_name, stored_state, created = decode_view(stored)
+        except (ValueError, zlib.error, TypeError):  # not a view the UI could read: written again
+            stored_name, stored_state = None, None
+        if stored_name == name and stored_state == dict(state):
+            return False
+    now = int(time.time() * 1000)
+    client.set_experiment_tag(experiment_id, tag, encode_view(name, state, created or now, now))
+    return True
+
+
+def view_url(base_url: str, experiment_id: str, key: str) -> str:
+    """The URL of a view of an experiment's runs table; it opens the view in a new browser profile too."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{quote(str(experiment_id))}/runs"
+            f"?viewStateShareKey={quote(key)}&workflowType=machine_learning")
 
 
 @dataclass(frozen=True)
@@ -61,6 +166,13 @@ def open_dashboard_experiment(uri: str, experiment: str) -> tuple[Any, str]:
     client, experiment_id = open_experiment(uri, experiment)
     write_views(client, experiment_id)
     return client, experiment_id
+
+
+def prepare_mlflow_experiment(config: Any) -> None:
+    """With log_to_mlflow: create a Config's tracking store and experiment, with the dashboard's views, now (before
+    workers race to create them)."""
+    if config.log_to_mlflow:
+        open_dashboard_experiment(mlflow_tracking_uri(config), config.mlflow_experiment)
 
 
 def serve_hint(db: Path, port: int = DEFAULT_PORT) -> str:

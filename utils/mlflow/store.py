@@ -1,4 +1,5 @@
-"""MLflow tracking stores: checking a tracking URI, opening an experiment, and logging recorded values as a run.
+"""MLflow tracking stores: a run's tracking URI and its checks, quiet clients, experiments, runs found by id or
+tag, started and ended.
 
 mlflow is imported inside the functions that use it: it is slow to import.
 """
@@ -11,13 +12,14 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from utils.output_files import new_file_problems
+from utils.runs.folders import MLFLOW_DB
 
 MLFLOW_ARTIFACTS = "mlartifacts"
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit of a parameter value
@@ -26,7 +28,6 @@ HEALTH_TIMEOUT_S = 5
 NOTE_TAG = "mlflow.note.content"
 RUN_NAME_TAG = "mlflow.runName"
 PARENT_RUN_TAG = "mlflow.parentRunId"  # the UI nests a run under this run (the parent of its group)
-Series = Mapping[str, Sequence[tuple[int, float]]]  # metric name -> (step, value) points
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -87,6 +88,24 @@ def mlflow_uri_problems(uri: str, key: str = "mlflow_tracking_uri") -> list[str]
         problem = _server_problem(uri)
         return [f"{key}: {problem}"] if problem else []
     return [f"{key}: {uri!r} is not a tracking URI this project uses; {valid}"]
+
+
+def mlflow_tracking_uri(config: Any) -> str:
+    """A Config's mlflow_tracking_uri, or (null) the SQLite file <output_path>/mlflow.db as an absolute sqlite:///
+    URI."""
+    if config.mlflow_tracking_uri:
+        return str(config.mlflow_tracking_uri)
+    return f"sqlite:///{Path(config.output_path).resolve() / MLFLOW_DB}"
+
+
+def mlflow_problems(config: Any) -> list[str]:
+    """With log_to_mlflow: the tracking URI's problems and an empty experiment name (checked before training)."""
+    if not config.log_to_mlflow:
+        return []
+    problems = mlflow_uri_problems(mlflow_tracking_uri(config))
+    if not config.mlflow_experiment.strip():
+        problems.append("mlflow_experiment: empty; name the MLflow experiment, e.g. cars")
+    return problems
 
 
 def quiet_mlflow() -> None:
@@ -162,27 +181,6 @@ def run_exists(client: Any, run_id: Any) -> bool:
     except Exception:  # not in this store, or the store unreadable
         return False
     return True
-
-
-def log_recorded_run(client: Any, experiment_id: str, tags: Mapping[str, str], params: Mapping[str, Any],
-                     series: Series, summary: Mapping[str, float], status: str, files: Iterable[Path] = (),
-                     times_ms: tuple[int, int] | None = None) -> str:
-    """Create one MLflow run from recorded values (parameters, per-step series, summary metrics, files, and when
-    given its start and end times, which the UI's Duration shows); its id."""
-    from mlflow.entities import Metric, Param
-
-    start_ms, end_ms = times_ms or (None, None)
-    run_id = client.create_run(experiment_id, start_time=start_ms, tags=dict(tags)).info.run_id
-    stamp = int(time.time() * 1000)
-    params_list = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()]
-    metrics = [Metric(key, value, stamp, step) for key, points in series.items() for step, value in points]
-    last = max((step for points in series.values() for step, _ in points), default=0)
-    metrics += [Metric(key, value, stamp, last) for key, value in summary.items()]
-    log_in_batches(client, run_id, params_list, metrics)
-    for path in files:
-        client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, status, end_time=end_ms)
-    return run_id
 
 
 def start_run(client: Any, experiment_id: str, tags: Mapping[str, str]) -> str:

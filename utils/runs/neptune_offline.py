@@ -1,5 +1,5 @@
-"""Neptune offline runs (the folders neptune-client writes under .neptune/offline/) read and imported into MLflow
-as runs."""
+"""Neptune offline runs: the folders neptune-client writes under .neptune/offline/, found and read safely (their
+import into MLflow: utils.mlflow.mirror)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from utils.checks import is_number
 from utils.output_files import links_problem
-from utils.tracking.mlflow_store import NOTE_TAG, log_recorded_run, tagged_run_exists
-
-NEPTUNE_RUN_TAG = "neptune_offline_run"
 
 
 class NeptuneRunError(ValueError):
@@ -76,21 +72,3 @@ def readable_neptune_runs(run_dirs: Iterable[Path]) -> tuple[list[Path], list[st
         except NeptuneRunError as error:
             problems.append(f"{error} (skipped)")
     return readable, problems
-
-
-def import_neptune_run(client: Any, experiment_id: str, run_dir: Path) -> str | None:
-    """Log one Neptune offline run (parameters, tags, description, per-epoch series, summary numbers) as an MLflow
-    run; None when the store already has it."""
-    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-
-    if tagged_run_exists(client, experiment_id, NEPTUNE_RUN_TAG, run_dir.name):
-        return None
-    values, series = read_neptune_offline(run_dir)
-    params = {key.removeprefix("parameters/").replace("/", "."): value
-              for key, value in values.items() if key.startswith("parameters/")}
-    summary = {key.removeprefix("summary/"): float(value) for key, value in values.items()
-               if key.startswith("summary/") and is_number(value)}
-    metrics = {key.removeprefix("metrics/"): points for key, points in series.items() if key.startswith("metrics/")}
-    tags = {MLFLOW_RUN_NAME: str(values.get("sys/name") or run_dir.name), NEPTUNE_RUN_TAG: run_dir.name,
-            "tags": ", ".join(values.get("sys/tags", [])), NOTE_TAG: str(values.get("sys/description") or "")}
-    return log_recorded_run(client, experiment_id, tags, params, metrics, summary, "FINISHED")
