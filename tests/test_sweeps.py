@@ -410,7 +410,7 @@ def test_only_names_listed_configurations_and_a_folder_of_other_settings_is_refu
     assert f"A: {run_dir} holds a run of other settings" in capsys.readouterr().err
     (run_dir / "config.yml").write_text("dropout: !!python/object/apply:os.system ['true']\n")
     assert sweep.main([str(path), "--only", "A", "--check"]) == 2
-    assert f"A: {run_dir / 'config.yml'}: not readable YAML" in capsys.readouterr().err
+    assert f"A: {run_dir / 'config.yml'}: damaged run record, not readable YAML" in capsys.readouterr().err
     (run_dir / "config.yml").unlink()
     (run_dir / "metrics.csv").symlink_to(tmp_path / "elsewhere.csv")
     assert sweep.main([str(path), "--only", "A", "--check"]) == 2
