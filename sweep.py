@@ -18,8 +18,9 @@ import optuna
 import torch
 
 from sweeps.configurations import load_study, open_study
-from sweeps.launcher import (finish_tracking, folder_conflicts, prepare_tracking, start_workers,
-                             wait_for_workers, worker_environments)
+from sweeps.groups import group_problems, processes_per_trial, study_group_config, worker_environments
+from sweeps.launcher import (Supervision, finish_tracking, folder_conflicts, prepare_tracking, start_workers,
+                             supervise)
 from sweeps.progress import StudyProgress
 from sweeps.report import write_report
 from sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, StorageError, default_storage,
@@ -27,6 +28,7 @@ from sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RE
                             unfinished_runs)
 from sweeps.study_file import Study
 from sweeps.worker import WorkerSettings, run_worker
+from training.process_group import is_rank_zero
 from training.run import RUN_CHECKS
 from utils.config import ConfigError, parse_overrides
 from utils.logger import setup_logging
@@ -101,7 +103,7 @@ def report(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     study = open_study(args.study, parse_overrides(args.overrides), args.config)
-    setup_logging(study.base.loglevel, study.base.logging_dir)
+    setup_logging(study.base.loglevel, study.base.logging_dir, is_rank_zero())  # ranks > 0: warnings only
     return run_worker(study, args.storage, WorkerSettings(args.only, args.heartbeat, args.grace, args.max_retries))
 
 
@@ -116,7 +118,9 @@ def worker_command(args: argparse.Namespace, url: str) -> list[str]:
 
 def launch(args: argparse.Namespace) -> int:
     study = load_study(args.study, parse_overrides(args.overrides), RUN_CHECKS, args.only, args.config,
-                       [sampler_problems, lambda study: folder_conflicts(study, args.only)])
+                       [sampler_problems, lambda study: folder_conflicts(study, args.only),
+                        lambda study: group_problems(study, args.only, args.workers, device_list(args.devices),
+                                                     torch.cuda.device_count())])
     if args.check:
         print(f"{args.study}: every run passed every pre-run check; {check_storage(study, args)}")
         return 0
@@ -127,14 +131,18 @@ def launch(args: argparse.Namespace) -> int:
     print(f"study {study.name} in {url}: {queued} runs queued; starting {args.workers} worker(s)")
     setup_logging(study.base.loglevel, study.base.logging_dir)  # MLflow's notes on creating its store: to the file
     prepare_tracking(study, args.only, optuna_study)
-    environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count())
-    workers = start_workers(worker_command(args, url), environments, Path(study.base.output_path) / study.name)
-    codes = wait_for_workers([process for process, _ in workers], StudyProgress(study, optuna_study, args.only))
+    environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count(),
+                                       processes_per_trial(study_group_config(study)))
+    command = worker_command(args, url)
+    slots = start_workers(command, environments, Path(study.base.output_path) / study.name)
+    watch = Supervision(study, optuna_study, storage, args.only, args.max_retries)
+    codes = supervise(command, slots, watch, StudyProgress(study, optuna_study, args.only))
     left = unfinished_runs(study, optuna_study, args.only)
     finish_tracking(study, optuna_study, left)
-    for (process, log_path), code in zip(workers, codes):
+    for slot, code in zip(slots, codes):
         if code < 0:
-            print(f"worker {process.pid} was ended by signal {-code} (its log: {log_path})", file=sys.stderr)
+            print(f"worker {slot.process.pid} was ended by signal {-code} (its log: {slot.log_path})",
+                  file=sys.stderr)
     if any(code == 130 for code in codes):
         print("stopped; run the same command again to resume the study", file=sys.stderr)
         return 130

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pytorch_lightning.callbacks import Callback
 
 from training.memory import memory_report
+from training.process_group import is_rank_zero, join_process_group, rank_zero_value
 from training.run import RUN_CHECKS, RunStopped, train_run, train_seeds
 from training.trackers import announce_dashboard
 from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError, check_resume_checkpoint
@@ -81,7 +82,7 @@ def train(args: argparse.Namespace, extra_callbacks: Iterable[Callback]) -> int:
         print(f"{args.resume or args.config or 'config.yml'}: every pre-run check passed")
         print(memory_report(config))
         return 0
-    log_file = setup_logging(config.loglevel, config.logging_dir)
+    log_file = setup_logging(config.loglevel, config.logging_dir, is_rank_zero())
     logger.info("logging to %s", log_file)
     if run_dir:
         logger.info("resuming %s from %s", run_dir, checkpoint)
@@ -92,7 +93,8 @@ def train(args: argparse.Namespace, extra_callbacks: Iterable[Callback]) -> int:
             return 2
         announce_dashboard(config)
         return 0
-    seeds = seeds_to_run(config.seed, args.seeds)
+    join_process_group(config)  # torchrun, srun or Lightning's launcher: rank 0 draws a null seed for every rank
+    seeds = rank_zero_value(lambda: seeds_to_run(config.seed, args.seeds))
     if max(seeds) > MAX_SEED:
         print(f"--seeds: seeds {seeds[0]}..{seeds[-1]} go past the largest seed, {MAX_SEED}", file=sys.stderr)
         return 2

@@ -112,8 +112,8 @@ class ClassifierModule(pl.LightningModule):
         if self.trainer.is_last_batch:
             self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
             self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-            for name, lr in group_learning_rates(self.trainer.optimizers[0]).items():
-                self.log(name, lr, on_step=False, on_epoch=True)
+            for name, lr in group_learning_rates(self.trainer.optimizers[0]).items():  # equal on every rank: their
+                self.log(name, lr, on_step=False, on_epoch=True, sync_dist=True)  # mean, without Lightning's warning
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -4,20 +4,25 @@ process per worker on its own GPU or CPU threads, and waiting for them."""
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
 
+from sweeps.claims import waiting_trials
 from sweeps.configurations import run_configs
+from sweeps.groups import launch_environment
 from sweeps.progress import StudyProgress
 from sweeps.report import study_records
+from sweeps.storage import fail_lost_trials
 from sweeps.study_file import Study, StudyRun
 from sweeps.tracking import close_study_runs, open_study_runs
 from sweeps.worker import folder_conflict, run_folder
@@ -61,39 +66,42 @@ def finish_tracking(study: Study, optuna_study: optuna.Study, unfinished: Sequen
     close_study_runs(study, optuna_study, study_records(optuna_study), "interrupted" if unfinished else "finished")
 
 
-def worker_environments(workers: int, devices: Sequence[str] | None, gpus_visible: int) -> list[dict[str, str]]:
-    """Per-worker environment: its own GPU (round robin over devices, or over the visible GPUs), else the CPU."""
-    if devices is None:
-        devices = [str(index) for index in range(gpus_visible)] or ["cpu"]
-    environments = []
-    for index in range(workers):
-        device = devices[index % len(devices)]
-        if device == "cpu":
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            environments.append({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)})
-        else:
-            environments.append({"CUDA_VISIBLE_DEVICES": device})
-    return environments
+@dataclass
+class WorkerSlot:
+    """One worker's place on this machine: its number, environment (devices, threads), log file and process."""
+
+    number: int
+    environment: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    def restartable(self) -> bool:
+        """Whether a worker may start again here: the last one left with no work (0) or was killed (a signal)."""
+        return self.process is not None and self.process.poll() is not None and self.process.returncode <= 0
+
+
+def start_worker(command: Sequence[str], slot: WorkerSlot) -> None:
+    """Start a worker process in its slot, its output appended to the slot's log file."""
+    with slot.log_path.open("a", encoding="utf-8") as log:
+        log.write(f"\n==== {datetime.now():%Y-%m-%d %H:%M:%S} worker {slot.number}: {' '.join(command)}\n")
+        log.flush()
+        slot.process = subprocess.Popen(list(command), env=launch_environment(slot.environment), stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    gpu = slot.environment.get("CUDA_VISIBLE_DEVICES")
+    device = f"GPU {gpu}" if gpu else f"CPU, {slot.environment.get('OMP_NUM_THREADS')} threads"
+    print(f"worker {slot.number} (pid {slot.process.pid}, {device}): log in {slot.log_path}", flush=True)
 
 
 def start_workers(command: Sequence[str], environments: Sequence[Mapping[str, str]],
-                  log_folder: Path) -> list[tuple[subprocess.Popen, Path]]:
+                  log_folder: Path) -> list[WorkerSlot]:
     """Start one worker process per environment, each writing its output to its own log file in log_folder
     (worker-<host>-<n>.log, appended: machines sharing the study folder do not write to each other's)."""
     log_folder.mkdir(parents=True, exist_ok=True)
-    workers = []
-    for index, environment in enumerate(environments, start=1):
-        log_path = log_folder / f"worker-{socket.gethostname()}-{index}.log"
-        with log_path.open("a", encoding="utf-8") as log:
-            log.write(f"\n==== {datetime.now():%Y-%m-%d %H:%M:%S} worker {index}: {' '.join(command)}\n")
-            log.flush()
-            process = subprocess.Popen(list(command), env={**os.environ, **environment}, stdout=log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        workers.append((process, log_path))
-        gpu = environment.get("CUDA_VISIBLE_DEVICES")
-        device = f"GPU {gpu}" if gpu else f"CPU, {environment.get('OMP_NUM_THREADS')} threads"
-        print(f"worker {index} (pid {process.pid}, {device}): log in {log_path}", flush=True)
-    return workers
+    slots = [WorkerSlot(number, dict(environment), log_folder / f"worker-{socket.gethostname()}-{number}.log")
+             for number, environment in enumerate(environments, start=1)]
+    for slot in slots:
+        start_worker(command, slot)
+    return slots
 
 
 def _updated(progress: StudyProgress | None) -> StudyProgress | None:
@@ -108,16 +116,60 @@ def _updated(progress: StudyProgress | None) -> StudyProgress | None:
     return progress
 
 
-def wait_for_workers(processes: Sequence[subprocess.Popen], progress: StudyProgress | None = None) -> list[int]:
-    """Wait for every worker, updating the progress each second; on Ctrl-C (which the workers get too) wait for
-    their graceful stop."""
-    while any(process.poll() is None for process in processes):
+@dataclass
+class Supervision:
+    """What the launcher watches besides its workers: the study in its storage, to take lost runs back."""
+
+    study: Study
+    optuna_study: optuna.Study
+    storage: RDBStorage
+    only: Sequence[str]
+    max_retries: int
+
+
+def _study_live(watch: Supervision) -> bool:
+    """Whether a run of the study (of --only) still waits or runs, on this machine or another."""
+    states = (TrialState.WAITING, TrialState.RUNNING)
+    return any(not watch.only or trial.user_attrs.get("config") in watch.only
+               for trial in watch.optuna_study.get_trials(deepcopy=False, states=states))
+
+
+def _restart_for_lost_runs(command: Sequence[str], slots: Sequence[WorkerSlot], watch: Supervision) -> None:
+    """Find runs whose worker died (here or on another machine) and queue them again; for each waiting run that no
+    worker of this machine is about to claim (started, not yet training), start a worker again in a free slot."""
+    fail_lost_trials(watch.optuna_study, watch.storage, watch.max_retries)
+    waiting = len(waiting_trials(watch.optuna_study, watch.only))
+    if not waiting:
+        return
+    training = {trial.user_attrs.get("worker")
+                for trial in watch.optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    starting = [slot for slot in slots if slot.process.poll() is None
+                and f"{socket.gethostname()}:{slot.process.pid}" not in training]
+    for slot in [slot for slot in slots if slot.restartable()][:max(0, waiting - len(starting))]:
+        start_worker(command, slot)
+
+
+def supervise(command: Sequence[str], slots: Sequence[WorkerSlot], watch: Supervision,
+              progress: StudyProgress | None = None) -> list[int]:
+    """Watch the workers until no run of the study waits or runs, updating the progress each second. A worker
+    with nothing to claim leaves at once (its devices free); when a run is lost later, a worker starts again to take
+    it back. On Ctrl-C (which the workers get too) wait for their graceful stop."""
+    stopping = False
+    while True:
         try:
             progress = _updated(progress)
+            idle = all(slot.process.poll() is not None for slot in slots)
+            if not stopping:
+                _restart_for_lost_runs(command, slots, watch)
+                idle = idle and all(slot.process.poll() is not None for slot in slots)
+            if idle and (stopping or not _study_live(watch)
+                         or any(slot.process.returncode > 0 for slot in slots)):
+                break
             time.sleep(POLL_S)
         except KeyboardInterrupt:
+            stopping = True
             print("stopping: the workers finish their current step and hand their trials back", file=sys.stderr)
     progress = _updated(progress)
     if progress is not None:
         progress.close()
-    return [process.returncode for process in processes]
+    return [slot.process.returncode for slot in slots]

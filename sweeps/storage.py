@@ -147,7 +147,9 @@ def trials_by_run(optuna_study: optuna.Study) -> dict[StudyRun, list[FrozenTrial
 def fail_lost_trials(optuna_study: optuna.Study, storage: RDBStorage, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
     """Fail each trial whose worker stopped its heartbeat (killed, out of memory, preempted), with why in its
     attributes, and queue its run again, at most max_retries times; past that the run stays failed, the reason its
-    error. (Optuna's fail_stale_trials fails the trial first, after which it takes no attribute.)"""
+    error. (Optuna's fail_stale_trials fails the trial first, after which it takes no attribute; its private
+    _get_stale_trial_ids, which fail_stale_trials calls too, is used for the pinned optuna 5.0.0: a test checks the
+    pin and the call, so that an upgrade fails loudly.)"""
     for trial_id in storage._get_stale_trial_ids(optuna_study._study_id):
         trial = storage.get_trial(trial_id)
         losses = int(trial.user_attrs.get(LOSSES, 0)) + 1

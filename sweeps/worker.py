@@ -12,30 +12,30 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
-import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytorch_lightning as pl
-import yaml
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from pytorch_lightning.callbacks import Callback
 
+from sweeps.claims import claim_trial, duplicate_of, suggest
 from sweeps.configurations import run_config
-from sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, LIVE, fail_lost_trials,
-                            make_pruner, make_sampler, open_storage, queue_again, run_of, trials_by_run)
+from sweeps.groups import study_group_config
+from sweeps.lifecycle import Heartbeat, stop_with_parent
+from sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, fail_lost_trials, make_pruner,
+                            make_sampler, open_storage, queue_again, run_of)
 from sweeps.study_file import Study, StudyRun
 from sweeps.tracking import parent_run_id, study_run_name
+from training.process_group import is_rank_zero, join_process_group, rank_zero_value
 from training.run import RunLabels, train_run
 from utils.checkpoint_safety import CheckpointError, check_resume_checkpoint
 from utils.config import Config, config_for_records
-from utils.config.loading import training_settings, yaml_inline
+from utils.config.loading import training_settings
 from utils.mlflow.mirror import mirror_run_folder
 from utils.output_files import FileWriteError
 from utils.runs.folders import LAST_CHECKPOINT
@@ -45,9 +45,6 @@ from utils.runs.records import (CONFIG, RunRecordError, read_metrics, read_recor
 logger = logging.getLogger(__name__)
 
 DONE_STATES = ("finished", "pruned")  # run-folder states (summary.json) of a run that needs no more training
-
-
-IDLE_POLL_S = 1.0  # how often an idle worker looks for work (or the study's end) while others train
 
 
 @dataclass
@@ -60,104 +57,6 @@ class WorkerSettings:
     max_retries: int = DEFAULT_MAX_RETRIES
 
 
-def _suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Each search key's value for this trial (categorical choices travel as their YAML text)."""
-    values = {}
-    for key, spec in space.items():
-        if spec["type"] == "categorical":
-            texts = [yaml_inline(choice) for choice in spec["choices"]]
-            values[key] = yaml.safe_load(trial.suggest_categorical(key, texts))
-        elif spec["type"] == "float":
-            values[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False),
-                                              step=spec.get("step"))
-        else:
-            values[key] = trial.suggest_int(key, spec["low"], spec["high"], log=spec.get("log", False),
-                                            step=spec.get("step", 1))
-    return values
-
-
-def _sample_configuration(study: Study, optuna_study: optuna.Study, storage: RDBStorage,
-                          study_id: int) -> optuna.Trial:
-    """A new search configuration (its first seed); its other seeds are queued with the same values."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna's note that heartbeats are meant for Study.optimize
-        trial = optuna_study.ask()
-    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
-    if run_of(trial) is not None:  # a trial queued meanwhile was handed out instead
-        return trial
-    values = _suggest(trial, study.space)
-    attrs = {"config": f"T-{trial.number:03d}", "description": ", ".join(f"{k}={v}" for k, v in values.items())}
-    for name, value in {**attrs, "seed": study.seeds[0]}.items():
-        trial.set_user_attr(name, value)
-    for seed in study.seeds[1:]:
-        optuna_study.enqueue_trial(trial.params, user_attrs={**attrs, "seed": seed})
-    return trial
-
-
-def _configurations_started(optuna_study: optuna.Study) -> int:
-    return len({study_run.config_id for study_run in trials_by_run(optuna_study)})
-
-
-def claim_trial(study: Study, optuna_study: optuna.Study, storage: RDBStorage,
-                only: Iterable[str] = ()) -> optuna.Trial | None:
-    """Take a waiting trial (only one worker can move it to RUNNING), else sample a new search configuration."""
-    only = list(only)
-    study_id = storage.get_study_id_from_name(study.name)
-    for frozen in optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if only and frozen.user_attrs.get("config") not in only:
-            continue
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-        storage.record_heartbeat(trial_id)  # before the claim: Optuna never counts a RUNNING trial with no beat lost
-        try:
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(optuna_study, trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    if study.kind == "search" and _configurations_started(optuna_study) < study.trials:
-        return _sample_configuration(study, optuna_study, storage, study_id)
-    return None
-
-
-def duplicate_of(optuna_study: optuna.Study, trial: optuna.Trial) -> int | None:
-    """The number of an earlier live trial of the same run (queued twice by two launches at once), else None."""
-    study_run = run_of(trial)
-    numbers = [other.number for other in optuna_study.get_trials(deepcopy=False, states=LIVE)
-               if run_of(other) == study_run and "duplicate_of" not in other.user_attrs]
-    first = min(numbers, default=trial.number)
-    return first if first < trial.number else None
-
-
-def work_left(study: Study, optuna_study: optuna.Study, only: Iterable[str] = ()) -> bool:
-    """Whether any trial waits or runs (a killed worker's too, until it is queued again), or search trials remain."""
-    only = list(only)
-    for trial in optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
-        if not only or trial.user_attrs.get("config") in only:
-            return True
-    return study.kind == "search" and _configurations_started(optuna_study) < study.trials
-
-
-class Heartbeat:
-    """Records the trial's heartbeat every interval seconds in a thread while the trial trains."""
-
-    def __init__(self, storage: RDBStorage, trial_id: int, interval_s: float):
-        self.storage, self.trial_id, self.interval_s = storage, trial_id, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.storage.record_heartbeat(self.trial_id)
-
-    def __enter__(self) -> "Heartbeat":
-        self.storage.record_heartbeat(self.trial_id)  # before any work, not when the thread first runs
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 class TrialCallback(Callback):
     """Reports the objective's per-epoch metric to Optuna and stops the run when the pruner says so.
 
@@ -166,8 +65,8 @@ class TrialCallback(Callback):
     this one stops after the epoch, so the run ends with its records and checkpoints and is then marked pruned.
     """
 
-    def __init__(self, trial: optuna.Trial, metric: str, claimed_at: float):
-        self.trial = trial
+    def __init__(self, trial: optuna.Trial | None, metric: str, claimed_at: float):
+        self.trial = trial  # None on the ranks above 0 of a worker group: rank 0 reports, and all stop together
         self.metric = "valid_acc" if metric == "best_valid_acc" else metric
         self.claimed_at = claimed_at
         self.pruned_epoch: int | None = None
@@ -175,7 +74,7 @@ class TrialCallback(Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if not self._started:
+        if not self._started and self.trial is not None:
             self._started = True
             self.trial.set_user_attr("startup_s", round(time.perf_counter() - self.claimed_at, 3))
 
@@ -184,8 +83,11 @@ class TrialCallback(Callback):
         if trainer.sanity_checking or value is None:
             return
         epoch = trainer.current_epoch + 1
-        self.trial.report(float(value), step=epoch)
-        if self.trial.should_prune():
+        prune = False
+        if self.trial is not None:
+            self.trial.report(float(value), step=epoch)
+            prune = self.trial.should_prune()
+        if trainer.strategy.broadcast(prune, src=0):  # every rank of the trial stops after the same epoch
             self.pruned_epoch = epoch
             trainer.should_stop = True
 
@@ -217,31 +119,30 @@ def folder_conflict(run_dir: Path, config: Config) -> str | None:
             "move that folder away or give the study another name")
 
 
-def train_study_run(config: Config, run_dir: Path, callbacks: Iterable[Callback],
-                    labels: RunLabels = RunLabels()) -> dict[str, Any]:
-    """Train a study run in its folder: from its last.ckpt when an earlier attempt left one (loaded weights_only,
-    checked first); nothing when it is done."""
+def resume_point(config: Config, run_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """Where a study run starts: (its last.ckpt when an earlier attempt left one, loaded weights_only and checked
+    first, else None; its summary when it is done already, else None). Raises when its folder holds another run."""
     if run_dir.is_dir():
         refuse_links_leaving(run_dir)
     summary = read_summary(run_dir)
     if summary.get("state") in DONE_STATES:
         logger.info("%s is already %s: nothing to train", run_dir, summary["state"])
-        return summary
+        return None, summary
     conflict = folder_conflict(run_dir, config)
     if conflict:
         raise RunRecordError(conflict)
     checkpoint = run_dir / LAST_CHECKPOINT
     run_dir.mkdir(parents=True, exist_ok=True)
-    if checkpoint.is_file():
-        try:
-            check_resume_checkpoint(checkpoint, run_dir)
-        except CheckpointError as error:
-            raise CheckpointError(f"{error}. sweep.py has no such option: continue that run with train.py --resume "
-                                  f"{run_dir} (and the option), or move {checkpoint.name} away to train the run "
-                                  "afresh") from None
-        logger.info("resuming %s from %s", run_dir, checkpoint)
-        return train_run(config, run_dir, checkpoint, callbacks, labels, progress_bar=False)
-    return train_run(config, run_dir, None, callbacks, labels, progress_bar=False)
+    if not checkpoint.is_file():
+        return None, None
+    try:
+        check_resume_checkpoint(checkpoint, run_dir)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}. sweep.py has no such option: continue that run with train.py --resume "
+                              f"{run_dir} (and the option), or move {checkpoint.name} away to train the run "
+                              "afresh") from None
+    logger.info("resuming %s from %s", run_dir, checkpoint)
+    return checkpoint, None
 
 
 def mark_pruned(run_dir: Path, summary: dict[str, Any], epoch: int) -> dict[str, Any]:
@@ -265,18 +166,11 @@ def objective_value(summary: Mapping[str, Any], run_dir: Path, metric: str, dire
 def trial_config(study: Study, trial: optuna.Trial) -> Config:
     """The trial's Config, tagged with the study name and the configuration's id."""
     study_run = run_of(trial)
-    overrides = _suggest(trial, study.space) if study.kind == "search" else study.configuration(
+    overrides = suggest(trial, study.space) if study.kind == "search" else study.configuration(
         study_run.config_id).overrides
     config = run_config(study, overrides, study_run.seed)
     return replace(config, tags=[*config.tags, f"study:{study.name}", f"trial:{study_run.config_id}"],
                    description=trial.user_attrs.get("description") or config.description)
-
-
-def hand_back(optuna_study: optuna.Study, storage: RDBStorage, trial_id: int) -> None:
-    """Give an interrupted trial back: failed, and queued again for the next free worker."""
-    storage.set_trial_user_attr(trial_id, "interrupted", True)
-    storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-    queue_again(optuna_study, storage.get_trial(trial_id))
 
 
 def _finish(optuna_study: optuna.Study, trial: optuna.Trial, study: Study, config: Config, run_dir: Path,
@@ -295,59 +189,135 @@ def _finish(optuna_study: optuna.Study, trial: optuna.Trial, study: Study, confi
     optuna_study.tell(trial, value)
 
 
-def run_trial(study: Study, optuna_study: optuna.Study, storage: RDBStorage, trial: optuna.Trial,
-              settings: WorkerSettings) -> None:
-    """Train a claimed trial's run and tell Optuna the result; Ctrl-C hands the trial back and stops."""
-    claimed_at = time.perf_counter()
-    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.name),
-                                                               trial.number)
-    try:
-        with Heartbeat(storage, trial_id, settings.heartbeat_s):
-            config = trial_config(study, trial)
-            run_dir = run_folder(study, config, run_of(trial))
+@dataclass
+class TrialJob:
+    """A claimed trial as every rank of the worker trains it: rank 0 prepares it, the other ranks are handed it."""
+
+    number: int
+    config: Config
+    run_dir: Path
+    checkpoint: Path | None
+    labels: RunLabels
+
+
+class Claims:
+    """Rank 0's side of a worker: the study's storage, the trial it claimed and that trial's heartbeat."""
+
+    def __init__(self, study: Study, storage_url: str, settings: WorkerSettings):
+        self.study, self.settings = study, settings
+        self.storage = open_storage(storage_url, settings.heartbeat_s, settings.grace_s)
+        self.optuna_study = optuna.load_study(study_name=study.name, storage=self.storage,
+                                              sampler=make_sampler(study), pruner=make_pruner(study))
+        self.trial: optuna.Trial | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.claimed_at = 0.0
+
+    def trial_id(self, trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+        study_id = self.storage.get_study_id_from_name(self.study.name)
+        return self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+
+    def next_job(self) -> TrialJob | None:
+        """The next trial to train, claimed and prepared (its heartbeat beating); None when nothing is left to
+        claim: the worker leaves (the launcher starts one again if a lost run is queued later)."""
+        while True:
+            fail_lost_trials(self.optuna_study, self.storage, self.settings.max_retries)
+            trial = claim_trial(self.study, self.optuna_study, self.storage, self.settings.only)
+            if trial is None:
+                logger.info("no run of study %s is waiting: worker %d stops", self.study.name, os.getpid())
+                return None
+            earlier = duplicate_of(self.optuna_study, trial)
+            if earlier is not None:
+                trial.set_user_attr("duplicate_of", earlier)
+                self.optuna_study.tell(trial, state=TrialState.FAIL)
+                continue
+            job = self._prepare(trial)
+            if job is not None:
+                return job
+
+    def _prepare(self, trial: optuna.Trial) -> TrialJob | None:
+        """The claimed trial's job, its heartbeat started; None when there is nothing to train (done already, or
+        its folder refused: the trial is told so)."""
+        self.trial, self.claimed_at = trial, time.perf_counter()
+        self.heartbeat = Heartbeat(self.storage, self.trial_id(trial), self.settings.heartbeat_s).start()
+        try:
+            config = trial_config(self.study, trial)
+            study_run = run_of(trial)
+            run_dir = run_folder(self.study, config, study_run)
             trial.set_user_attr("run_dir", str(run_dir.resolve()))
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            logger.info("trial %d: %s (%s) in %s", trial.number, run_of(trial).key,
-                        trial.user_attrs.get("description"), run_dir)
-            callback = TrialCallback(trial, study.metric, claimed_at)
-            trial.set_user_attr("sweep_s", round(time.perf_counter() - claimed_at, 3))
-            labels = RunLabels(study_run_name(study, run_of(trial), trial.user_attrs.get("description")),
-                               parent_run_id=parent_run_id(optuna_study, config))
-            summary = train_study_run(config, run_dir, [callback], labels)
-            _finish(optuna_study, trial, study, config, run_dir, summary, callback.pruned_epoch)
+            logger.info("trial %d: %s (%s) in %s", trial.number, study_run.key, trial.user_attrs.get("description"),
+                        run_dir)
+            trial.set_user_attr("sweep_s", round(time.perf_counter() - self.claimed_at, 3))
+            labels = RunLabels(study_run_name(self.study, study_run, trial.user_attrs.get("description")),
+                               parent_run_id=parent_run_id(self.optuna_study, config))
+            checkpoint, done = resume_point(config, run_dir)
+            if done is None:
+                return TrialJob(trial.number, config, run_dir, checkpoint, labels)
+            self.finish(config, run_dir, done, None)
+        except Exception as error:
+            self.fail(error)
+        return None
+
+    def finish(self, config: Config, run_dir: Path, summary: dict[str, Any], pruned_epoch: int | None) -> None:
+        """Tell Optuna the trained trial's result and stop its heartbeat."""
+        try:
+            _finish(self.optuna_study, self.trial, self.study, config, run_dir, summary, pruned_epoch)
+        finally:
+            self.heartbeat.stop()
+
+    def fail(self, error: Exception) -> None:
+        """A trial that failed: its error recorded, the trial failed (the worker goes on: the next may be fine)."""
+        self.heartbeat.stop()
+        if isinstance(error, (RunRecordError, CheckpointError, FileWriteError)):  # its message says it all
+            logger.error("trial %d failed: %s", self.trial.number, error)
+        else:
+            logger.error("trial %d failed", self.trial.number, exc_info=error)
+        self.storage.set_trial_user_attr(self.trial_id(self.trial), "error", f"{type(error).__name__}: {error}")
+        self.optuna_study.tell(self.trial, state=TrialState.FAIL, skip_if_finished=True)
+
+    def hand_back(self) -> None:
+        """Give an interrupted trial back (Ctrl-C): failed, and queued again for the next free worker."""
+        self.heartbeat.stop()
+        trial_id = self.trial_id(self.trial)
+        self.storage.set_trial_user_attr(trial_id, "interrupted", True)
+        self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        queue_again(self.optuna_study, self.storage.get_trial(trial_id))
+
+
+def train_job(job: TrialJob, claims: Claims | None, metric: str) -> None:
+    """Every rank: train the job's run; rank 0 (with the claims) tells Optuna the result."""
+    callback = TrialCallback(claims.trial if claims else None, metric, claims.claimed_at if claims else 0.0)
+    try:
+        summary = train_run(job.config, job.run_dir, job.checkpoint, [callback], job.labels, progress_bar=False)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit after its graceful stop
-        hand_back(optuna_study, storage, trial_id)
+        if claims:
+            claims.hand_back()
         raise KeyboardInterrupt from None
     except Exception as error:  # a failed run must not stop the worker: the next run may be fine
-        if isinstance(error, (RunRecordError, CheckpointError, FileWriteError)):  # its message says it all
-            logger.error("trial %d failed: %s", trial.number, error)
+        if claims:
+            claims.fail(error)
         else:
-            logger.exception("trial %d failed", trial.number)
-        storage.set_trial_user_attr(trial_id, "error", f"{type(error).__name__}: {error}")
-        optuna_study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            logger.error("trial %d failed on this rank", job.number, exc_info=error)
+        return
+    if claims:
+        claims.finish(job.config, job.run_dir, summary, callback.pruned_epoch)
 
 
 def run_worker(study: Study, storage_url: str, settings: WorkerSettings) -> int:
-    """Claim and train trials until none is left; return 0, or 130 after Ctrl-C."""
-    storage = open_storage(storage_url, settings.heartbeat_s, settings.grace_s)
-    optuna_study = optuna.load_study(study_name=study.name, storage=storage, sampler=make_sampler(study),
-                                     pruner=make_pruner(study))
+    """Claim and train trials until none is left to claim; return 0, or 130 after Ctrl-C.
+
+    A worker of trials on several devices is a group of processes (sweeps.groups): this process joins its
+    group first; rank 0 alone opens the storage and claims, and hands each trial to every rank.
+    """
+    stop_with_parent()
+    join_process_group(study_group_config(study))
+    claims = Claims(study, storage_url, settings) if is_rank_zero() else None
     try:
         while True:
-            fail_lost_trials(optuna_study, storage, settings.max_retries)
-            trial = claim_trial(study, optuna_study, storage, settings.only)
-            if trial is None:
-                if not work_left(study, optuna_study, settings.only):
-                    logger.info("no run of study %s is waiting or running: worker %d stops", study.name, os.getpid())
-                    return 0
-                time.sleep(IDLE_POLL_S)  # the study is done as soon as its last trial is
-                continue
-            earlier = duplicate_of(optuna_study, trial)
-            if earlier is not None:
-                trial.set_user_attr("duplicate_of", earlier)
-                optuna_study.tell(trial, state=TrialState.FAIL)
-                continue
-            run_trial(study, optuna_study, storage, trial, settings)
+            job = rank_zero_value(claims.next_job if claims else lambda: None)
+            if job is None:
+                return 0
+            train_job(job, claims, study.metric)
     except KeyboardInterrupt:
         logger.warning("worker %d stopped by Ctrl-C; its trial, if any, is queued again", os.getpid())
         return 130

@@ -88,3 +88,35 @@ def remove_logging_after_each_test():
 
     remove_logging()
     logging.getLogger().setLevel(level)
+
+
+# ---- servers ----
+
+
+@_data_pytest.fixture
+def postgres_url():
+    """A PostgreSQL server on 127.0.0.1 from the pgserver wheel: initialised by pgserver, restarted on a TCP port.
+    Its data lives outside pytest's folders (/tmp/pytest-of-<user> is private, and as root the server runs as its
+    own user, who must reach its data folder)."""
+    import atexit
+    import shutil
+    import socket
+    import tempfile
+    from pathlib import Path
+
+    import pgserver
+
+    folder = Path(tempfile.mkdtemp(prefix="cars-postgres-"))
+    folder.chmod(0o755)
+    data = folder / "pgdata"
+    server = pgserver.get_server(data, cleanup_mode=None)
+    user = server.system_user  # postgres refuses to run as root: pgserver runs it as its own user then
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pgserver.pg_ctl(["-w", "-m", "fast", "-o", f"-h 127.0.0.1 -p {port} -k {data}", "-l", str(data / "log"),
+                     "restart"], pgdata=data, user=user, timeout=60)
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=user, timeout=60)
+    atexit.unregister(server._cleanup)  # stopped above; its exit hook would log to pytest's closed streams
+    shutil.rmtree(folder, ignore_errors=True)

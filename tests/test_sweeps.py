@@ -3,7 +3,6 @@ a worker killed with SIGKILL, Ctrl-C, pruning, the report and the thesis's study
 
 from __future__ import annotations
 
-import atexit
 import csv
 import io
 import json
@@ -25,14 +24,15 @@ from optuna.trial import TrialState
 
 import sweep
 from sweeps.configurations import load_study, open_study, run_config
-from sweeps.launcher import prepare_tracking, worker_environments
+from sweeps.groups import worker_environments
+from sweeps.launcher import prepare_tracking
 from sweeps.progress import StudyProgress
 from sweeps.storage import fail_lost_trials, open_optuna_study, open_storage, queue_runs, run_of
+from sweeps.claims import claim_trial
 from sweeps.study_file import read_study
-from sweeps.thesis_study import thesis_study
-from sweeps.worker import claim_trial
-from utils.runs.records import read_metrics
 from utils.runs.thesis import load_thesis_runs, thesis_config
+from sweeps.thesis_study import thesis_study
+from utils.runs.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -156,28 +156,6 @@ def test_two_workers_on_sqlite_train_each_configuration_once_per_seed_and_report
         assert float(rows[config]["valid_acc_max_std"]) == pytest.approx(statistics.stdev(best))
         assert rows[config]["state"] == "finished" and rows[config]["seeds"] == "2"
     assert "learning rate 0.003" in output and "±" in output
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def postgres_url(tmp_path):
-    """A PostgreSQL server on 127.0.0.1 from the pgserver wheel: initialised by pgserver, restarted on a TCP port."""
-    import pgserver
-
-    data = tmp_path / "pgdata"
-    server = pgserver.get_server(data, cleanup_mode=None)
-    user = server.system_user  # postgres refuses to run as root: pgserver runs it as its own user then
-    port = free_port()
-    pgserver.pg_ctl(["-w", "-m", "fast", "-o", f"-h 127.0.0.1 -p {port} -k {data}", "-l", str(data / "log"),
-                     "restart"], pgdata=data, user=user, timeout=60)
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=user, timeout=60)
-    atexit.unregister(server._cleanup)  # stopped above; its exit hook would log to pytest's closed streams
 
 
 def test_two_workers_share_a_grid_study_on_a_postgresql_server(prepared, tmp_path, postgres_url):
@@ -491,3 +469,25 @@ def test_a_worker_killed_right_after_claiming_a_trial_is_noticed(prepared, tmp_p
     time.sleep(2.5)
     fail_lost_trials(optuna_study, storage, max_retries=1)
     assert [trial.state for trial in optuna_study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_lost_run_is_taken_back_before_new_ones_and_the_private_optuna_call_still_finds_it(prepared, tmp_path):
+    """Stale trials are found by RDBStorage._get_stale_trial_ids (Optuna's own fail_stale_trials calls it; it has
+    no public equivalent that lets the trial be given its reason before it fails). Optuna is pinned in
+    prod_requirements.txt; an upgrade that changes the call fails here first."""
+    pinned = next(line.split("==")[1].strip() for line in (ROOT / "prod_requirements.txt").read_text().splitlines()
+                  if line.startswith("optuna=="))
+    assert optuna.__version__ == pinned, f"optuna {optuna.__version__} is not the pinned {pinned}: recheck " \
+                                         "sweeps/storage.py's use of RDBStorage._get_stale_trial_ids"
+    study = open_study(write_study(tmp_path, prepared, {"runs": [{"id": "A"}, {"id": "B"}, {"id": "C"}]}))
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=1, grace_s=1)
+    optuna_study = open_optuna_study(study, storage)
+    queue_runs(study, optuna_study)
+    first = claim_trial(study, optuna_study, storage)
+    assert run_of(first).config_id == "A" and storage._get_stale_trial_ids(optuna_study._study_id) == []
+    time.sleep(2.5)  # its worker died: no heartbeat for longer than the grace period
+    assert storage._get_stale_trial_ids(optuna_study._study_id) == [first._trial_id]
+    fail_lost_trials(optuna_study, storage)
+    retry = claim_trial(study, optuna_study, storage)
+    assert run_of(retry).config_id == "A" and retry.number == 3  # the retry, queued after B and C, goes first
+    assert run_of(claim_trial(study, optuna_study, storage)).config_id == "B"

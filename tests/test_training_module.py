@@ -168,8 +168,7 @@ def test_early_stopping_patience_rule():
     assert early_stopping_patience(Config(**{"lr_scheduler": None, "early_stopping_patience": 4})) == 4
 
 
-def test_run_folders_are_never_reused(tmp_path, monkeypatch):
-    monkeypatch.delenv("CARS_RUN_PLAN", raising=False)
+def test_run_folders_are_never_reused(tmp_path):
     (tmp_path / "ghost_20260101-000000").mkdir()
     assert unused_path(tmp_path / "ghost_20260101-000000").name == "ghost_20260101-000000_2"
     from datetime import datetime
@@ -180,7 +179,7 @@ def test_run_folders_are_never_reused(tmp_path, monkeypatch):
         resume_target(tmp_path / "ghost_20260101-000000")
 
 
-def test_concurrent_plans_never_share_a_folder_and_empty_ones_are_released(tmp_path, monkeypatch):
+def test_concurrent_plans_never_share_a_folder_and_empty_ones_are_released(tmp_path):
     from datetime import datetime
 
     from utils.runs.folders import release_unused
@@ -188,7 +187,6 @@ def test_concurrent_plans_never_share_a_folder_and_empty_ones_are_released(tmp_p
     same_second = datetime(2026, 1, 1)
     plans = []
     for _ in range(2):  # two train.py processes starting in the same second
-        monkeypatch.delenv("CARS_RUN_PLAN", raising=False)
         plans.append(plan_runs(tmp_path, "ghost", [42], same_second))
     folders = [Path(plan[0]["run_dir"]) for plan in plans]
     assert folders[0] != folders[1] and all(folder.is_dir() for folder in folders)

@@ -221,7 +221,6 @@ def test_two_process_cpu_ddp_run_completes(prepared, tmp_path):
     args = base_args(prepared, tmp_path, epochs=1, mlflow=True) + [
         "--set", "strategy=ddp", "--set", "devices=2", "--set", "accelerator=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    env.pop("CARS_RUN_PLAN", None)
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]

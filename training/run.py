@@ -30,6 +30,7 @@ from models.arch_dict import build_network, weights_normalization
 from models.classifier_module import ClassifierModule
 from models.sizes import count_multiply_adds, count_parameters
 from training.memory import memory_problems
+from training.process_group import is_rank_zero, join_process_group, rank_zero_value
 from training.recorder import RunRecorder, write_run_config
 from training.trackers import RunTrackers, make_loggers
 from training.trainer import (checkpoint_callbacks, git_commit, runtime_name, trainer_kwargs, trainer_problems,
@@ -177,7 +178,8 @@ def train_run(config: Config, run_dir: Path, checkpoint: Path | None = None, cal
     """Train one run in run_dir (from checkpoint when given) with its records, checkpoints and trackers; return
     its summary (summary.json's content)."""
     run_dir = Path(run_dir)
-    if pl.utilities.rank_zero_only.rank == 0:
+    join_process_group(config)
+    if is_rank_zero():
         announce_run_folder(run_dir)
     config = with_weights_normalization(config)  # config.yml records the values used
     parts = build_run(config, run_dir, labels)
@@ -218,6 +220,8 @@ def fit_run(config: Config, parts: RunParts, run_dir: Path, checkpoint: Path | N
         if trainer.is_global_zero:
             trackers.mirror()
     summary = recorder.summary
+    if not trainer.is_global_zero:  # its recorder saw only its own part: rank 0 reports the run
+        return summary
     best = summary.get("best_valid_acc") or {}
     logger.info("run %s after %s epochs (%s): best valid_acc %.4f at epoch %s; records in %s",
                 summary.get("state"), summary.get("epochs_run"), summary.get("stop_reason"),
@@ -240,7 +244,7 @@ def seed_group_run(config: Config, plan: list[dict[str, Any]], started: datetime
                    seed_group: str | None) -> Iterator[str | None]:
     """The MLflow parent run of a --seeds group (log_to_mlflow, rank zero): its runs are nested under it, and it
     ends with the group's row of the run table (settings, results as means over seeds), however the group ends."""
-    if seed_group is None or pl.utilities.rank_zero_only.rank != 0:
+    if seed_group is None or not is_rank_zero():
         yield None
         return
     name = train_run_name(config.architecture, started, [entry["seed"] for entry in plan])
@@ -257,12 +261,16 @@ def seed_group_run(config: Config, plan: list[dict[str, Any]], started: datetime
                         mlflow_values(row, "tags"))
 
 
+def _plan_seed_runs(config: Config, seeds: list[int]) -> tuple[datetime, list[dict[str, Any]]]:
+    started = datetime.now()
+    return started, plan_runs(config.output_path, config.architecture, seeds, started)
+
+
 def train_seeds(config: Config, seeds: list[int], callbacks: Iterable[Callback] = ()) -> SeedResults:
     """Train the config once per seed, each in a new run folder; with several seeds, their statistics (written
     as <output_path>/<architecture>_<time>_seeds.json) and an MLflow parent run. Stops at the first failed run."""
-    started = datetime.now()
-    plan = plan_runs(config.output_path, config.architecture, seeds, started,
-                     rank=pl.utilities.rank_zero_only.rank)
+    join_process_group(config)
+    started, plan = rank_zero_value(lambda: _plan_seed_runs(config, seeds))
     several = len(plan) > 1
     seed_group = f"{folder_label(config.architecture)}_{started:{TIMESTAMP}}_seeds" if several else None
     results = SeedResults([])
@@ -281,7 +289,7 @@ def train_seeds(config: Config, seeds: list[int], callbacks: Iterable[Callback] 
                 return results
             best = (summary.get("best_valid_acc") or {}).get("value", float("nan"))
             results.runs.append({"seed": entry["seed"], "run_dir": entry["run_dir"], "best_valid_acc": best})
-    if several and pl.utilities.rank_zero_only.rank == 0:
+    if several and is_rank_zero():
         results.aggregate = aggregate_seeds(results.runs)
         results.aggregate_path = Path(config.output_path) / f"{seed_group}.json"
         write_json(results.aggregate_path, results.aggregate)

@@ -28,9 +28,13 @@ def _no_adverts(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(ADVERT_PREFIX)
 
 
-def setup_logging(loglevel: str = "INFO", logging_dir: str | os.PathLike = "logs") -> Path:
-    """Send log records to the console and to today's log file (appending); return the file's path."""
+def setup_logging(loglevel: str = "INFO", logging_dir: str | os.PathLike = "logs",
+                  main_process: bool = True) -> Path:
+    """Send log records to the console and to today's log file (appending); return the file's path. The other
+    processes of a run (its ranks above 0) write no file and show warnings and errors only: rank 0 reports the run."""
     path = log_file_path(logging_dir)
+    if not main_process:
+        return _setup_console_only(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # MLflow sets up its own loggers when first imported, often after this: at WARNING its notes on creating and
     # updating its database tables stay off the console (once imported, its loggers are among the libraries' below).
@@ -51,6 +55,20 @@ def setup_logging(loglevel: str = "INFO", logging_dir: str | os.PathLike = "logs
         library = logging.getLogger(name)
         _replace_handlers(library, [file_handler, library_console], own_too=True)
         library.propagate = False  # else root's console would show their INFO messages too
+    return path
+
+
+def _setup_console_only(path: Path) -> Path:
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)
+    console.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
+    console.addFilter(_no_adverts)
+    setattr(console, _MARK, True)
+    root = logging.getLogger()
+    _replace_handlers(root, [console])
+    for name in _LIBRARY_LOGGERS:
+        _replace_handlers(logging.getLogger(name), [console], own_too=True)
+        logging.getLogger(name).propagate = False
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +17,6 @@ from utils.runs.records import (CONFIG, RECORD_FILES, SUMMARY, RunRecordError, i
 RUN_FOLDER_LINE = "run folder: "
 BEST_CHECKPOINT, LAST_CHECKPOINT = "best.ckpt", "last.ckpt"
 MLFLOW_DB = "mlflow.db"  # the MLflow store beside the run folders of an output folder (log_to_mlflow)
-PLAN_ENV = "CARS_RUN_PLAN"  # run folders and seeds chosen by the launching process, read by DDP workers
 TIMESTAMP = "%Y%m%d-%H%M%S"
 
 
@@ -114,18 +112,14 @@ def folder_label(architecture: str) -> str:
 
 
 def plan_runs(output_path: str | os.PathLike, architecture: str, seeds: Sequence[int],
-              now: datetime | None = None, rank: int = 0) -> list[dict[str, Any]]:
-    """New run folders (<architecture>_<timestamp>[_seed<N>]), created now, one per seed, by the process of rank 0;
-    a DDP worker of another rank reads rank 0's plan from the environment it was started with."""
-    worker_plan = os.environ.get(PLAN_ENV)
-    if worker_plan and rank != 0:
-        return json.loads(worker_plan)
+              now: datetime | None = None) -> list[dict[str, Any]]:
+    """New run folders (<architecture>_<timestamp>[_seed<N>]), created now, one per seed (rank 0 of a run of
+    several processes plans them: training.process_group.rank_zero_value)."""
     stamp = (now or datetime.now()).strftime(TIMESTAMP)
     plan: list[dict[str, Any]] = []
     for seed in seeds:
         base = f"{folder_label(architecture)}_{stamp}" + (f"_seed{seed}" if len(seeds) > 1 else "")
         plan.append({"run_dir": str(reserve_folder(Path(output_path) / base)), "seed": seed})
-    os.environ[PLAN_ENV] = json.dumps(plan)
     return plan
 
 
