@@ -19,8 +19,8 @@ import torch
 
 from sweeps.configurations import load_study, open_study
 from sweeps.groups import group_problems, processes_per_trial, study_group_config, worker_environments
-from sweeps.launcher import (Supervision, finish_tracking, folder_conflicts, prepare_tracking, start_workers,
-                             supervise)
+from sweeps.launcher import (Supervision, finish_tracking, folder_conflicts, prepare_tracking, sqlite_tracking_note,
+                             start_workers, supervise)
 from sweeps.progress import StudyProgress
 from sweeps.report import write_report
 from sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, StorageError, default_storage,
@@ -129,6 +129,9 @@ def launch(args: argparse.Namespace) -> int:
     optuna_study = open_optuna_study(study, storage)
     queued = queue_runs(study, optuna_study, args.only)
     print(f"study {study.name} in {url}: {queued} runs queued; starting {args.workers} worker(s)")
+    note = sqlite_tracking_note(study, url)
+    if note:
+        print(note)
     setup_logging(study.base.loglevel, study.base.logging_dir)  # MLflow's notes on creating its store: to the file
     prepare_tracking(study, args.only, optuna_study)
     environments = worker_environments(args.workers, device_list(args.devices), torch.cuda.device_count(),

@@ -60,6 +60,17 @@ def prepare_tracking(study: Study, only: Sequence[str] = (), optuna_study: optun
         open_study_runs(study, optuna_study, configs)
 
 
+def sqlite_tracking_note(study: Study, storage_url: str) -> str | None:
+    """A reminder when the study's storage is a server (other machines may join it) but its runs log to an SQLite
+    file (machines must not share one over a network file system)."""
+    uri = mlflow_tracking_uri(study.base)
+    if storage_url.startswith("sqlite") or not study.base.log_to_mlflow or not uri.startswith("sqlite"):
+        return None
+    return (f"note: the runs log to the SQLite file {uri.removeprefix('sqlite:///')}; machines that join this study "
+            "must not share it over a network file system: give every machine mlflow_tracking_uri: http://<mlflow "
+            "server>:5000 (docs/cluster.md)")
+
+
 def finish_tracking(study: Study, optuna_study: optuna.Study, unfinished: Sequence[StudyRun]) -> None:
     """End the study's parent runs: finished when no run is unfinished, else interrupted (a later launch
     resumes)."""

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 import sweep
 from sweeps.configurations import load_study, open_study, run_config
-from sweeps.groups import worker_environments
+from sweeps.groups import launch_environment, worker_environments
 from sweeps.launcher import prepare_tracking
 from sweeps.progress import StudyProgress
 from sweeps.storage import fail_lost_trials, open_optuna_study, open_storage, queue_runs, run_of
@@ -427,6 +427,19 @@ def test_each_worker_gets_its_own_gpu_round_robin_or_a_share_of_the_cpu():
     assert [env["CUDA_VISIBLE_DEVICES"] for env in on_cpu] == ["", ""]
     assert on_cpu[0]["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
     assert worker_environments(1, ["cpu"], 8)[0]["CUDA_VISIBLE_DEVICES"] == ""
+    groups = worker_environments(4, None, 8, processes=2)  # 8 GPUs as 4 workers of 2
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in groups] == ["0,1", "2,3", "4,5", "6,7"]
+    assert worker_environments(2, ["cpu"], 0, processes=2)[0]["OMP_NUM_THREADS"] == str(
+        max(1, (os.cpu_count() or 1) // 4))
+
+
+def test_a_worker_starts_without_another_launchers_variables_and_knows_its_launcher(monkeypatch):
+    """Inside a SLURM batch job or torchrun, the workers must not take themselves for that launcher's tasks."""
+    for name, value in {"SLURM_NTASKS": "8", "SLURM_PROCID": "3", "RANK": "1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    environment = launch_environment({"CUDA_VISIBLE_DEVICES": "2,3"})
+    assert not {"SLURM_NTASKS", "SLURM_PROCID", "RANK", "MASTER_PORT"} & set(environment)
+    assert environment["CUDA_VISIBLE_DEVICES"] == "2,3" and environment["CARS_PARENT_PID"] == str(os.getpid())
 
 
 def test_the_launcher_creates_the_mlflow_store_and_experiment_before_the_workers_start(prepared, tmp_path):
