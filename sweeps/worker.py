@@ -1,10 +1,12 @@
 """A sweep worker: claims a waiting trial (or samples a search configuration), trains its run with a heartbeat,
-and tells Optuna the result, until no work is left.
+and tells Optuna the result, until nothing is left to claim.
 
 Every study run (configuration x seed) is one Optuna trial and one training run in its own folder,
 ``<output_path>/<study>/<id>[_seed<N>]``. A worker claims a waiting trial by moving it to RUNNING (one storage
-update only one worker can win). A trial whose heartbeat stops (a killed worker) is failed by the next worker that
-looks and queued again; the run folder's last.ckpt makes the retry continue where the killed one stopped.
+update only one worker can win). A trial whose heartbeat stops (a killed worker) is failed by the next worker or
+launcher that looks and queued again, ahead of new runs; the run folder's last.ckpt makes the retry continue where
+the killed one stopped. A worker of trials on several devices is a group of processes (sweeps.groups): its rank 0
+claims, and every rank trains the claimed trial.
 """
 
 from __future__ import annotations
