@@ -23,8 +23,8 @@ from optuna.trial import TrialState
 import sweep
 from rank_probe import PROBE_DIR_ENV, probe_path, read_probes
 from sweeps.storage import open_storage, run_of
+from utils.mlflow.server import free_port, start_server
 from utils.runs.records import read_metrics
-from utils.tracking.mlflow_server import free_port, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
