@@ -25,7 +25,6 @@ from pytorch_lightning.strategies import ParallelStrategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from utils.config import Config
-from utils.devices import resolve_accelerator
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -42,14 +41,15 @@ def is_rank_zero() -> bool:
 
 
 def _group_trainer(config: Config) -> pl.Trainer:
-    """A Trainer of the run's device settings only: Lightning's choice of strategy, launcher and environment."""
+    """A Trainer of the run's device settings only: Lightning's choice of strategy, launcher and environment (the
+    settings were checked before; the run's own Trainer says which device it trains on)."""
     lightning_log = logging.getLogger("pytorch_lightning")
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)  # its device lines come again with the run's own Trainer
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pl.Trainer(accelerator=resolve_accelerator(config), devices=config.devices,
+            return pl.Trainer(accelerator=config.accelerator, devices=config.devices,
                               strategy=config.strategy, num_nodes=config.num_nodes, logger=False,
                               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     finally:
