@@ -46,8 +46,13 @@ $(DEV_STAMP): dev_requirements.txt export_requirements.txt $(PROD_STAMP)
 	$(PY) -m pip install --quiet -r dev_requirements.txt
 	touch $@
 
+# The suite in two parts: the tests not marked serial, on TEST_WORKERS pytest-xdist processes (0: in pytest's own
+# process) with each file's tests in one process, then the timing-sensitive ones (marker serial) alone.
+TEST_WORKERS ?= 0
+
 test: $(DEV_STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not serial" -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest tests -m serial
 
 $(DEMO_RAW):
 	$(PY) -m datasets.synthetic $(DEMO_RAW).partial --overwrite --layout updated --classes $(DEMO_CLASSES) \

@@ -16,6 +16,7 @@ import platform
 import pstats
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -65,14 +66,14 @@ def rate(step: Callable[[int], object], count: int, repeats: int) -> float:
     return best
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=300, help="images per split (approximately)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: per-core figures)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, help="folder for the generated data (default: a temporary one)")
     parser.add_argument("--profile", action="store_true", help="print the top functions of the training pipeline")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -306,7 +307,7 @@ def selected(spec: str | None) -> dict[str, tuple[str, ...]]:
     return {names[int(part) - 1]: SETTINGS[names[int(part) - 1]] for part in spec.split(",")}
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=int, default=400, help="training images (as many test images by default)")
     parser.add_argument("--test", type=int, default=None, help="test (validation) images")
@@ -321,7 +322,7 @@ def main() -> None:
                         help="profile setting number N with its run's pytorch profiler (profiler: pytorch; its "
                              "timings then include the profiler's cost)")
     parser.add_argument("--out", type=Path, default=Path("."), help="folder the profile is copied to")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.test = args.test or args.train
     if args.workers is None:
         args.workers = default_num_workers()

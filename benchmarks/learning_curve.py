@@ -17,6 +17,7 @@ import argparse
 import os
 import statistics
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from scipy import stats
@@ -63,7 +64,7 @@ def run(data: Path, work: Path, settings: tuple[str, ...], seed: int, epochs: in
     return read_metrics(run_dir)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--classes", type=int, default=24)
     parser.add_argument("--per-class", type=int, default=40, help="images per class, half of them test")
@@ -74,7 +75,7 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16-mixed", help="the fast path's precision (32 on CPUs)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--work", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     fast = FAST + (f"precision={args.precision}",) + (COMPILED if args.compile else ())
     paths = {"default (CPU aug, fp32)": (),
              f"fast (data on device, {args.precision}{', CUDA graphs' if args.compile else ''})": fast}

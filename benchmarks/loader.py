@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -78,14 +79,14 @@ def data_only(data: Path, workers: int, cache_dir: Path) -> list[tuple[str, int,
     return rows
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=400, help="training images")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: the machine's cores)")
     parser.add_argument("--generate-workers", type=int, default=None,
                         help="processes generating the JPEGs (default: the machine's cores)")
     parser.add_argument("--work", type=Path, help="folder for the generated data and caches (default: temporary)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     workers = default_num_workers() if args.workers is None else args.workers
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

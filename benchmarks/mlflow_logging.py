@@ -15,6 +15,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,11 @@ def epoch_summary(summary: dict[str, Any], rows: list[dict[str, float]]) -> None
                    duration_s=float(last["epoch"]))
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--uri", help="tracking URI (default: a new SQLite file in a temporary folder)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         config = Config(output_path=work, mlflow_tracking_uri=args.uri)
         run_dir = Path(work) / "ghost_benchmark"

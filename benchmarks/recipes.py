@@ -30,6 +30,7 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,7 @@ def with_table(text: str, block: str, path: Path) -> str:
     return "".join([*lines[:marks[0] + 1], block.rstrip("\n") + "\n", *lines[marks[1]:]])
 
 
-def arguments() -> argparse.Namespace:
+def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
@@ -228,7 +229,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--arms", default=None, help="comma-separated arms (default: all, then the best combination)")
     parser.add_argument("--work", type=Path, default=ROOT / "output" / "benchmarks" / "recipes")
     parser.add_argument("--docs", type=Path, default=None, help="a markdown file to write the table into")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     arms = args.arms.split(",") if args.arms else [arm for arm in all_arms() if arm != OWN_HEAD] + [BEST]
     unknown = [arm for arm in arms if arm not in all_arms() and arm != BEST]
     if unknown:
@@ -248,8 +249,8 @@ def all_arms() -> dict[str, list[str]]:
     return {**NETWORKS, **{arm: [*NETWORKS[BASE_ARM], *settings] for arm, settings in OPTIONS.items()}}
 
 
-def main() -> None:
-    args = arguments()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments(argv)
     work = args.work / f"{args.size}px_{args.epochs}ep" / (f"{args.per_class}pc" if args.per_class else "all")
     data, mean, std = make_digits(work, args.per_class, args.size)
     common = recipe(data, mean, std, args.epochs, args.size)

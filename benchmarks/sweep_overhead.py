@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -43,13 +44,13 @@ def write_study(work: Path, runs: int, size: int) -> Path:
     return path
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--devices", default="cpu")
     parser.add_argument("--work", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="sweep_overhead_"))
     if not (work / "stanford").is_dir():
         generate_synthetic_stanford(work / "raw", num_classes=4, images_per_class=16)

@@ -1,10 +1,31 @@
-"""Shared test settings: the cuda marker's skip, data fixtures, progress bars."""
+"""Shared test settings: one torch thread, the cuda marker's skip, data fixtures, progress bars."""
 
 import os
 
 import pytest as _data_pytest
 
 CUDA_DRY_RUN_ENV = "CARS_CUDA_TESTS_DEVICE"  # =cpu: run the cuda group's bodies on the CPU (a dry run)
+SESSION_THREADS = {}  # OMP_NUM_THREADS as the session began
+
+
+def pytest_configure(config):
+    """One OpenMP thread for torch in this process and the processes the tests start, unless the caller set
+    OMP_NUM_THREADS: the tests' tensors are tiny, and on a shared machine two spinning OpenMP threads make them
+    many times slower (tests/test_models_architectures.py took 884 s with 2 threads, 8 of its cases 5.5x longer)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    SESSION_THREADS["count"] = os.environ["OMP_NUM_THREADS"].strip()
+
+
+@_data_pytest.fixture(autouse=True)
+def torch_threads_as_the_session_began():
+    """A test that changes torch's thread count (a script's main choosing its threads) leaves the session's count
+    for the tests after it."""
+    yield
+    import sys
+
+    torch, count = sys.modules.get("torch"), SESSION_THREADS.get("count", "")
+    if torch is not None and count.isdigit() and int(count) > 0 and torch.get_num_threads() != int(count):
+        torch.set_num_threads(int(count))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,6 +3,7 @@ a worker killed with SIGKILL, Ctrl-C, pruning, the report and the thesis's study
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -37,6 +38,7 @@ from utils.runs.records import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
 FAST = ["--heartbeat", "1", "--grace", "8"]
+pytestmark = pytest.mark.serial  # worker heartbeats of 1 s, grace periods, signals: make test runs them alone
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,13 @@ def sweep_command(*args):
 
 
 def run_sweep(*args, timeout=600):
+    """sweep.py as a process (it starts worker processes and handles signals); a --report, which reads the storage
+    and writes the report's files, in-process through sweep.main."""
+    if args[:1] == ("--report",):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            code = sweep.main([str(arg) for arg in args])
+        return code, printed.getvalue()
     result = subprocess.run(sweep_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     return result.returncode, result.stdout + result.stderr
 
