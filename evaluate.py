@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from datasets.settings import data_settings, preprocessing_settings
-from datasets.stanford_data_module import StanfordCarsDataModule
-from models.evaluation import class_label, evaluate_network, write_predictions_csv
-from models.run_loading import CheckpointError, device_problem, load_trained_model
-from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION
-from utils.config import ConfigError
+from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError
+from utils.config import Config, ConfigError
+from utils.cpu_threads import use_cpu_threads
 from utils.output_files import new_file_problems
 from utils.runs.folders import load_run_config, run_files
 from utils.runs.records import RunRecordError, metrics_at_epoch
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from datasets.evaluation_data import EvaluationData
+    from models.run_loading import TrainedModel
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -35,37 +38,51 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                  ("--workers", args.workers, 0)):
         if value is not None and value < least:
             parser.error(f"{option} {value}: need at least {least}")
-    problem = device_problem(args.device)
-    if problem:
-        parser.error(problem)
+    if args.device != "cpu":  # checking another device loads torch
+        from utils.devices import device_problem
+
+        if problem := device_problem(args.device):
+            parser.error(problem)
     return args
+
+
+def load(args: argparse.Namespace) -> tuple[Path, Path, Config, TrainedModel, EvaluationData]:
+    """The run (folder, checkpoint, config), its trained network and its validation data, every input checked;
+    torch is imported only once the run's folder and config are read."""
+    run_dir, checkpoint, config = load_run_config(args.run, args.data)
+    problems = new_file_problems(args.out, args.force, run_files(run_dir, checkpoint)) if args.out else []
+    if problems:
+        raise ValueError("; ".join(problems))
+    use_cpu_threads(config.cpu_threads, args.workers)
+    from datasets.evaluation_data import EvaluationData
+    from models.run_loading import load_trained_model
+
+    trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,
+                                 config.dropout, config.output_channels, args.trust_checkpoint)
+    data = EvaluationData(data_settings(config).for_evaluation(args.workers, args.batch_size))
+    if len(data.val_dataset) == 0:
+        raise ValueError(f"{data.data_path / 'test_labels.csv'} lists no images to evaluate")
+    if trained.num_classes != data.num_classes:
+        raise ValueError(f"{checkpoint} was trained on {trained.num_classes} classes, {data.data_path} has "
+                         f"{data.num_classes}")
+    return run_dir, checkpoint, config, trained, data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run_dir, checkpoint, config = load_run_config(args.run, args.data)
-        problems = new_file_problems(args.out, args.force, run_files(run_dir, checkpoint)) if args.out else []
-        if problems:
-            raise ValueError("; ".join(problems))
-        trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,
-                                     config.dropout, config.output_channels, args.trust_checkpoint)
-        data = StanfordCarsDataModule(data_settings(config).for_evaluation(args.workers, args.batch_size),
-                                      show_progress=False)
-        data.setup("validate")
-        if len(data.val_dataset) == 0:
-            raise ValueError(f"{data.data_path / 'test_labels.csv'} lists no images to evaluate")
+        run_dir, checkpoint, config, trained, data = load(args)
     except (RunRecordError, ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
-    if trained.num_classes != data.num_classes:
-        print(f"evaluate.py: error: {checkpoint} was trained on {trained.num_classes} classes, "
-              f"{data.data_path} has {data.num_classes}", file=sys.stderr)
-        return 2
-    module = trained.module
+    import torch
+
+    from models.evaluation import class_label, evaluate_network, write_predictions_csv
+    from models.optimization import build_loss
+
     print(f"run {run_dir}, checkpoint {checkpoint.name} (epoch {trained.epoch}), data {data.data_path}")
-    result = evaluate_network(module.network, data.val_dataloader(), data.num_classes, module.criterion,
-                              torch.device(args.device))
+    result = evaluate_network(trained.network, data.val_dataloader(), data.num_classes,
+                              build_loss(config.loss_function, config.loss_params), torch.device(args.device))
     print(f"images: {result.num_samples}")
     print(f"top-1 accuracy: {result.top1:.4f}")
     print(f"top-{result.top_k} accuracy: {result.top5:.4f}")

@@ -11,20 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Subset
+from typing import TYPE_CHECKING
 
 from datasets.settings import data_settings, preprocessing_settings
-from datasets.stanford_data import StanfordCarsDataset, input_contract
-from datasets.stanford_data_module import StanfordCarsDataModule, default_num_workers
-from models.export import FORMATS, ExportError, ExportReport, export_model, export_problems
-from models.quantization import QUANTIZATIONS, Int8Export, export_int8, figures_table
-from models.run_loading import CheckpointError, TrainedModel, device_problem, load_trained_model
-from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION
+from models.export_formats import FORMATS, QUANTIZATIONS, ExportError
+from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError
 from utils.config import Config, ConfigError
+from utils.cpu_threads import default_loader_workers, use_cpu_threads
 from utils.runs.folders import load_run_config, run_files
 from utils.runs.records import RunRecordError, run_class_names
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from datasets.evaluation_data import EvaluationData
+    from models.export import ExportReport
+    from models.quantization import Int8Export
+    from models.run_loading import TrainedModel
 
 CHECK_IMAGES = 4
 CALIBRATION_BATCH, EVALUATION_BATCH = 16, 32
@@ -54,15 +58,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="torch device of the PyTorch reference outputs and latency, e.g. cpu or cuda "
                              "(default: cpu); the file is exported from a CPU copy either way")
     args = parser.parse_args(argv)
-    problems = [device_problem(args.device)]
+    problems = []
+    if args.device != "cpu":  # checking another device loads torch
+        from utils.devices import device_problem
+
+        problems += [problem] if (problem := device_problem(args.device)) else []
     if args.quantize and args.format != "onnx":
         problems.append(f"--quantize {args.quantize} quantizes an ONNX model: use it with --format onnx")
     if args.calibration_images < 1:
         problems.append(f"--calibration-images {args.calibration_images}: need at least 1")
     if not (math.isfinite(args.max_drop) and args.max_drop >= 0):
         problems.append(f"--max-drop {args.max_drop}: need a number of percentage points >= 0")
-    if any(problems):
-        parser.error("; ".join(problem for problem in problems if problem))
+    if problems:
+        parser.error("; ".join(problems))
     return args
 
 
@@ -70,27 +78,34 @@ def default_name(args: argparse.Namespace) -> str:
     return f"model.{args.quantize}.onnx" if args.quantize else f"model{FORMATS[args.format]}"
 
 
-def data_or_none(config: Config, workers: int = 0) -> tuple[StanfordCarsDataModule | None, str | None]:
+def data_or_none(config: Config, workers: int = 0) -> tuple[EvaluationData | None, str | None]:
     """The run's prepared data, or None and the reason it is unavailable."""
+    from datasets.evaluation_data import EvaluationData
+
     try:
-        settings = data_settings(config).for_evaluation(workers, EVALUATION_BATCH)
-        return StanfordCarsDataModule(settings, show_progress=False), None
+        return EvaluationData(data_settings(config).for_evaluation(workers, EVALUATION_BATCH)), None
     except (FileNotFoundError, ValueError) as error:
         return None, str(error)
 
 
-def check_images(data: StanfordCarsDataModule | None, config: Config) -> torch.Tensor:
+def check_images(data: EvaluationData | None, config: Config) -> torch.Tensor:
     """A few validation images, or seeded random inputs of the right shape when there is no data."""
+    import torch
+
     if data is not None:
-        data.setup("validate")
         count = min(CHECK_IMAGES, len(data.val_dataset))
         return torch.stack([data.val_dataset[index][0] for index in range(count)])
     return torch.randn(CHECK_IMAGES, preprocessing_settings(config).channels, *config.image_size,
                        generator=torch.Generator().manual_seed(0))
 
 
-def calibration_batches(data: StanfordCarsDataModule, count: int) -> Iterator[np.ndarray]:
+def calibration_batches(data: EvaluationData, count: int) -> Iterator[np.ndarray]:
     """`count` training images spread evenly over the split, preprocessed as validation images, in small batches."""
+    import numpy as np
+    from torch.utils.data import DataLoader, Subset
+
+    from datasets.stanford_data import StanfordCarsDataset
+
     images = StanfordCarsDataset(data.data_path, "train", train=False, preprocessing=data.settings.preprocessing,
                                  records=data.records["train"])
     picked = sorted({int(i) for i in np.linspace(0, len(images) - 1, min(count, len(images)))})
@@ -98,7 +113,7 @@ def calibration_batches(data: StanfordCarsDataModule, count: int) -> Iterator[np
     return (batch.numpy() for batch, _ in loader)
 
 
-def evaluation_batches(data: StanfordCarsDataModule) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def evaluation_batches(data: EvaluationData) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The validation set as (images, labels) arrays."""
     return ((images.numpy(), labels.numpy()) for images, labels in data.val_dataloader())
 
@@ -110,7 +125,7 @@ class Export:
     out: Path
     trained: TrainedModel
     config: Config
-    data: StanfordCarsDataModule | None
+    data: EvaluationData | None
     reason: str | None                  # why there is no data
     metadata: dict[str, Any]
     warning: str | None
@@ -119,13 +134,19 @@ class Export:
 def load(args: argparse.Namespace) -> Export:
     """The run, its data and the metadata to write, every input checked before any export work."""
     run_dir, checkpoint, config = load_run_config(args.run, args.data)
+    workers = default_loader_workers() if args.quantize else 0
+    use_cpu_threads(config.cpu_threads, workers)
+    from datasets.stanford_data import input_contract
+    from models.export import export_problems
+    from models.run_loading import load_trained_model
+
     out = Path(args.out) if args.out else run_dir / default_name(args)
     problems = export_problems(out, args.format, args.force, run_files(run_dir, checkpoint))
     if problems:
         raise ExportError("; ".join(problems))
     trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,
                                  config.dropout, config.output_channels, args.trust_checkpoint)
-    data, reason = data_or_none(config, default_num_workers() if args.quantize else 0)
+    data, reason = data_or_none(config, workers)
     if data is None and args.data is not None:
         raise ExportError(f"{args.data}: {reason}")
     if data is None and args.quantize:
@@ -146,6 +167,8 @@ def load(args: argparse.Namespace) -> Export:
 
 def report_int8(result: Int8Export, args: argparse.Namespace) -> int:
     """Print the fp32/int8 table and what was written; the exit status."""
+    from models.quantization import figures_table
+
     fp32 = result.fp32
     print(f"check of the float export on {fp32.checked_images} validation images: max |exported - PyTorch on "
           f"{fp32.device}| = {fp32.max_abs_difference:.2e} (tolerance {fp32.tolerance:g}) OK")
@@ -186,7 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "and taking class names from the run's records")
     if job.warning:
         print(f"warning: {job.warning}", file=sys.stderr)
-    network, images = job.trained.module.network, check_images(job.data, job.config)
+    from models.export import export_model
+    from models.quantization import export_int8
+
+    network, images = job.trained.network, check_images(job.data, job.config)
     try:
         if args.quantize:
             return report_int8(export_int8(network, job.out, images, job.metadata,

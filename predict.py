@@ -6,19 +6,20 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from datasets.settings import data_settings, preprocessing_settings
-from datasets.stanford_data_module import StanfordCarsDataModule
-from datasets.photos import unreadable_reason
-from datasets.stanford_data import PhotoInfo, photo_info, preprocess_image
-from models.evaluation import class_label, predict_top_k
-from models.run_loading import CheckpointError, device_problem, load_trained_model
-from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION
+from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError
 from utils.config import Config, ConfigError
+from utils.cpu_threads import use_cpu_threads
 from utils.runs.folders import load_run_config
 from utils.runs.records import RunRecordError, run_class_names
+
+if TYPE_CHECKING:
+    import torch
+
+    from datasets.stanford_data import PhotoInfo
+    from models.run_loading import TrainedModel
 
 
 def parse_box(text: str) -> tuple[int, int, int, int]:
@@ -47,15 +48,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.top < 1:
         parser.error(f"--top {args.top}: need at least 1")
-    problem = device_problem(args.device)
-    if problem:
-        parser.error(problem)
+    if args.device != "cpu":  # checking another device loads torch
+        from utils.devices import device_problem
+
+        if problem := device_problem(args.device):
+            parser.error(problem)
     return args
 
 
 def photo_tensor(path: str | os.PathLike, config: Config, box: tuple[int, int, int, int] | None = None,
                  info: PhotoInfo | None = None) -> torch.Tensor:
     """A photo as the run's network sees validation images [C, H, W]; with a box, the training box treatment."""
+    from datasets.stanford_data import preprocess_image
+
     return preprocess_image(path, preprocessing_settings(config), box, info)
 
 
@@ -71,23 +76,39 @@ def photo_notes(info: PhotoInfo, config: Config) -> list[str]:
     return notes
 
 
+def load(args: argparse.Namespace) -> tuple[Config, TrainedModel, list[str], str | None]:
+    """The run's config, its trained network and class names (and a warning about them), every input checked;
+    torch is imported only once the run's folder and config are read."""
+    run_dir, checkpoint, config = load_run_config(args.run, args.data)
+    use_cpu_threads(config.cpu_threads)
+    from datasets.evaluation_data import EvaluationData
+    from models.run_loading import load_trained_model
+
+    trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,
+                                 config.dropout, config.output_channels, args.trust_checkpoint)
+    class_names, warning = run_class_names(
+        run_dir, trained.num_classes, lambda: EvaluationData(data_settings(config).for_evaluation()).class_names,
+        prefer_data=args.data is not None)
+    return config, trained, class_names, warning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run_dir, checkpoint, config = load_run_config(args.run, args.data)
-        trained = load_trained_model(checkpoint, config.architecture, preprocessing_settings(config).channels,
-                                     config.dropout, config.output_channels, args.trust_checkpoint)
-        class_names, warning = run_class_names(
-            run_dir, trained.num_classes,
-            lambda: StanfordCarsDataModule(data_settings(config).for_evaluation(), False).class_names,
-            prefer_data=args.data is not None)
+        config, trained, class_names, warning = load(args)
     except (RunRecordError, ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)
         return 2
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    import torch
+
+    from datasets.photos import unreadable_reason
+    from datasets.stanford_data import photo_info
+    from models.evaluation import class_label, predict_top_k
+
     device = torch.device(args.device)
-    network = trained.module.network.to(device)
+    network = trained.network.to(device)
     failed = []
     for path in args.images:
         try:

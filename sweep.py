@@ -15,22 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
-import torch
 
 from sweeps.configurations import load_study, open_study
 from sweeps.groups import group_problems, processes_per_trial, study_group_config, worker_environments
-from sweeps.launcher import (Supervision, finish_tracking, folder_conflicts, prepare_tracking, sqlite_tracking_note,
-                             start_workers, supervise)
 from sweeps.progress import StudyProgress
 from sweeps.report import write_report
 from sweeps.storage import (DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRIES, StorageError, default_storage,
                             open_optuna_study, open_storage, queue_runs, sampler_problems, sqlite_file_missing,
                             unfinished_runs)
 from sweeps.study_file import Study
-from sweeps.worker import WorkerSettings, run_worker
-from training.process_group import is_rank_zero
-from training.run import RUN_CHECKS
 from utils.config import ConfigError, parse_overrides
+from utils.cpu_threads import default_loader_workers, use_cpu_threads
 from utils.logger import setup_logging
 
 
@@ -103,6 +98,11 @@ def report(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     study = open_study(args.study, parse_overrides(args.overrides), args.config)
+    loading = study.base.num_workers
+    use_cpu_threads(study.base.cpu_threads, default_loader_workers() if loading is None else loading)
+    from sweeps.worker import WorkerSettings, run_worker
+    from training.process_group import is_rank_zero
+
     setup_logging(study.base.loglevel, study.base.logging_dir, is_rank_zero())  # ranks > 0: warnings only
     return run_worker(study, args.storage, WorkerSettings(args.only, args.heartbeat, args.grace, args.max_retries))
 
@@ -117,6 +117,13 @@ def worker_command(args: argparse.Namespace, url: str) -> list[str]:
 
 
 def launch(args: argparse.Namespace) -> int:
+    open_study(args.study, parse_overrides(args.overrides), args.config)  # its file and keys, before torch loads
+    import torch
+
+    from sweeps.launcher import (Supervision, finish_tracking, folder_conflicts, prepare_tracking,
+                                 sqlite_tracking_note, start_workers, supervise)
+    from training.run import RUN_CHECKS
+
     study = load_study(args.study, parse_overrides(args.overrides), RUN_CHECKS, args.only, args.config,
                        [sampler_problems, lambda study: folder_conflicts(study, args.only),
                         lambda study: group_problems(study, args.only, args.workers, device_list(args.devices),

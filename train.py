@@ -10,21 +10,23 @@ import argparse
 import logging
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pytorch_lightning.callbacks import Callback
-
-from training.memory import memory_report
-from training.process_group import is_rank_zero, join_process_group, rank_zero_value
-from training.run import RUN_CHECKS, RunStopped, train_run, train_seeds
-from training.trackers import announce_dashboard
+from datasets.prepared import prepared_data_problems
+from datasets.settings import preprocessing_settings
 from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError, check_resume_checkpoint
-from utils.config import MAX_SEED, ConfigError, load_config, parse_overrides
+from utils.config import MAX_SEED, Config, ConfigError, load_config, parse_overrides
 from utils.config.loading import override_origins
+from utils.cpu_threads import default_loader_workers, use_cpu_threads
 from utils.logger import setup_logging
 from utils.output_files import FileWriteError
 from utils.runs.folders import resume_target
 from utils.runs.records import RunRecordError
 from utils.runs.seeds import format_seed_table, seeds_to_run
+
+if TYPE_CHECKING:
+    from pytorch_lightning.callbacks import Callback
 
 logger = logging.getLogger("train")
 
@@ -54,9 +56,46 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def load_checked_config(args: argparse.Namespace) -> tuple[Config, Path | None, Path | None]:
+    """The run's Config with every check passed, and the run folder and checkpoint to resume (or None, None).
+
+    The configuration's own checks and the data folder come first, before torch is imported, so that a wrong key,
+    value or folder is named at once; then torch's threads are set and the checks of the network and the Trainer run.
+    """
+    overrides = parse_overrides(args.overrides) + ([("stanford_data_path", args.data_path)] if args.data_path else [])
+    run_dir, checkpoint = resume_target(args.resume) if args.resume else (None, None)
+    path = run_dir / "config.yml" if run_dir else args.config or "config.yml"
+    origins = override_origins(args.overrides, args.data_path)
+    config = load_config(path, overrides, (prepared_data_problems,), origins)
+    use_cpu_threads(config.cpu_threads, default_loader_workers() if config.num_workers is None else config.num_workers)
+    from training.run import RUN_CHECKS
+
+    index = check_resume_checkpoint(checkpoint, run_dir, args.trust_checkpoint) if checkpoint else None
+    config = load_config(path, overrides, RUN_CHECKS, origins)
+    if index is not None:  # its weights fit the run's network, and it holds no more than that network allows
+        from models.run_loading import check_fits
+
+        check_fits(checkpoint, index.content, index, config.architecture, preprocessing_settings(config).channels,
+                   config.dropout, config.output_channels)
+    return config, run_dir, checkpoint
+
+
 def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] = ()) -> int:
+    args = parse_args(argv)
     try:
-        return train(parse_args(argv), extra_callbacks)
+        config, run_dir, checkpoint = load_checked_config(args)
+    except (ConfigError, FileNotFoundError, RunRecordError, CheckpointError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    from training.memory import memory_report
+    from training.run import RunStopped
+
+    if args.check:
+        print(f"{args.resume or args.config or 'config.yml'}: every pre-run check passed")
+        print(memory_report(config))
+        return 0
+    try:
+        return train(config, args, run_dir, checkpoint, extra_callbacks)
     except RunStopped as stopped:  # SIGTERM: one line saying how to resume the run
         print(stopped, file=sys.stderr)
         return stopped.exit_status
@@ -65,23 +104,13 @@ def main(argv: Sequence[str] | None = None, extra_callbacks: Iterable[Callback] 
         return 1
 
 
-def train(args: argparse.Namespace, extra_callbacks: Iterable[Callback]) -> int:
-    """Check the configuration, then train the run (resumed, one seed or several); the exit status."""
-    try:
-        overrides = parse_overrides(args.overrides) + ([("stanford_data_path", args.data_path)]
-                                                       if args.data_path else [])
-        run_dir, checkpoint = resume_target(args.resume) if args.resume else (None, None)
-        if checkpoint:
-            check_resume_checkpoint(checkpoint, run_dir, args.trust_checkpoint)
-        config = load_config(run_dir / "config.yml" if run_dir else args.config or "config.yml", overrides,
-                             RUN_CHECKS, override_origins(args.overrides, args.data_path))
-    except (ConfigError, FileNotFoundError, RunRecordError, CheckpointError) as error:
-        print(error, file=sys.stderr)
-        return 2
-    if args.check:
-        print(f"{args.resume or args.config or 'config.yml'}: every pre-run check passed")
-        print(memory_report(config))
-        return 0
+def train(config: Config, args: argparse.Namespace, run_dir: Path | None, checkpoint: Path | None,
+          extra_callbacks: Iterable[Callback]) -> int:
+    """Train the checked run (resumed, one seed or several); the exit status."""
+    from training.process_group import is_rank_zero, join_process_group, rank_zero_value
+    from training.run import train_run, train_seeds
+    from training.trackers import announce_dashboard
+
     log_file = setup_logging(config.loglevel, config.logging_dir, is_rank_zero())
     logger.info("logging to %s", log_file)
     if run_dir:

@@ -51,10 +51,11 @@ from pytorch_lightning.callbacks import Callback
 
 from benchmarks.data_pipeline import make_data
 from datasets.settings import data_settings
-from datasets.stanford_data_module import StanfordCarsDataModule, default_num_workers
+from datasets.stanford_data_module import StanfordCarsDataModule
 from training.run import RUN_CHECKS, train_seeds
 from training.trainer import PROFILE_FOLDER
 from utils.config import Config, load_config, parse_overrides
+from utils.cpu_threads import default_loader_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_TRAIN, FULL_TEST, FULL_EPOCHS = 8144, 8041, 200
@@ -266,7 +267,7 @@ def cpu_pressure() -> str:
 
 
 def machine() -> str:
-    cores = default_num_workers()
+    cores = default_loader_workers()
     gpu = "no GPU"
     if torch.cuda.is_available():
         driver = "n/a"
@@ -325,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.test = args.test or args.train
     if args.workers is None:
-        args.workers = default_num_workers()
+        args.workers = default_loader_workers()
     generate_workers = args.generate_workers or os.cpu_count() or 1
     chosen = selected(args.settings)
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,7 +21,8 @@ import torch
 from benchmarks.data_pipeline import make_data, thesis_text_pipeline
 from benchmarks.epoch_time import REFERENCE_MS_PER_IMAGE, cpu_pressure, machine
 from datasets.settings import DataSettings, data_settings
-from datasets.stanford_data_module import StanfordCarsDataModule, default_num_workers
+from datasets.stanford_data_module import StanfordCarsDataModule
+from utils.cpu_threads import default_loader_workers
 from utils.config import Config
 
 
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="processes generating the JPEGs (default: the machine's cores)")
     parser.add_argument("--work", type=Path, help="folder for the generated data and caches (default: temporary)")
     args = parser.parse_args(argv)
-    workers = default_num_workers() if args.workers is None else args.workers
+    workers = default_loader_workers() if args.workers is None else args.workers
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         data = make_data(work / f"set_{args.images}_{args.images}", args.images,

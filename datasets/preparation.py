@@ -30,9 +30,9 @@ from datasets.photos import (clear_orientation, decode_whole, open_image, orient
 from datasets.raw.files import (BOX_FIELDS, SPLITS, Annotation, DataPreparationError, ImageSource, RawDataset,
                                 examples, image_folder)
 from datasets.raw.layouts import read_raw_dataset
+from datasets.prepared import LABEL_COLUMNS
 from datasets.raw.members import iter_source
 
-LABEL_COLUMNS = ("image_fname", "class", *BOX_FIELDS, "class_name")
 
 @dataclass
 class PrepareSummary:

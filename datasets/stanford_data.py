@@ -21,7 +21,7 @@ from datasets.image_cache import CachedImages, array_image, file_fingerprint
 from datasets.photos import (ORIENTATION_TAG, SIDES_SWAPPED, decode_whole, open_image, orientation,
                              size_limit_as_error, upright, upright_size)
 from datasets.settings import NO_AUGMENTATION, Augmentation, Preprocessing
-from datasets.preparation import BOX_FIELDS, LABEL_COLUMNS
+from datasets.prepared import BOX_FIELDS, LABEL_COLUMNS
 from datasets.transforms import build_transforms
 
 if TYPE_CHECKING:
@@ -37,19 +37,6 @@ class LabelRecord:
     class_id: int
     box: tuple[int, int, int, int]
     class_name: str
-
-
-def prepared_data_problems(config: Config) -> list[str]:
-    """The config's stanford_data_path must hold prepared data (both label files)."""
-    data = Path(config.stanford_data_path)
-    if not data.exists():
-        return [f"stanford_data_path: {data} does not exist; prepare the data there with prepare_stanford_dataset.py, "
-                "or give the prepared folder (-d)"]
-    missing = [name for name in ("train_labels.csv", "test_labels.csv") if not (data / name).is_file()]
-    if not missing:
-        return []
-    return [f"stanford_data_path: {data} is not prepared Stanford Cars data (no {' or '.join(missing)}); "
-            "run prepare_stanford_dataset.py, or give the prepared folder (-d)"]
 
 
 def read_labels(csv_path: str | os.PathLike) -> list[LabelRecord]:

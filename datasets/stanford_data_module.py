@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from datasets.device_batches import DeviceBatches, load_to_device
+from datasets.evaluation_data import SPLITS, classes_of
 from datasets.gpu_transforms import BatchAugmentation, build_batch_augmentation
 from datasets.image_cache import default_cache_dir, ensure_cache
 from datasets.settings import DataSettings
-from datasets.stanford_data import LabelRecord, StanfordCarsDataset, read_labels
-
-
-def default_num_workers() -> int:
-    """The machine's usable cores, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
+from datasets.stanford_data import StanfordCarsDataset, read_labels
+from utils.cpu_threads import default_loader_workers
 
 
 class StanfordCarsDataModule(pl.LightningDataModule):
@@ -46,12 +38,12 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         self.settings = settings
         preprocessing, augmentation, loading = settings.preprocessing, settings.augmentation, settings.loading
         self.data_path = Path(settings.data_path)
-        self.records = {split: read_labels(self.data_path / f"{split}_labels.csv") for split in ("train", "test")}
-        self.num_classes, self.class_names = _classes(self.records)
+        self.records = {split: read_labels(self.data_path / f"{split}_labels.csv") for split in SPLITS}
+        self.num_classes, self.class_names = classes_of(self.records)
         self.img_channels = preprocessing.channels
         self.batch_size = loading.batch_size
         self.validation_batch_size = loading.validation_batch_size or loading.batch_size
-        self.num_workers = default_num_workers() if loading.num_workers is None else loading.num_workers
+        self.num_workers = default_loader_workers() if loading.num_workers is None else loading.num_workers
         self.pin_memory = torch.cuda.is_available() if loading.pin_memory is None else loading.pin_memory
         self.persistent_workers = loading.persistent_workers and self.num_workers > 0
         self.prefetch_factor = loading.prefetch_factor if self.num_workers > 0 else None
@@ -137,17 +129,3 @@ class StanfordCarsDataModule(pl.LightningDataModule):
         self.setup("validate")
         return self._loader(self.val_dataset, shuffle=False)
 
-
-def _classes(records: Mapping[str, list[LabelRecord]]) -> tuple[int, list[str]]:
-    """(number of classes = highest class id, names by id - 1) from the label records."""
-    all_records = [r for rows in records.values() for r in rows]
-    if not all_records:
-        raise ValueError("the prepared label files hold no rows")
-    bad = sorted({r.class_id for r in all_records if r.class_id < 1})
-    if bad:
-        raise ValueError(f"class ids must start at 1, found {bad[:5]}")
-    num_classes = max(r.class_id for r in all_records)
-    names = [f"class {i}" for i in range(1, num_classes + 1)]
-    for record in all_records:
-        names[record.class_id - 1] = record.class_name
-    return num_classes, names

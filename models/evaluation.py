@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 
 @dataclass
@@ -67,18 +66,12 @@ def evaluate_network(network: nn.Module, batches: Iterable[tuple[torch.Tensor, t
     top_k = min(5, num_classes)
     device = torch.device(device)
     network = network.to(device).eval()
-    top1_metric = MulticlassAccuracy(num_classes, top_k=1, average="micro").to(device)
-    topk_metric = MulticlassAccuracy(num_classes, top_k=top_k, average="micro").to(device)
-    confusion_metric = MulticlassConfusionMatrix(num_classes).to(device)
     loss_sum, count = 0.0, 0
     all_labels, all_indices, all_probabilities = [], [], []
     with torch.no_grad():
         for images, labels in batches:
             images, labels = images.to(device), labels.to(device)
             logits = network(images).float()
-            top1_metric.update(logits, labels)
-            topk_metric.update(logits, labels)
-            confusion_metric.update(logits, labels)
             if loss_function is not None:
                 loss_sum += float(loss_function(logits, labels)) * len(labels)
             count += len(labels)
@@ -88,11 +81,14 @@ def evaluate_network(network: nn.Module, batches: Iterable[tuple[torch.Tensor, t
             all_probabilities.append(probabilities.cpu())
     if count == 0:
         raise ValueError("no images to evaluate: the data set is empty")
+    labels, indices = torch.cat(all_labels).long(), torch.cat(all_indices)
+    confusion = torch.bincount(labels * num_classes + indices[:, 0], minlength=num_classes * num_classes)
     return Evaluation(
-        num_samples=count, top1=float(top1_metric.compute()), top5=float(topk_metric.compute()), top_k=top_k,
+        num_samples=count, top1=float((indices[:, 0] == labels).double().mean()),
+        top5=float((indices == labels[:, None]).any(dim=1).double().mean()), top_k=top_k,
         loss=loss_sum / count if loss_function is not None else None,
-        confusion=confusion_metric.compute().cpu(), labels=torch.cat(all_labels),
-        top_indices=torch.cat(all_indices), top_probabilities=torch.cat(all_probabilities))
+        confusion=confusion.view(num_classes, num_classes), labels=labels,
+        top_indices=indices, top_probabilities=torch.cat(all_probabilities))
 
 
 def class_label(class_names: Sequence[str], index: int) -> str:

@@ -21,21 +21,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.export_formats import FORMATS, ExportError
 from models.latency import REPEATS, WARMUP, Latency, clock_for, clock_name, medians_in_turns
 from models.onnx_graph import means_to_global_pools
 from utils.output_files import new_file_problems
 
-FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
 TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 ONNX_OPSET = 18            # what the dynamo exporter writes natively; onnxruntime runs it from 1.14 on
 EXPORT_REQUIREMENTS = "export_requirements.txt"
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript", "onnx_ir")
 MAX_BATCH = 4096
-
-
-class ExportError(RuntimeError):
-    """An export that cannot be written or whose outputs do not match PyTorch's."""
 
 
 @dataclass

@@ -21,9 +21,9 @@ import numpy as np
 
 from models.export import (INPUT_NAME, OUTPUT_NAME, ExportError, ExportReport, export_model, onnx_session,
                            export_problems, put_in_place, unchecked_path)
+from models.export_formats import QUANTIZATIONS
 from models.latency import medians_in_turns
 
-QUANTIZATIONS = ("int8",)
 LATENCY_THREADS = (1, 2)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from sweeps.configurations import run_configs
 from sweeps.study_file import Study
 from utils.config import Config
+from utils.cpu_threads import worker_threads_environment
 
 DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy")
 # Lightning strategies that start processes running only the Trainer's fit, not the worker: they cannot take
@@ -93,8 +94,7 @@ def worker_environments(workers: int, devices: Sequence[str] | None, gpus_visibl
     environments = []
     for index in range(workers):
         if devices == ["cpu"] or devices[0] == "cpu":
-            threads = max(1, (os.cpu_count() or 1) // (workers * processes))
-            environment = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
+            environment = {"CUDA_VISIBLE_DEVICES": "", **worker_threads_environment(workers * processes)}
         elif processes == 1:
             environment = {"CUDA_VISIBLE_DEVICES": devices[index % len(devices)]}
         else:

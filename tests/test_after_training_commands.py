@@ -440,7 +440,7 @@ def test_predict_bbox_uses_the_box(runs, capsys):
     image = runs.data / "test" / next(csv.DictReader((runs.data / "test_labels.csv").open()))["image_fname"]
     trained = load_trained_model(runs.rgb[0] / "best.ckpt", "ghost", 3, cfg.dropout, cfg.output_channels)
     box = (2, 2, 20, 20)
-    probabilities, indices = predict_top_k(trained.module.network, predict.photo_tensor(image, cfg, box)[None], 2)
+    probabilities, indices = predict_top_k(trained.network, predict.photo_tensor(image, cfg, box)[None], 2)
     code, out, _ = run(predict, [runs.rgb[0], image, "--top", 2, "--bbox", ",".join(map(str, box))], capsys)
     assert code == 0
     assert re.findall(r"\(class (\d+)\)", out) == [str(i + 1) for i in indices[0].tolist()]
@@ -546,7 +546,7 @@ def test_export_onnx_matches_pytorch_and_never_overwrites(runs, onnx_exports, ca
     for batch in images[:1], images:
         (logits,) = session.run(None, {metadata["input_name"]: batch.numpy()})
         with torch.no_grad():
-            np.testing.assert_allclose(logits, trained.module.network(batch).numpy(), atol=1e-4)
+            np.testing.assert_allclose(logits, trained.network(batch).numpy(), atol=1e-4)
     assert session.get_inputs()[0].shape == ["batch", 3, 32, 32] and metadata["opset"] == 18
     assert sorted(p.name for p in onnx_exports.folder.iterdir()) == [
         "car.onnx", "car.onnx.json", "gray.onnx", "gray.onnx.json"]  # one self-contained file: no .onnx.data
@@ -574,7 +574,7 @@ def test_export_pt2_grayscale_without_data_uses_generated_inputs(runs, capsys, t
     for batch in (1, 3):
         images = torch.randn(batch, 1, 32, 32)
         with torch.no_grad():
-            torch.testing.assert_close(program(images), trained.module.network(images), atol=1e-4, rtol=0)
+            torch.testing.assert_close(program(images), trained.network(images), atol=1e-4, rtol=0)
     code, _, err = run(export_model, [moved, "--format", "pt2"], capsys)
     assert code == 2 and "already exists" in err
 
@@ -648,7 +648,7 @@ def test_the_reference_implementation_answers_as_predict(runs, onnx_exports, cap
         session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         cfg = load_config(run_dir / "config.yml")
         network = load_trained_model(run_dir / "best.ckpt", "ghost", channels, cfg.dropout,
-                                     cfg.output_channels).module.network
+                                     cfg.output_channels).network
         for photo, given in ((photos["upright"], None), (photos["exif6"], None), (photos["exif6"], box)):
             expected = predict.photo_tensor(photo, cfg, given)
             assert np.array_equal(reference_predict.preprocess(photo, contract["preprocessing"], given),

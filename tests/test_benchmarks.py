@@ -29,6 +29,9 @@ BENCHMARKS = {
     "sweep_overhead": (["--runs", "1", "--size", "32", "--work", "{work}"], "worker start-up (launch to first trial)"),
     "deploy": (["--image-size", "32", "--num-classes", "4", "--architectures", "sq_10", "sq_11",
                 "--repeats", "2", "--calibration-images", "2", "--work", "{work}/exports"], "| sq_11 |"),
+    "busy_cpu": (["--epochs", "1", "--classes", "2", "--per-class", "4", "--image-size", "32", "--hogs", "1",
+                  "--work", "{work}"], "| auto |"),
+    "cold_start": (["--repeats", "1", "--work", "{work}"], "| `predict.py RUN PHOTO` |"),
     "recipes": (["--epochs", "1", "--seeds", "2", "--size", "16", "--per-class", "4", "--jobs", "1",
                  "--arms", "ghost,mixup_alpha: 0.2", "--work", "{work}"], "| mixup_alpha: 0.2 | `mixup_alpha=0.2` |"),
 }

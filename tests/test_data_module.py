@@ -16,7 +16,7 @@ from tests.flat_settings import augmentation, flat_settings, preprocessing
 from datasets.stanford_data import StanfordCarsDataset
 from datasets.stanford_data_module import StanfordCarsDataModule
 from datasets.stanford_data import load_image
-from datasets.stanford_data_module import default_num_workers
+from utils.cpu_threads import default_loader_workers
 from datasets.synthetic import class_name
 from datasets.synthetic_images import MARGIN, class_colour
 
@@ -154,7 +154,7 @@ def test_loader_settings_and_seeded_shuffle(data_prepared):
     module = plain_module(path, image_size=(16, 16), batch_size=12)
     assert module.pin_memory == torch.cuda.is_available() and module.persistent_workers is False
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert StanfordCarsDataModule(flat_settings(path)).num_workers == default_num_workers() == min(cores, 8)
+    assert StanfordCarsDataModule(flat_settings(path)).num_workers == default_loader_workers() == min(cores, 8)
     assert StanfordCarsDataModule(flat_settings(path, num_workers=2)).persistent_workers is True
 
     def order(seed):

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(path.stem for path in ROOT.glob("*.py"))
 PACKAGES = {"utils": 1, "datasets": 2, "models": 2, "training": 3, "sweeps": 4}  # the floors of the house
 GROUND = ("checks", "timing", "logger", "devices", "archives", "output_files", "checkpoint_safety", "bounded_files",
-          "printable")
+          "printable", "cpu_threads")
 FLOORS = {**{f"utils.{name}": 1 for name in GROUND},
           "utils.config": 2, "utils.runs": 3, "utils.mlflow": 4, "utils.colab": 4}  # the floors inside utils/
 TORCH_HELPERS = ("utils.checkpoint_safety", "utils.devices")  # ground-floor helpers whose job is a torch object

@@ -33,6 +33,7 @@ from sweeps.claims import claim_trial
 from sweeps.study_file import read_study
 from utils.runs.thesis import load_thesis_runs, thesis_config
 from sweeps.thesis_study import thesis_study
+from utils.cpu_threads import available_cpus
 from utils.runs.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -434,12 +435,12 @@ def test_each_worker_gets_its_own_gpu_round_robin_or_a_share_of_the_cpu():
     assert [env["CUDA_VISIBLE_DEVICES"] for env in worker_environments(2, None, 4)] == ["0", "1"]
     on_cpu = worker_environments(2, None, 0)
     assert [env["CUDA_VISIBLE_DEVICES"] for env in on_cpu] == ["", ""]
-    assert on_cpu[0]["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert on_cpu[0]["OMP_NUM_THREADS"] == str(max(1, available_cpus() // 2))
+    assert on_cpu[0]["OMP_WAIT_POLICY"] == "PASSIVE"
     assert worker_environments(1, ["cpu"], 8)[0]["CUDA_VISIBLE_DEVICES"] == ""
     groups = worker_environments(4, None, 8, processes=2)  # 8 GPUs as 4 workers of 2
     assert [env["CUDA_VISIBLE_DEVICES"] for env in groups] == ["0,1", "2,3", "4,5", "6,7"]
-    assert worker_environments(2, ["cpu"], 0, processes=2)[0]["OMP_NUM_THREADS"] == str(
-        max(1, (os.cpu_count() or 1) // 4))
+    assert worker_environments(2, ["cpu"], 0, processes=2)[0]["OMP_NUM_THREADS"] == str(max(1, available_cpus() // 4))
 
 
 def test_a_worker_starts_without_another_launchers_variables_and_knows_its_launcher(monkeypatch):

@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from datasets.settings import data_settings
-from datasets.stanford_data import prepared_data_problems
+from datasets.prepared import prepared_data_problems
 from datasets.stanford_data_module import StanfordCarsDataModule
 from datasets.transforms import config_problems as data_problems
 from models import config_problems as model_problems

@@ -101,3 +101,23 @@ def resolve_accelerator(config: Any) -> str:
         return "cuda"
     logger.warning("CUDA is not available: training on the CPU, which is slow for full-size runs")
     return "cpu"
+
+
+def device_problem(text: str) -> str | None:
+    """Why `--device TEXT` cannot run here (not a torch device, CUDA unusable, no such GPU), or None."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        return f"--device {text!r}: not a torch device (e.g. cpu, cuda, cuda:1)"
+    if device.type == "mps":
+        return None if torch.backends.mps.is_available() else f"--device {text}: MPS is not available; use --device cpu"
+    if device.type != "cuda":
+        return None if device.type == "cpu" else f"--device {text}: expected cpu, cuda, cuda:N or mps"
+    available, reason = cuda_status()
+    if not available:
+        return (f"--device {text}: torch can use no CUDA GPU on this machine ({reason}; {torch_build()}); "
+                "use --device cpu")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        return f"--device {text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    return None

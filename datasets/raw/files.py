@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasets.prepared import BOX_FIELDS
+
 SPLITS = ("train", "test")
-BOX_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")
 UPDATED_FILES = ("car_ims.tgz", "cars_annos.mat", "car_devkit.tgz")
 ORIGINAL_FILES = ("cars_train.tgz", "cars_test.tgz", "car_devkit.tgz", "cars_test_annos_withlabels.mat")
 CLASS_FOLDER_CSVS = ("anno_train.csv", "anno_test.csv", "names.csv")

@@ -33,6 +33,7 @@ MAX_WORKERS = 64
 MAX_PREFETCH = 16
 MAX_EPOCHS = 10_000
 MAX_DEVICES = 64
+MAX_CPU_THREADS = 1024
 IMAGE_SIDE_LIMIT = ("one 3x2048x2048 float32 image is 48 MiB before the network and its activations are tens of "
                     "times that; the thesis trains at 227, ImageNet models at 224 to 600")
 BATCH_LIMIT = ("the input alone is batch x 3 x height x width x 4 bytes, 2.4 GiB for 4096 images of 227x227; "
@@ -44,6 +45,7 @@ PREFETCH_LIMIT = "num_workers x prefetch_factor batches wait in memory at once"
 EPOCHS_LIMIT = ("the pre-run check steps the schedule through every epoch and the records keep a row per epoch; "
                 "the thesis trains 200")
 DEVICES_LIMIT = "one training process per device"
+CPU_THREADS_LIMIT = "each thread has its own stack and OpenMP state; more threads than cores only wait for them"
 
 # What a key is about: what is trained (sent to trackers; runs equal in these differ only by seed), a label of
 # the run (sent to trackers: seed, tags, description), or the setup of the machine and its files (not sent).
@@ -237,6 +239,9 @@ class Config:
                                  le=MAX_SEED, section="Reproducibility and hardware")
     num_workers: StrictInt | None = key(None, "data loader processes; null: the machine's cores, at most 8", ge=0,
                                         le=MAX_WORKERS, limit=WORKERS_LIMIT)
+    cpu_threads: StrictInt | None = key(
+        None, "threads torch computes with on the CPU; null: the usable CPUs (affinity, cgroup quota) less one per two "
+              "loader processes; OMP_NUM_THREADS wins when set", ge=1, le=MAX_CPU_THREADS, limit=CPU_THREADS_LIMIT)
     pin_memory: StrictBool | None = key(None, "page-locked loader memory for faster copies to the GPU; null: when "
                                               "CUDA is available")
     persistent_workers: StrictBool = key(True, "keep the loader processes alive from one epoch to the next")
