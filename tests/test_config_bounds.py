@@ -45,6 +45,16 @@ def write_config(folder: Path, values: dict) -> Path:
     return path
 
 
+def label_files(folder: Path) -> Path:
+    """A folder with the prepared data's two label files: train.py checks the data folder before torch loads, and
+    the checks that need torch (augmentations, the memory estimate) after it."""
+    prepared = folder / "prepared"
+    prepared.mkdir(parents=True, exist_ok=True)
+    for name in ("train_labels.csv", "test_labels.csv"):
+        (prepared / name).write_text("", encoding="utf-8")
+    return prepared
+
+
 def crafted_run(folder: Path, values: dict) -> Path:
     """A run folder as someone else could send it: its config.yml and a checkpoint that loads."""
     write_config(folder, values)
@@ -82,7 +92,8 @@ def test_the_bounds_are_refused_before_allocating_under_an_address_space_limit(t
     384 GB layer. Under a 6 GiB address-space limit each is refused with a message, at the resident size of the
     imports alone."""
     big_image = write_config(tmp_path / "image", {"image_size": [20000, 20000]})
-    big_padding = write_config(tmp_path / "padding", {"image_augmentations": {"Pad": {"padding": 20000}}})
+    big_padding = write_config(tmp_path / "padding", {"image_augmentations": {"Pad": {"padding": 20000}},
+                                                      "stanford_data_path": str(label_files(tmp_path))})
     run_dir = crafted_run(tmp_path / "run", {"output_channels": 100_000_000})
     (tmp_path / "photo.jpg").write_bytes(b"")
     limited = ("import atexit, resource, runpy, sys\n"
@@ -126,7 +137,8 @@ def test_the_bounds_hold_for_command_line_values_too(tmp_path):
 def test_a_batch_past_the_machines_memory_is_refused_with_the_estimate(tmp_path, capsys):
     """Within the bounds, 4096 images of 2048x2048 would still need terabytes: the estimate (the network run on the
     meta device, nothing allocated) says so before any work."""
-    path = write_config(tmp_path, {"batch_size": 4096, "image_size": [2048, 2048], "accelerator": "cpu"})
+    path = write_config(tmp_path, {"batch_size": 4096, "image_size": [2048, 2048], "accelerator": "cpu",
+                                   "stanford_data_path": str(label_files(tmp_path))})
     assert train.main(["--check", "-c", str(path)]) == 2
     err = capsys.readouterr().err
     assert "  - batch_size: 4096 at image_size [2048, 2048]: training would hold about " in err
