@@ -89,3 +89,12 @@ def test_training_imports_no_raw_file_readers_or_scipy():
     project, packages = closure("train")
     assert sorted(name for name in project if name.startswith(("datasets.raw", "datasets.preparation"))) == []
     assert "scipy" not in packages
+
+
+def test_training_imports_no_plotting():
+    """train.py trains through training.run, which gives MLflow the run table's columns (utils.runs.table);
+    plotting (utils.runs.plots, matplotlib) belongs to what comes after training. (The installed torchmetrics
+    imports matplotlib itself when it is installed: the check is on the project's modules.)"""
+    project, packages = closure("train")
+    assert {"training.run", "utils.runs.table"} <= project
+    assert not [name for name in project if name.startswith("utils.runs.plots")] and "matplotlib" not in packages

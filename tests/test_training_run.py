@@ -1,7 +1,6 @@
 """End to end: synthetic raw files -> prepared data -> train.py runs (records, TensorBoard, Neptune offline,
 seeds, interruption and resume (one MLflow run), DDP on two CPU processes, config errors)."""
 
-import ast
 import json
 import logging
 import os
@@ -292,29 +291,6 @@ def test_a_fit_without_training_batches_is_recorded_as_failed(prepared, tmp_path
     (run_dir,) = run_dirs(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["state"] == "failed" and summary["stop_reason"].startswith("no training batches")
-
-
-def test_a_training_run_imports_no_plotting(prepared, tmp_path):
-    """train.py trains through training.run, which gives MLflow the run table's columns (utils.runs.table);
-    plotting belongs to what comes after. (The installed torchmetrics imports matplotlib itself when it is
-    installed: the check is on the project's modules.)"""
-    code = ("import json, sys, train\n"
-            f"code = train.main({base_args(prepared, tmp_path, epochs=1, mlflow=True)!r})\n"
-            "files = [getattr(module, '__file__', None) or '' for module in list(sys.modules.values())]\n"
-            f"print('loaded:', json.dumps(sorted(f for f in files if f.startswith({str(ROOT)!r}))))\n"
-            "sys.exit(code)\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    loaded = [path for path in json.loads(result.stdout.rpartition("loaded: ")[2])
-              if Path(path).relative_to(ROOT).parts[0] in ("utils", "datasets", "models", "training", "train.py")]
-    assert str(ROOT / "training" / "run.py") in loaded
-    assert str(ROOT / "utils" / "runs" / "plots.py") not in loaded
-    for path in loaded:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
-        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
-        imported += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
-        assert not [name for name in imported if name.split(".")[0] == "matplotlib"], path
-    assert [row["epoch"] for row in read_metrics(run_dirs(tmp_path)[0])] == [1]
 
 
 def test_the_profiler_key_writes_its_report_in_the_run_folder(prepared, tmp_path):
