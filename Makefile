@@ -66,6 +66,7 @@ $(DEMO_DATA): | $(DEMO_RAW)
 demo: $(PROD_STAMP)
 	$(MAKE) --no-print-directory $(DEMO_DATA)
 	$(PY) train.py -c config_template.yml -d $(DEMO_DATA) $(DEMO_SETTINGS)
+	$(PY) compare_runs.py --to-mlflow $(DEMO_OUTPUT) --reference C-50
 	@run=$$(ls -dt $(DEMO_OUTPUT)/ghost_* | head -n 1); photo=$$(ls $(DEMO_DATA)/test/*.jpg | head -n 1); \
 	echo; \
 	echo "Next steps (the run: $$run):"; \

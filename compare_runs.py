@@ -1,7 +1,8 @@
 """Compare training runs: the thesis's dashboard table of every run record under output/.
 
---to-mlflow imports the run folders, and Neptune offline runs (.neptune/offline/run__*), into MLflow instead, and
-the --reference runs of the thesis (or all of them: --reference all) into its experiment `thesis`.
+--to-mlflow imports the run folders, Neptune offline runs (.neptune/offline/run__*) and the --reference runs of the
+thesis (or all of them: --reference all) into MLflow instead: into the store and experiment of the runs compared,
+the thesis's runs in the same table as yours.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from utils.output_files import new_file_problems
 from utils.printable import escape_control
 from utils.runs.folders import MLFLOW_DB, run_files
 from utils.runs.plots import plot_path_problem, plot_runs
-from utils.runs.records import RunRecord, load_runs
+from utils.runs.records import RunRecord, is_run_dir, load_runs
 from utils.runs.table import (COLUMN_NAMES, column_problems, filter_runs, format_table, group_rows_by_seed, run_row,
                               sort_rows, write_csv)
 from utils.runs.thesis import ThesisRun, load_thesis_runs, reference_record, unknown_run_problems
@@ -25,6 +26,7 @@ from utils.runs.thesis import ThesisRun, load_thesis_runs, reference_record, unk
 ALL_REFERENCES = "all"  # --reference all: every recorded thesis run
 
 DEMO_OUTPUT = "demo/output"  # where make demo's runs go (the Makefile's DEMO_OUTPUT)
+DEFAULT_EXPERIMENT = "cars"  # the schema's mlflow_experiment
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -37,7 +39,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="config file whose output_path is the default folder (default: config.yml, if present)")
     parser.add_argument("--reference", nargs="+", action="extend", default=[], metavar="RUN_ID",
                         help="add recorded thesis runs (e.g. C-50, or all) to the table and, dashed, to the plot; "
-                             "with --to-mlflow, import them into the MLflow experiment thesis")
+                             "with --to-mlflow, import them beside your runs, into the same MLflow experiment")
     parser.add_argument("--tag", action="append", default=[],
                         help="keep runs having this tag (repeatable: all of them)")
     parser.add_argument("--architecture", "-a", action="append", default=[],
@@ -53,9 +55,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--to-mlflow", action="store_true",
                         help="import the runs (and Neptune offline runs under the folders) into MLflow; "
                              "runs already there are skipped")
-    parser.add_argument("--mlflow-uri", default=f"sqlite:///output/{MLFLOW_DB}",
-                        help=f"MLflow tracking URI for --to-mlflow (default: sqlite:///output/{MLFLOW_DB})")
-    parser.add_argument("--mlflow-experiment", default="cars", help="MLflow experiment for --to-mlflow (default: cars)")
+    parser.add_argument("--mlflow-uri",
+                        help="MLflow tracking URI for --to-mlflow (default: the store of the runs compared: the "
+                             f"mlflow_tracking_uri their config.yml names, else {MLFLOW_DB} in the first folder)")
+    parser.add_argument("--mlflow-experiment",
+                        help=f"MLflow experiment for --to-mlflow (default: the runs' mlflow_experiment, else "
+                             f"{DEFAULT_EXPERIMENT})")
     return parser.parse_args(argv)
 
 
@@ -81,31 +86,52 @@ def output_problems(args: argparse.Namespace, protected: list[Path]) -> list[str
     return problems
 
 
+def runs_store(folders: Sequence[str], runs: Sequence[RunRecord]) -> str | None:
+    """The MLflow store of the runs compared: the mlflow_tracking_uri their config.yml names when they all name the
+    same one, else the SQLite file that train.py logs to by default, mlflow.db in the first folder (a run
+    folder's: in its parent); None without a folder."""
+    recorded = {str(run.config.get("mlflow_tracking_uri") or "") for run in runs}
+    if len(recorded) == 1 and (uri := recorded.pop()):
+        return uri
+    if not folders:
+        return None
+    folder = Path(folders[0])
+    return f"sqlite:///{(folder.parent if is_run_dir(folder) else folder).resolve() / MLFLOW_DB}"
+
+
+def runs_experiment(runs: Sequence[RunRecord]) -> str:
+    """The MLflow experiment of the runs compared: the mlflow_experiment their config.yml names when they all name
+    the same one, else cars."""
+    recorded = {str(run.config.get("mlflow_experiment") or "") for run in runs} - {""}
+    return recorded.pop() if len(recorded) == 1 else DEFAULT_EXPERIMENT
+
+
 def to_mlflow(args: argparse.Namespace, runs: list[RunRecord], references: list[ThesisRun]) -> int:
-    """Import run folders, Neptune offline runs and thesis runs into MLflow; runs already there are left as they
-    are."""
+    """Import run folders, Neptune offline runs and thesis runs into one experiment of the runs' MLflow store; runs
+    already there are left as they are."""
     from utils.mlflow.dashboard import dashboard_line
-    from utils.mlflow.mirror import THESIS_EXPERIMENT, import_thesis_runs, import_to_mlflow
+    from utils.mlflow.mirror import import_to_mlflow
     from utils.mlflow.store import mlflow_uri_problems
     from utils.runs.neptune_offline import neptune_run_dirs, readable_neptune_runs
 
-    problems = mlflow_uri_problems(args.mlflow_uri, "--mlflow-uri")
+    uri = args.mlflow_uri or runs_store(args.folders, runs)
+    if uri is None:
+        print("compare_runs.py: error: --to-mlflow: no runs folder to find the MLflow store in; name the folder of "
+              "your runs, or the store: --mlflow-uri sqlite:///path/to/mlflow.db", file=sys.stderr)
+        return 2
+    problems = mlflow_uri_problems(uri, "--mlflow-uri" if args.mlflow_uri else "the runs' MLflow store")
     if problems:
         print("compare_runs.py: error: " + "; ".join(problems), file=sys.stderr)
         return 2
     neptune_runs, skipped = readable_neptune_runs(neptune_run_dirs(args.folders))
     for problem in skipped:
         print(f"warning: {escape_control(problem)}", file=sys.stderr)
-    imports = {}
-    if runs or neptune_runs or not references:
-        imports[args.mlflow_experiment] = import_to_mlflow(runs, neptune_runs, args.mlflow_uri, args.mlflow_experiment)
-    if references:
-        imports[THESIS_EXPERIMENT] = import_thesis_runs(references, args.mlflow_uri)
-    for experiment, (imported, present) in imports.items():
-        for name in imported:
-            print(f"imported {name}")
-        print(f"{len(imported)} run(s) imported into MLflow experiment {experiment!r} at {args.mlflow_uri}, "
-              f"{len(present)} already there; {dashboard_line(args.mlflow_uri, experiment)}")
+    experiment = args.mlflow_experiment or runs_experiment(runs)
+    imported, present = import_to_mlflow(runs, neptune_runs, references, uri, experiment)
+    for name in imported:
+        print(f"imported {name}")
+    print(f"{len(imported)} run(s) imported into MLflow experiment {experiment!r} at {uri}, {len(present)} already "
+          f"there; {dashboard_line(uri, experiment)}")
     return 0
 
 

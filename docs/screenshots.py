@@ -4,11 +4,11 @@ data; then `mlflow ui` over their store, looked at in headless Chromium with a n
 
     python -m docs.screenshots [--out docs] [--epochs 8] [--work DIR [--again]]
 
-Writes mlflow_runs_table.png (the URL train.py prints: the thesis's columns from the left, best valid_acc first),
-mlflow_runs_results.png (the same table scrolled to the results), mlflow_groups.png (newest first: the study's row
-expanded to its runs), mlflow_thesis.png (the URL the thesis import prints: C-50 and its 130 epochs) and
-mlflow_compare.png (the charts of both experiments, C-50's valid_acc beside the runs'). Needs Debian's chromium
-and chromium-driver, and selenium.
+Writes mlflow_runs_table.png (the URL train.py prints: the thesis's columns from the left, best valid_acc first, C-50
+at the top beside the runs), mlflow_runs_results.png (the same table scrolled to the results), mlflow_groups.png
+(newest first: the study's row expanded to its runs) and mlflow_compare.png (the charts: C-50's valid_acc beside
+the runs'), each as a new browser shows the page, MLflow's Assistant panel open as it opens itself. Needs Debian's
+chromium and chromium-driver, and selenium.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from datasets.synthetic import generate_synthetic_stanford
 from tests.mlflow_browser import (browser_missing, expand_group, open_runs_table, scroll_to_right_end,
                                   start_browser)
 from utils.config.loading import yaml_inline
-from utils.mlflow.dashboard import GROUPS_VIEW, TABLE_VIEW, dashboard_line, view_url
+from utils.mlflow.dashboard import GROUPS_VIEW, TABLE_VIEW, dashboard_line
 from utils.mlflow.server import free_port, start_server
 from utils.mlflow.store import mlflow_client
 
 ROOT = Path(__file__).resolve().parents[1]
-WIDTH, HEIGHT = 1800, 760
+WIDTH, HEIGHT = 1600, 1000  # the window of a new user's browser (issue 32)
 CHART_SEARCH = "input[placeholder='Search metric charts']"
 
 
@@ -73,47 +73,43 @@ def make_runs(work: Path, epochs: int) -> tuple[str, str]:
                                                 "space": space}}), encoding="utf-8")
     run("sweep.py", str(study))
     run("sweep.py", "--report", str(study))
-    uri = f"sqlite:///{work / 'output' / 'mlflow.db'}"
-    run("compare_runs.py", "--to-mlflow", "--reference", "C-50", "--mlflow-uri", uri)
-    return re.findall(r"dashboard: (http://\S+)", printed)[-1], uri
+    run("compare_runs.py", "--to-mlflow", str(work / "output"), "--reference", "C-50")  # into the runs' store
+    return re.findall(r"dashboard: (http://\S+)", printed)[-1], f"sqlite:///{work / 'output' / 'mlflow.db'}"
 
 
 def charts_url(base_url: str, experiment_ids: list[str]) -> str:
-    """Both experiments' runs as charts, best valid_acc first (the order flattens the groups)."""
+    """The experiments' runs as charts, best valid_acc first (the order flattens the groups)."""
     ids = quote(json.dumps(experiment_ids, separators=(",", ":")))
     return (f"{base_url}/#/compare-experiments/s?experiments={ids}&compareRunsMode=CHART"
             "&workflowType=machine_learning&orderByKey=metrics.%60valid_acc_max%60&orderByAsc=false")
 
 
 def shoot(printed_url: str, uri: str, out: Path) -> list[Path]:
-    """Serve the store with `mlflow ui` on the port the URL names and save the five screenshots."""
+    """Serve the store with `mlflow ui` on the port the URL names and save the four screenshots, the page as a new
+    browser shows it (MLflow's Assistant panel as it opens by itself: docs/tracking.md)."""
     from selenium.webdriver.common.by import By
 
     port = free_port()
     table_url = re.sub(r"http://127\.0\.0\.1:\d+", f"http://127.0.0.1:{port}", printed_url)
     client = mlflow_client(uri)
-    experiments = [client.get_experiment_by_name(name).experiment_id for name in ("cars", "thesis")]
-    thesis_url = view_url(f"http://127.0.0.1:{port}", experiments[1], TABLE_VIEW.key)
-    shots = [out / f"mlflow_{name}.png" for name in ("runs_table", "runs_results", "groups", "thesis", "compare")]
+    experiments = [client.get_experiment_by_name("cars").experiment_id]
+    shots = [out / f"mlflow_{name}.png" for name in ("runs_table", "runs_results", "groups", "compare")]
     with tempfile.TemporaryFile("w+") as log:
         server = start_server(uri, port, output=log)
     browser = start_browser(WIDTH, HEIGHT)
     try:
         driver = browser.driver
-        open_runs_table(driver, table_url, "valid_acc_max")
+        open_runs_table(driver, table_url, "valid_acc_max", close_assistant=False)
         driver.save_screenshot(str(shots[0]))
         scroll_to_right_end(driver)  # the results, beside the pinned names
         driver.save_screenshot(str(shots[1]))
-        open_runs_table(driver, table_url.replace(TABLE_VIEW.key, GROUPS_VIEW.key), "Created")
+        open_runs_table(driver, table_url.replace(TABLE_VIEW.key, GROUPS_VIEW.key), "Created", close_assistant=False)
         expand_group(driver, "lr_search")
         driver.save_screenshot(str(shots[2]))
-        open_runs_table(driver, thesis_url, "valid_acc_max")
-        scroll_to_right_end(driver)
-        driver.save_screenshot(str(shots[3]))
-        open_runs_table(driver, charts_url(server.url, experiments), "valid_acc_max")
+        open_runs_table(driver, charts_url(server.url, experiments), "valid_acc_max", close_assistant=False)
         driver.find_element(By.CSS_SELECTOR, CHART_SEARCH).send_keys("valid_acc")
         time.sleep(3)  # the charts redraw
-        driver.save_screenshot(str(shots[4]))
+        driver.save_screenshot(str(shots[3]))
     finally:
         browser.close()
         server.stop()

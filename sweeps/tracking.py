@@ -89,7 +89,7 @@ def close_study_runs(study: Study, optuna_study: optuna.Study, records: Sequence
         metrics = mlflow_values(run_row(best), "metrics") if best else {}
         tags = {"best_run": str(best.summary.get("run_name") or best.run_id)} if best else {}
         shared = shared_params(study, runs) if state == "finished" else {}
-        ends = [times[1] for record in runs if (times := run_times_ms(record.summary))]
+        ends = [times[1] for record in runs if (times := run_times_ms(record.summary)) and times[1] is not None]
         # ended with its last run: a later launch that finds nothing to do leaves its duration as it was
         close_group_run(uri, run_id, state, {**shared, **params}, metrics, tags, max(ends, default=None))
 

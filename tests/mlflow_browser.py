@@ -74,9 +74,10 @@ def start_browser(width: int = 1920, height: int = 1000) -> Browser:
     return Browser(webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER))), profile)
 
 
-def open_runs_table(driver: Any, url: str, sorted_by: str) -> None:
+def open_runs_table(driver: Any, url: str, sorted_by: str, close_assistant: bool = True) -> None:
     """Load url in a fresh page and wait until the runs table shows rows, sorted as given (the sort button's
-    text, e.g. valid_acc_max or Created); close the assistant panel."""
+    text, e.g. valid_acc_max or Created); close the assistant panel (MLflow opens it by itself at a first visit to
+    a local server) unless close_assistant is False."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -85,10 +86,19 @@ def open_runs_table(driver: Any, url: str, sorted_by: str) -> None:
     wait = WebDriverWait(driver, WAIT_S)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f".ag-center-cols-container {ROW}"))
     wait.until(lambda d: sorted_by in d.find_element(By.CSS_SELECTOR, SORT_BUTTON).text)
+    if not close_assistant:
+        return
     for button in driver.find_elements(By.CSS_SELECTOR, ASSISTANT_CLOSE):
         if button.is_displayed():
             button.click()
     time.sleep(1)  # the grid lays its columns out again once the panel is gone
+
+
+def assistant_panel_open(driver: Any) -> bool:
+    """Whether MLflow's Assistant panel is open (its close button shown)."""
+    from selenium.webdriver.common.by import By
+
+    return any(button.is_displayed() for button in driver.find_elements(By.CSS_SELECTOR, ASSISTANT_CLOSE))
 
 
 def _sideways(driver: Any) -> Iterator[None]:

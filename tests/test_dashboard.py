@@ -18,12 +18,13 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.mlflow_browser import (browser_missing, column_cells, column_headers, expand_group,
+from tests.mlflow_browser import (assistant_panel_open, browser_missing, column_cells, column_headers, expand_group,
                                   open_runs_table, run_names, start_browser)
 from utils.mlflow.dashboard import (GROUPS_VIEW, TABLE_VIEW, VIEW_TAG_PREFIX, encode_view, open_dashboard_experiment,
                                    view_state, write_views)
@@ -197,7 +198,7 @@ def test_the_url_train_py_prints_opens_the_thesis_table_best_valid_acc_first(bro
     open_runs_table(browser, url, "valid_acc_max")
     assert [text for _, text in column_headers(browser)] == HEADERS
     accuracies = [float(text) for text in column_cells(browser, "metrics.`valid_acc_max`")]
-    assert len(accuracies) == 4 and accuracies == sorted(accuracies, reverse=True)  # 3 runs and the study's row
+    assert len(accuracies) == 5 and accuracies == sorted(accuracies, reverse=True)  # 3 runs, the study's row, C-50
 
 
 def test_a_study_is_one_row_that_expands_to_its_runs(browser, store):
@@ -212,12 +213,31 @@ def test_a_study_is_one_row_that_expands_to_its_runs(browser, store):
     assert len(names) == len(folded) + 2
 
 
-def test_the_thesis_import_lists_c50_with_its_130_epochs(browser, store):
+def test_the_thesis_import_lists_c50_beside_your_runs_with_its_130_epochs_and_marked_as_imported(browser, store):
     url = printed_url(store.import_outputs[0])
+    assert url == printed_url(store.train_output)  # the same table: the thesis's best run beside yours
     open_runs_table(browser, url, "valid_acc_max")
-    assert run_names(browser) == ["C-50"]
-    assert column_cells(browser, "metrics.`epochs_last`") == ["130"]
-    assert column_cells(browser, "metrics.`valid_acc_max`") == ["0.8379"]
+    names = run_names(browser)
+    assert names[0] == "C-50" and len(names) == 5  # the best valid_acc first
+    assert column_cells(browser, "metrics.`epochs_last`")[0] == "130"
+    assert column_cells(browser, "metrics.`valid_acc_max`")[0] == "0.8379"
+    assert column_cells(browser, "tags.`state`")[0] == "imported, no duration recorded"
+    client = mlflow_client(store.server_url)
+    (c50,) = [run for run in runs_by_name(client, "cars").values() if run.info.run_name == "C-50"]
+    assert c50.info.start_time == int(datetime(2020, 9, 22, 6, 8, 10).timestamp() * 1000)  # its record's
+    assert c50.info.end_time is None and c50.info.status == "FINISHED"  # no duration recorded, none made up
+
+
+def test_mlflow_opens_its_assistant_panel_at_a_first_visit_as_docs_tracking_md_says(store):
+    """MLflow 3.17.2 opens its Assistant panel by itself at the first visit of a browser to a local server, with no
+    setting to keep it closed: docs/tracking.md says so, and the screenshots show the page with it."""
+    fresh = start_browser(1600, 1000)
+    try:
+        open_runs_table(fresh.driver, printed_url(store.train_output), "valid_acc_max", close_assistant=False)
+        assert assistant_panel_open(fresh.driver)
+    finally:
+        fresh.close()
+    assert "Assistant" in (ROOT / "docs" / "tracking.md").read_text(encoding="utf-8")
 
 
 class Output:
@@ -253,9 +273,9 @@ def test_the_dashboard_module_serves_a_store_with_mlflow_ui_quietly_until_ctrl_c
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = Output(process)
     try:
-        lines = output.until("thesis:")
+        lines = output.until("cars:")
         urls = {line.split(":")[0].strip(): URL.search(line).group(0) for line in lines if URL.search(line)}
-        assert list(urls) == ["cars", "thesis"] and urls["cars"].startswith(f"http://127.0.0.1:{port}/#/exp"), lines
+        assert list(urls) == ["cars"] and urls["cars"].startswith(f"http://127.0.0.1:{port}/#/exp"), lines
         open_runs_table(browser, urls["cars"], "valid_acc_max")  # the server answers the UI's requests ...
         assert [text for _, text in column_headers(browser)] == HEADERS
     finally:
@@ -273,7 +293,7 @@ def test_sigterm_stops_the_dashboard_and_its_server_too(store):
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = Output(process)
     try:
-        output.until("thesis:")
+        output.until("cars:")
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -304,5 +324,5 @@ def test_make_demos_last_lines_name_the_url_and_how_to_serve_it_and_start_nothin
     client = mlflow_client(store.server_url)
     assert lines[1:] == [f"  {name}: http://127.0.0.1:{port}/#/experiments/"
                          f"{client.get_experiment_by_name(name).experiment_id}/runs?viewStateShareKey=runs-table"
-                         "&workflowType=machine_learning" for name in ("cars", "thesis")]
+                         "&workflowType=machine_learning" for name in ("cars",)]
     assert port_problem("127.0.0.1", port) is None  # nothing serves it

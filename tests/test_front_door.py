@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from utils.mlflow.store import mlflow_client
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DEMO = ["DEMO_CLASSES=3", "DEMO_PER_CLASS=6", "DEMO_EPOCHS=1", "DEMO_IMAGE_SIZE=32"]
 
@@ -76,6 +78,9 @@ def test_make_demo_ends_with_next_steps_that_run_as_printed(demo):
         run_as_printed(step, clone)
     assert (clone / run / "model.pt2").is_file() and (clone / run / "model.pt2.json").is_file()
     assert "demo/output/mlflow.db" in output  # the dashboard of the demo's runs
+    client = mlflow_client(f"sqlite:///{clone / 'demo' / 'output' / 'mlflow.db'}")
+    table = client.search_runs([client.get_experiment_by_name("cars").experiment_id])
+    assert "C-50" in {run.info.run_name for run in table} and len(table) == 2  # the thesis's best run beside yours
     for noise in ("💡", "LeafSpec", "Warning", "preparing data took 0.", "GPU available", "Total params",
                   "alembic", "Creating initial MLflow database", "Experiment with name"):
         assert noise not in output, noise

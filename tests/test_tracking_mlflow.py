@@ -237,3 +237,22 @@ def test_a_shared_server_gets_the_run_and_its_death_mid_run_leaves_training_and_
     assert (killed_run_dir / "best.ckpt").is_file() and (killed_run_dir / "last.ckpt").is_file()
     warnings = [record.message for record in caplog.records if "MLflow tracking at" in record.getMessage()]
     assert len(warnings) == 1
+
+
+def test_to_mlflow_writes_into_the_store_of_the_runs_it_compares_with_the_thesis_beside_them(
+        prepared, tmp_path, monkeypatch, capsys):
+    assert train.main(base_args(prepared, tmp_path, mlflow=True)) == 0
+    elsewhere = tmp_path / "elsewhere"  # no output/ here: nothing may be made here
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert compare_runs.main(["--to-mlflow", str(tmp_path / "output"), "--reference", "C-50"]) == 0
+    out = capsys.readouterr().out
+    assert f"at {sqlite_uri(tmp_path)}, 1 already there" in out and "1 run(s) imported" in out  # C-50; the run: live
+    assert f"make dashboard DASHBOARD_DB={tmp_path / 'output' / 'mlflow.db'}" in out  # the dashboard of that store
+    client = MlflowClient(sqlite_uri(tmp_path))
+    runs = client.search_runs([client.get_experiment_by_name("cars").experiment_id])
+    assert sorted(run.info.run_name for run in runs)[0] == "C-50" and len(runs) == 2  # one table
+    assert compare_runs.main(["--to-mlflow", "--reference", "C-50"]) == 2  # no runs folder: no store to guess
+    assert "--mlflow-uri" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []

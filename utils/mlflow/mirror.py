@@ -33,7 +33,7 @@ RUN_DIR_TAG = "run_dir"
 SEED_GROUP_TAG = "seed_group"
 THESIS_RUN_TAG = THESIS_RUN  # the recorded run's id (C-50): an imported thesis run is not imported again
 NEPTUNE_RUN_TAG = "neptune_offline_run"
-THESIS_EXPERIMENT = "thesis"
+IMPORTED_STATE = "imported, no duration recorded"  # the state column of a run whose record has no duration
 SUMMARY_PARAMS = ("runtime", "parameters", "multiply_adds", "num_classes")
 Series = dict[str, list[tuple[int, float]]]  # metric name -> (step, value) points
 
@@ -94,12 +94,13 @@ def record_values(record: RunRecord) -> RunValues:
     its tracked settings, size and runtime as parameters; metrics.csv as series stepped by the 1-based epoch; the run
     table's columns as parameters, tags and metrics (as the table shows them), its duration; its state as status."""
     row = run_row(record)
-    metrics = mlflow_values(row, "metrics")
+    tags, metrics = {**_record_tags(record), **mlflow_values(row, "tags")}, mlflow_values(row, "metrics")
     duration = record.summary.get("duration_s")
     if is_number(duration):
         metrics["duration_s"] = rounded(duration)
-    return RunValues({**_record_tags(record), **mlflow_values(row, "tags")},
-                     {**_record_params(record), **mlflow_values(row, "params")}, _series(record), metrics,
+    elif record.summary.get("state") != "running":  # a record without times of its own: not the import's
+        tags["state"] = IMPORTED_STATE
+    return RunValues(tags, {**_record_params(record), **mlflow_values(row, "params")}, _series(record), metrics,
                      mlflow_status(record.summary.get("state")), run_times_ms(record.summary))
 
 
@@ -141,7 +142,9 @@ def write_run(client: Any, experiment_id: str, values: RunValues, run_id: str | 
     client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in values.tags.items()])
     for path in files:
         client.log_artifact(run_id, str(path))
-    if values.status != "RUNNING":
+    if values.status != "RUNNING" and start_ms is not None and end_ms is None:  # ended, no end time recorded
+        client.update_run(run_id, status=values.status)
+    elif values.status != "RUNNING":
         client.set_terminated(run_id, values.status, end_time=end_ms)
     elif run.info.status != "RUNNING":
         client.update_run(run_id, status="RUNNING")
@@ -217,24 +220,18 @@ def import_neptune_run(client: Any, experiment_id: str, run_dir: Path) -> str | 
     return write_run(client, experiment_id, neptune_values(run_dir))
 
 
-def import_thesis_runs(runs: Sequence[ThesisRun], uri: str) -> tuple[list[str], list[str]]:
-    """Import recorded thesis runs into the experiment thesis; (imported, already there) run ids."""
-    client, experiment_id = open_dashboard_experiment(uri, THESIS_EXPERIMENT)
-    imported, present = [], []
-    for run in runs:
-        (imported if import_thesis_run(client, experiment_id, run) else present).append(run.id)
-    return imported, present
-
-
-def import_to_mlflow(run_records: Sequence[RunRecord], neptune_dirs: Sequence[Path], uri: str,
-                     experiment: str) -> tuple[list[str], list[str]]:
-    """Import run folders and Neptune offline runs into an MLflow experiment; (imported, already there) names."""
+def import_to_mlflow(run_records: Sequence[RunRecord], neptune_dirs: Sequence[Path], thesis_runs: Sequence[ThesisRun],
+                     uri: str, experiment: str) -> tuple[list[str], list[str]]:
+    """Import run folders, Neptune offline runs and recorded thesis runs into one MLflow experiment, the thesis's
+    beside the user's in one table; (imported, already there) names."""
     client, experiment_id = open_dashboard_experiment(uri, experiment)
     imported, present = [], []
     for run in run_records:
         (imported if import_run_folder(client, experiment_id, run) else present).append(str(run.path))
     for run_dir in neptune_dirs:
         (imported if import_neptune_run(client, experiment_id, run_dir) else present).append(str(run_dir))
+    for thesis_run in thesis_runs:
+        (imported if import_thesis_run(client, experiment_id, thesis_run) else present).append(thesis_run.id)
     return imported, present
 
 

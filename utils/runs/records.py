@@ -228,11 +228,12 @@ def run_class_names(run_dir: str | os.PathLike, num_classes: int,
     return [f"class {i}" for i in range(1, num_classes + 1)], f"{problem}; showing class ids"
 
 
-def run_times_ms(summary: Mapping[str, Any]) -> tuple[int, int] | None:
-    """(start, end) of a recorded run in ms since the epoch: summary.json's start time and duration."""
+def run_times_ms(summary: Mapping[str, Any]) -> tuple[int, int | None] | None:
+    """(start, end) of a recorded run in ms since the epoch: summary.json's start time and duration (end None
+    when no duration is recorded); None without a start time."""
     try:
         start = datetime.fromisoformat(str(summary.get("started"))).timestamp()
     except ValueError:
         return None
     duration = summary.get("duration_s")
-    return int(start * 1000), int((start + (duration if is_number(duration) else 0)) * 1000)
+    return int(start * 1000), int((start + duration) * 1000) if is_number(duration) else None

@@ -6,6 +6,7 @@ import ast
 import json
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,19 @@ def unknown_run_problems(run_ids: list[str], runs: dict[str, ThesisRun]) -> list
     return problems
 
 
+def started(run: ThesisRun) -> str | None:
+    """When the run started, as its original name records it (ghost_20200922060810: 2020-09-22T06:08:10)."""
+    try:
+        return datetime.strptime(run.run_name.rpartition("_")[2], "%Y%m%d%H%M%S").isoformat()
+    except ValueError:
+        return None
+
+
 def reference_record(run: ThesisRun) -> RunRecord:
-    """The run as a record beside this project's runs: its settings, size and curves on the 1-based epoch axis."""
+    """The run as a record beside this project's runs: its settings, size and curves on the 1-based epoch axis, its
+    start time (no duration is recorded)."""
     config = {**thesis_config(run), "tags": ["thesis"], "description": f"thesis run {run.id} as recorded"}
     summary = {"state": "finished", "parameters": run.parameters, "runtime": run.params.get("runtime"),
-               "run_name": run.id, THESIS_RUN: run.id, "original_run_name": run.run_name}
+               "run_name": run.id, THESIS_RUN: run.id, "original_run_name": run.run_name, "started": started(run)}
     metrics = [{**row, "epoch": row["epoch"] + 1} for row in run.metrics]
     return RunRecord(Path("thesis") / run.id, summary, config, metrics)
