@@ -14,7 +14,6 @@ chromium and chromium-driver, and selenium.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -77,10 +76,9 @@ def make_runs(work: Path, epochs: int) -> tuple[str, str]:
     return re.findall(r"dashboard: (http://\S+)", printed)[-1], f"sqlite:///{work / 'output' / 'mlflow.db'}"
 
 
-def charts_url(base_url: str, experiment_ids: list[str]) -> str:
-    """The experiments' runs as charts, best valid_acc first (the order flattens the groups)."""
-    ids = quote(json.dumps(experiment_ids, separators=(",", ":")))
-    return (f"{base_url}/#/compare-experiments/s?experiments={ids}&compareRunsMode=CHART"
+def charts_url(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs as charts, best valid_acc first (the order flattens the groups)."""
+    return (f"{base_url}/#/experiments/{quote(str(experiment_id))}/runs?compareRunsMode=CHART"
             "&workflowType=machine_learning&orderByKey=metrics.%60valid_acc_max%60&orderByAsc=false")
 
 
@@ -92,7 +90,7 @@ def shoot(printed_url: str, uri: str, out: Path) -> list[Path]:
     port = free_port()
     table_url = re.sub(r"http://127\.0\.0\.1:\d+", f"http://127.0.0.1:{port}", printed_url)
     client = mlflow_client(uri)
-    experiments = [client.get_experiment_by_name("cars").experiment_id]
+    experiment_id = client.get_experiment_by_name("cars").experiment_id
     shots = [out / f"mlflow_{name}.png" for name in ("runs_table", "runs_results", "groups", "compare")]
     with tempfile.TemporaryFile("w+") as log:
         server = start_server(uri, port, output=log)
@@ -106,7 +104,7 @@ def shoot(printed_url: str, uri: str, out: Path) -> list[Path]:
         open_runs_table(driver, table_url.replace(TABLE_VIEW.key, GROUPS_VIEW.key), "Created", close_assistant=False)
         expand_group(driver, "lr_search")
         driver.save_screenshot(str(shots[2]))
-        open_runs_table(driver, charts_url(server.url, experiments), "valid_acc_max", close_assistant=False)
+        open_runs_table(driver, charts_url(server.url, experiment_id), "valid_acc_max", close_assistant=False)
         driver.find_element(By.CSS_SELECTOR, CHART_SEARCH).send_keys("valid_acc")
         time.sleep(3)  # the charts redraw
         driver.save_screenshot(str(shots[3]))
