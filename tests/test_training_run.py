@@ -236,11 +236,15 @@ def test_two_process_cpu_ddp_run_completes(prepared, tmp_path):
 
 
 def test_config_problems_stop_training_before_any_work(prepared, tmp_path, capsys):
-    args = base_args(prepared, tmp_path) + ["--set", "optimizer=Adamw", "--set", "batch_sise=3",
-                                            "--set", "architecture=ghostnet"]
-    assert train.main(args) == 2
+    """The configuration's own problems come first, all together, before torch is imported; the problems only the
+    checks that need torch find (names of optimizers and architectures) come next, all together too."""
+    names = ["--set", "optimizer=Adamw", "--set", "architecture=ghostnet"]
+    assert train.main(base_args(prepared, tmp_path) + names + ["--set", "batch_sise=3"]) == 2
     error = capsys.readouterr().err
-    assert "3 configuration problems" in error and "did you mean AdamW" in error and "batch_size" in error
+    assert "1 configuration problem" in error and "did you mean batch_size" in error
+    assert train.main(base_args(prepared, tmp_path) + names) == 2
+    error = capsys.readouterr().err
+    assert "2 configuration problems" in error and "did you mean AdamW" in error and "ghostnet" in error
     assert not (tmp_path / "output").exists()
     assert train.main(["-c", str(tmp_path / "config.yml")]) == 2
     assert "cp config_template.yml" in capsys.readouterr().err
@@ -264,17 +268,21 @@ def test_bad_seed_lists_are_refused_before_any_work(tmp_path, capsys, seeds):
 
 def test_trainer_data_and_folder_settings_are_checked_with_the_rest_before_any_work(prepared, tmp_path, capsys):
     (tmp_path / "a_file").write_text("mine")
-    args = base_args(prepared, tmp_path) + ["--set", "batch_size=0", "--set", "strategy=dpp",
-                                            "--set", f"cache_path={tmp_path / 'a_file'}", "-d", str(tmp_path / "none")]
+    later = ["--set", "strategy=dpp", "--set", f"cache_path={tmp_path / 'a_file'}"]
+    none = tmp_path / "none"
+    args = base_args(prepared, tmp_path) + ["--set", "batch_size=0", *later, "-d", str(none)]
     assert train.main(args) == 2
     error = capsys.readouterr().err
-    # each problem of a key set on the command line is named by the option as typed; the Trainer's settings are
-    # checked together (strategy with accelerator, devices, ...), so that one is the file's
-    assert error.startswith(f"{TEMPLATE}: 4 configuration problems")
-    none = tmp_path / "none"
-    for fragment in ("--set batch_size=0: 0 is out of range", "invalid strategy name",
-                     f"--set cache_path={tmp_path / 'a_file'}: ", "a_file is a file",
-                     f"-d {none}: stanford_data_path: {none} does not exist"):
+    # each problem of a key set on the command line is named by the option as typed; the configuration's own
+    # problems and the data folder come first (before torch is imported), the Trainer's and the folders' next
+    assert error.startswith("--set, -d: 2 configuration problems")
+    for fragment in ("--set batch_size=0: 0 is out of range", f"-d {none}: stanford_data_path: {none} does not exist"):
+        assert fragment in error
+    assert train.main(base_args(prepared, tmp_path) + later) == 2
+    error = capsys.readouterr().err
+    # the Trainer's settings are checked together (strategy with accelerator, devices, ...), so that one is the file's
+    assert error.startswith(f"{TEMPLATE}: 2 configuration problems")
+    for fragment in ("invalid strategy name", f"--set cache_path={tmp_path / 'a_file'}: ", "a_file is a file"):
         assert fragment in error
     assert not (tmp_path / "output").exists()
     assert train.main(base_args(prepared, tmp_path) + ["--set", "num_nodes=2"]) == 2
