@@ -1,7 +1,6 @@
 """Upper bounds of the config values that size memory or processes, in every config the project reads (a new
 run's, a run folder's), refused before any allocation; and loading a config imports no torch."""
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +33,6 @@ PAST_THE_BOUNDS = [
     ("early_stopping_patience", 10**9, f"at least 0 and at most {MAX_EPOCHS}"),
     ("devices", 100_000, f"at least -1 and at most {MAX_DEVICES}"),
 ]
-NOT_TORCH = {"torch", "torchvision", "torchmetrics", "pytorch_lightning", "lightning", "timm", "kornia", "datasets",
-             "models", "training", "sweeps", "numpy", "scipy", "mlflow"}
 
 
 def write_config(folder: Path, values: dict) -> Path:
@@ -159,44 +156,3 @@ def test_the_estimate_grows_with_the_batch_and_check_reports_it_with_the_cache(m
     assert "memory while training: about " in out and "per training process" in out
     images = sum(len((data / name).read_text().splitlines()) - 1 for name in ("train_labels.csv", "test_labels.csv"))
     assert f"image cache: {size_text(images * 3 * 32 * 32)} ({images} images of 32x32, uint8)" in out
-
-
-def _module_file(name: str) -> Path | None:
-    base = ROOT.joinpath(*name.split("."))
-    return next((path for path in (base.with_suffix(".py"), base / "__init__.py") if path.is_file()), None)
-
-
-def _imports(path: Path) -> list[str]:
-    """Every module an import statement of a file names (functions' own imports too; type-checking ones left out)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            node.body = []
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-    return names
-
-
-def import_closure(start: str) -> set[str]:
-    """The modules importing `start` runs, through the project's own modules (their parent packages included)."""
-    seen, todo = set(), [start]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        parts = name.split(".")
-        todo += [".".join(parts[:end]) for end in range(1, len(parts))]
-        path = _module_file(name)
-        todo += _imports(path) if path is not None else []
-    return seen
-
-
-def test_loading_a_config_imports_no_torch_lightning_datasets_or_models():
-    closure = import_closure("utils.config")
-    assert "utils.config.validation" in closure and "pydantic" in closure and "yaml" in closure
-    assert sorted({name.split(".")[0] for name in closure} & NOT_TORCH) == []

@@ -25,6 +25,7 @@ from rank_probe import PROBE_DIR_ENV, probe_path, read_probes
 from sweeps.storage import open_storage, run_of
 from utils.mlflow.server import free_port, start_server
 from utils.runs.records import read_metrics
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -85,15 +86,6 @@ def test_torchrun_two_processes_train_one_run_with_one_seed_drawn_by_rank_zero(p
     (run,) = client.search_runs([client.get_experiment_by_name("cars").experiment_id])
     assert run.info.run_id == summary["mlflow_run_id"] and run.info.status == "FINISHED"
 
-
-def wait_for(condition, timeout=300, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_two_process_run_killed_with_sigkill_resumes_from_its_last_epoch(prepared, tmp_path):

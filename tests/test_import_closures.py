@@ -98,3 +98,9 @@ def test_training_imports_no_plotting():
     project, packages = closure("train")
     assert {"training.run", "utils.runs.table"} <= project
     assert not [name for name in project if name.startswith("utils.runs.plots")] and "matplotlib" not in packages
+
+
+def test_loading_a_config_imports_no_torch_lightning_datasets_or_models():
+    project, packages = closure("utils.config")
+    assert "utils.config.validation" in project and {"pydantic", "yaml"} <= packages
+    assert packages & TORCH == set() and not {name.split(".")[0] for name in project} & {"datasets", "models"}

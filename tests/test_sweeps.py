@@ -35,6 +35,7 @@ from utils.runs.thesis import load_thesis_runs, thesis_config
 from sweeps.thesis_study import thesis_study
 from utils.cpu_threads import available_cpus
 from utils.runs.records import read_metrics
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -179,15 +180,6 @@ def test_two_workers_share_a_grid_study_on_a_postgresql_server(prepared, tmp_pat
     code, output = run_sweep("--report", path, "--storage", postgres_url)
     assert code == 0 and "dropout=0.3" in output, output
 
-
-def wait_for(condition, timeout=300, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def running_with_checkpoint(url):
