@@ -117,7 +117,8 @@ def worker_command(args: argparse.Namespace, url: str) -> list[str]:
 
 
 def launch(args: argparse.Namespace) -> int:
-    open_study(args.study, parse_overrides(args.overrides), args.config)  # its file and keys, before torch loads
+    # the file and every configuration's keys and values, all reported together before torch loads
+    load_study(args.study, parse_overrides(args.overrides), (), args.only, args.config, [sampler_problems])
     import torch
 
     from sweeps.launcher import (Supervision, finish_tracking, folder_conflicts, prepare_tracking,

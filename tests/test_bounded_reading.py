@@ -150,17 +150,27 @@ def test_a_newline_in_a_run_folders_name_cannot_forge_a_table_line(trained, tmp_
     assert len(lines) == 3 and "ghost_1\\nghost_forged  finished  1.0s  \\x1b[31m" in lines[2]
 
 
+# The command's own peak: VmHWM at exit. Not ru_maxrss, which Linux carries over across fork and exec from the
+# test process (often larger than the command), so that a peak read from os.wait4 can hide the command's own.
+PEAK = ("import atexit, os, runpy, sys\n"
+        "def peak():\n"
+        "    with open(os.environ['CARS_PEAK_FILE'], 'w') as out:\n"
+        "        out.write(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))\n"
+        "atexit.register(peak)\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
 def peak_memory(command: list[str], limit_bytes: int = 8 << 30) -> tuple[int, str, int]:
-    """(exit status, stderr, peak resident memory in bytes) of a command run with an address-space limit."""
+    """(exit status, stderr, peak resident memory in bytes) of a Python script run with an address-space limit."""
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
-    with tempfile.TemporaryFile() as error:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=error, preexec_fn=limit)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        error.seek(0)
-        return process.returncode, error.read().decode(errors="replace"), usage.ru_maxrss * 1024
+    python, script, *args = command
+    with tempfile.TemporaryDirectory() as folder:
+        peak_file = Path(folder) / "peak_kib"
+        process = subprocess.run([python, "-c", PEAK, script, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, preexec_fn=limit, env={**os.environ,
+                                                                                "CARS_PEAK_FILE": str(peak_file)})
+        return process.returncode, process.stderr.decode(errors="replace"), int(peak_file.read_text()) << 10
 
 
 @pytest.mark.parametrize("crafted", ["alias bomb", "200 MB string"])
