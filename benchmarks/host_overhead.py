@@ -89,22 +89,34 @@ def lightning_fit(module_class: type[ClassifierModule], batches: Batches) -> flo
     return (time.perf_counter() - start) / len(batches)
 
 
+def measure(steps: int, batch_size: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per step of each loop, one list of rounds per loop, on one thread."""
+    torch.set_num_threads(1)
+    batches = Batches(steps, batch_size)
+    timings: dict[str, list[float]] = {"plain PyTorch loop": [], "ClassifierModule (metrics logged once an epoch)": [],
+                                       "self.log every step (before)": []}
+    for _ in range(rounds):
+        timings["plain PyTorch loop"].append(plain_loop(batches))
+        timings["ClassifierModule (metrics logged once an epoch)"].append(lightning_fit(ClassifierModule, batches))
+        timings["self.log every step (before)"].append(lightning_fit(PerStepLogging, batches))
+    return timings
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    batches = Batches(args.steps, args.batch_size)
-    timings: dict[str, list[float]] = {"plain PyTorch loop": [], "ClassifierModule (metrics logged once an epoch)": [],
-                                       "self.log every step (before)": []}
-    for _ in range(args.rounds):
-        timings["plain PyTorch loop"].append(plain_loop(batches))
-        timings["ClassifierModule (metrics logged once an epoch)"].append(lightning_fit(ClassifierModule, batches))
-        timings["self.log every step (before)"].append(lightning_fit(PerStepLogging, batches))
+    lightning_log = logging.getLogger("pytorch_lightning")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            timings = measure(args.steps, args.batch_size, args.rounds)
+    finally:  # main() runs in-process too (the tests): leave Lightning's logging as it was
+        lightning_log.setLevel(level)
     floor = statistics.median(timings["plain PyTorch loop"])
     print(f"torch {torch.__version__}, Lightning {pl.__version__}, {args.steps} steps of batch {args.batch_size}, "
           f"median of {args.rounds} rounds, 1 thread\n")
