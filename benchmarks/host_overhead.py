@@ -17,10 +17,8 @@ Reported: median ms per step over the rounds (each round a one-epoch fit of --st
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 
 import pytorch_lightning as pl
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from models.classifier_module import ClassifierModule
+from training.trainer import quiet_lightning
 
 NUM_CLASSES = 196
 OPTIMIZER_PARAMS = {"lr": 0.001, "weight_decay": 0.6}
@@ -108,15 +107,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    lightning_log = logging.getLogger("pytorch_lightning")
-    level = lightning_log.level
-    lightning_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            timings = measure(args.steps, args.batch_size, args.rounds)
-    finally:  # main() runs in-process too (the tests): leave Lightning's logging as it was
-        lightning_log.setLevel(level)
+    with quiet_lightning():  # and as it was after: main() runs in-process too (the tests)
+        timings = measure(args.steps, args.batch_size, args.rounds)
     floor = statistics.median(timings["plain PyTorch loop"])
     print(f"torch {torch.__version__}, Lightning {pl.__version__}, {args.steps} steps of batch {args.batch_size}, "
           f"median of {args.rounds} rounds, 1 thread\n")

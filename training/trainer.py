@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +73,28 @@ def _lightning_problems(config: Config) -> list[str]:
                 "MASTER_ADDR/MASTER_PORT/NODE_RANK set on each machine); on one machine use num_nodes: 1"]
     settings = {"accelerator": config.accelerator, "devices": config.devices, "strategy": config.strategy,
                 "num_nodes": config.num_nodes, "precision": config.precision}
+    try:
+        with quiet_lightning():
+            pl.Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                       enable_model_summary=False)
+    except Exception as error:  # Lightning raises several types, each naming the setting
+        shown = ", ".join(f"{key}={value!r}" for key, value in settings.items())
+        return [f"accelerator/devices/strategy/num_nodes/precision ({shown}): {error}"]
+    return []
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's messages below ERROR and every warning silenced inside, both as they were after."""
     lightning_log = logging.getLogger("pytorch_lightning")
     level = lightning_log.level
     lightning_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pl.Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                       enable_model_summary=False)
-    except Exception as error:  # Lightning raises several types, each naming the setting
-        shown = ", ".join(f"{key}={value!r}" for key, value in settings.items())
-        return [f"accelerator/devices/strategy/num_nodes/precision ({shown}): {error}"]
+            yield
     finally:
         lightning_log.setLevel(level)
-    return []
 
 
 def training_option_problems(config: Config) -> list[str]:
