@@ -22,24 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import cpu_model
+from benchmarks import ROOT, generated_data, load_average, machine_line
 from utils.cpu_threads import available_cpus
 
-ROOT = Path(__file__).resolve().parents[1]
 HOG = "while True: pass"
-
-
-def demo_data(work: Path, classes: int, per_class: int) -> Path:
-    """The demo's generated and prepared data, as make demo makes it (reused when present)."""
-    prepared = work / "stanford"
-    if not prepared.is_dir():
-        raw = work / "raw"
-        subprocess.run([sys.executable, "-m", "datasets.synthetic", str(raw), "--overwrite", "--layout", "updated",
-                        "--classes", str(classes), "--per-class", str(per_class)], cwd=ROOT, check=True,
-                       capture_output=True)
-        subprocess.run([sys.executable, "prepare_stanford_dataset.py", "--raw", str(raw), "--out", str(prepared)],
-                       cwd=ROOT, check=True, capture_output=True)
-    return prepared
 
 
 def setting_environment(setting: str) -> dict[str, str]:
@@ -72,10 +58,6 @@ def beside_hogs(hogs: int, measure):
             process.wait()
 
 
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=12, help="epochs per training (make demo: 12)")
@@ -92,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
-        data = demo_data(work, args.classes, args.per_class)
-        print(f"{cpu_model()}, {os.cpu_count()} cores ({available_cpus()} usable); load average before: "
-              f"{load_average()}")
+        data = generated_data(work, args.classes, args.per_class)
+        print(f"{machine_line()} (before)")
         print(f"make demo's training: {args.classes} classes x {args.per_class} images, {args.image_size} px, "
               f"{args.epochs} epochs, batch 32, 2 loader workers; busy = beside {args.hogs} spinning processes\n")
         print("| threads | quiet (s) | busy (s) | busy / quiet |")

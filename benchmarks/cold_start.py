@@ -18,9 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import cpu_model
+from benchmarks import ROOT, generated_data, machine_line
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("train.py", "sweep.py", "predict.py", "evaluate.py", "export_model.py", "compare_runs.py",
            "prepare_stanford_dataset.py")
 IMPORT_TORCH = ["-c", "import torch, torchvision"]
@@ -55,11 +54,7 @@ def config_errors(work: Path) -> dict[str, list[str]]:
 
 def tiny_run(work: Path) -> tuple[Path, Path]:
     """A one-epoch run on generated data and a photo of it."""
-    raw, prepared, output = work / "raw", work / "stanford", work / "output"
-    subprocess.run([sys.executable, "-m", "datasets.synthetic", str(raw), "--overwrite", "--classes", "3",
-                    "--per-class", "4"], cwd=ROOT, check=True, capture_output=True)
-    subprocess.run([sys.executable, "prepare_stanford_dataset.py", "--raw", str(raw), "--out", str(prepared)],
-                   cwd=ROOT, check=True, capture_output=True)
+    prepared, output = generated_data(work, 3, 4), work / "output"
     settings = ["image_size=[32,32]", "num_epochs=1", "batch_size=4", "num_workers=0", f"output_path={output}",
                 f"logging_dir={work / 'logs'}", "log_to_mlflow=false"]
     subprocess.run([sys.executable, "train.py", "-c", "config_template.yml", "-d", str(prepared),
@@ -82,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
         run, photo = (args.run, args.photo) if args.run and args.photo else tiny_run(work)
-        print(f"{cpu_model()}, {os.cpu_count()} cores; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        print(machine_line())
         print(f"CPU seconds (user + system) of a new process, median of {args.repeats}\n")
         print("| command | CPU s | exit |")
         print("|---|---|---|")
