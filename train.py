@@ -17,7 +17,7 @@ from datasets.prepared import prepared_data_problems
 from datasets.settings import preprocessing_settings
 from utils.checkpoint_safety import TRUST_HELP, TRUST_OPTION, CheckpointError, check_resume_checkpoint
 from utils.config import MAX_SEED, Config, ConfigError, load_config, parse_overrides
-from utils.config.loading import override_origins
+from utils.config.loading import check_config, override_origins
 from utils.cpu_threads import default_loader_workers, use_cpu_threads
 from utils.logger import setup_logging
 from utils.output_files import FileWriteError
@@ -71,7 +71,7 @@ def load_checked_config(args: argparse.Namespace) -> tuple[Config, Path | None, 
     from training.run import RUN_CHECKS
 
     index = check_resume_checkpoint(checkpoint, run_dir, args.trust_checkpoint) if checkpoint else None
-    config = load_config(path, overrides, RUN_CHECKS, origins)
+    check_config(config, str(path), RUN_CHECKS, origins)
     if index is not None:  # its weights fit the run's network, and it holds no more than that network allows
         from models.run_loading import check_fits
 

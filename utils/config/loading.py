@@ -172,6 +172,15 @@ def config_from_mapping(raw: Mapping[str, Any], source: str, overrides: Iterable
     the command line, the option given in origins: override_origins) with every problem."""
     config, problems = validate(apply_overrides(raw, overrides))
     problems += tracking_problems(config)
+    check_config(config, source, checks, origins, problems)
+    return config
+
+
+def check_config(config: Config, source: str, checks: Iterable[Check], origins: Mapping[str, str] | None = None,
+                 problems: list[str] | None = None) -> None:
+    """Run the checks on a loaded Config; raise ConfigError naming source (or the option given in origins) with
+    every problem, those already found (problems) first."""
+    problems = list(problems or [])
     for check in checks:
         try:
             problems += check(config)
@@ -181,7 +190,6 @@ def config_from_mapping(raw: Mapping[str, Any], source: str, overrides: Iterable
             problems.append(f"{getattr(check, '__module__', check)} checks could not run: {error}")
     if problems:
         raise ConfigError(*labelled_problems(source, problems, origins or {}))
-    return config
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[Override] = (), checks: Iterable[Check] = (),
