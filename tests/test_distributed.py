@@ -1,7 +1,7 @@
 """Runs of several processes, with real processes on 127.0.0.1: torchrun, Lightning's own launcher killed and
 resumed, sweep trials of 2 processes each, and two sweep launchers on a PostgreSQL server logging to an `mlflow
-server`, one launcher killed with SIGKILL. Each rank's view is recorded by tests/rank_probe.py (a callback that
-Lightning loads through its entry points)."""
+server`, one launcher killed with SIGKILL. Each rank's view is recorded by tests/fit_probes.py (callbacks that
+Lightning loads through its entry points), whose gate holds a run after some epochs until the test has killed it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import yaml
 from optuna.trial import TrialState
 
 import sweep
-from rank_probe import PROBE_DIR_ENV, probe_path, read_probes
+from fit_probes import fit_env, held, read_probes, release
 from sweeps.storage import open_storage, run_of
 from utils.mlflow.server import free_port, start_server
 from utils.runs.records import read_metrics
@@ -48,12 +48,10 @@ def set_args(settings):
     return [item for key, value in settings.items() for item in ("--set", f"{key}={json.dumps(value)}")]
 
 
-def probe_env(tmp_path):
+def probe_env(tmp_path, hold_after=None):
     """The environment of the test's processes: one thread each, and the rank probe loaded by Lightning."""
     probes = tmp_path / "probes"
-    probes.mkdir()
-    path = os.pathsep.join([str(probe_path(tmp_path / "probe_package")), str(ROOT / "tests"), str(ROOT)])
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, PROBE_DIR_ENV: str(probes)}, probes
+    return fit_env(tmp_path / "fit_probes", probes, hold_after), probes
 
 
 def run_dirs(tmp_path):
@@ -89,15 +87,13 @@ def test_torchrun_two_processes_train_one_run_with_one_seed_drawn_by_rank_zero(p
 
 
 def test_a_two_process_run_killed_with_sigkill_resumes_from_its_last_epoch(prepared, tmp_path):
-    env, probes = probe_env(tmp_path)
+    env, probes = probe_env(tmp_path, hold_after=2)  # rank 0 waits before epoch 3 until killed
     args = ["-c", str(TEMPLATE), *set_args(tiny(tmp_path, prepared, epochs=4)),
             *[item for setting in DDP for item in ("--set", setting)]]
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        run_dir = wait_for(lambda: next((path for path in (tmp_path / "output").glob("ghost_*")
-                                         if len(read_metrics(path)) >= 2 and (path / "last.ckpt").is_file()), None)
-                           if (tmp_path / "output").is_dir() else None, what="two epochs")
+        ((_, run_dir),) = wait_for(lambda: held(tmp_path / "fit_probes").items(), what="two epochs")
         os.kill(process.pid, signal.SIGKILL)  # rank 0, the process Lightning's launcher started rank 1 from
         process.wait(timeout=60)
         wait_for(lambda: not any(probe["pid"] != process.pid and Path(f"/proc/{probe['pid']}").exists()
@@ -105,9 +101,10 @@ def test_a_two_process_run_killed_with_sigkill_resumes_from_its_last_epoch(prepa
     finally:
         os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
     done = len(read_metrics(run_dir))
-    assert 2 <= done < 4
+    assert done == 2
     for probe in probes.glob("*.json"):
         probe.unlink()
+    release(tmp_path / "fit_probes")
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(run_dir)], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -117,7 +114,7 @@ def test_a_two_process_run_killed_with_sigkill_resumes_from_its_last_epoch(prepa
     ranks = read_probes(probes)
     assert sorted(probe["rank"] for probe in ranks) == [0, 1]
     (resumed_at,) = {probe["epoch"] for probe in ranks}  # both ranks from last.ckpt's epoch
-    assert 1 <= resumed_at <= done and {probe["run_dir"] for probe in ranks} == {str(run_dir.resolve())}
+    assert resumed_at == done and {probe["run_dir"] for probe in ranks} == {str(run_dir.resolve())}
     assert [path for path in run_dirs(tmp_path) if path != run_dir] == []
 
 
@@ -201,15 +198,12 @@ def rest(server_url, method, body):
         return json.loads(response.read())
 
 
-def running_with_checkpoint(url):
-    try:
-        trials = optuna.load_study(study_name="tiny", storage=open_storage(url)).get_trials(
-            states=(TrialState.RUNNING,))
-    except Exception:  # the study is not created yet
-        return None
+def running_trial_of(url, run_dirs):
+    """A running trial of a worker that trains in one of run_dirs: (trial, run folder)."""
+    trials = optuna.load_study(study_name="tiny", storage=open_storage(url)).get_trials(states=(TrialState.RUNNING,))
     for trial in trials:
         run_dir = Path(trial.user_attrs.get("run_dir", "/nonexistent"))
-        if (run_dir / "last.ckpt").is_file() and read_metrics(run_dir) and "worker" in trial.user_attrs:
+        if run_dir in run_dirs and "worker" in trial.user_attrs:
             return trial, run_dir
     return None
 
@@ -229,27 +223,35 @@ def test_two_launchers_on_postgresql_one_killed_every_run_trains_once_and_mlflow
                            log_to_mlflow=True, mlflow_tracking_uri=server.url)
         command = [sys.executable, str(ROOT / "sweep.py"), str(path), "--storage", postgres_url, "--heartbeat", "1",
                    "--grace", "6"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        launchers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, start_new_session=True)]
+        env = fit_env(tmp_path / "fit_probes", hold_after=2)  # each run waits after epoch 2 until the kill
+        logs = [tmp_path / "launcher1.log", tmp_path / "launcher2.log"]  # files: a full pipe would stop a launcher
+        outputs = [log.open("w") for log in logs]
+        launchers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=outputs[0], stderr=subprocess.STDOUT,
+                                      start_new_session=True)]
         time.sleep(5)  # the first launcher creates the study; the second joins it
-        launchers.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True, start_new_session=True))
+        launchers.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=outputs[1], stderr=subprocess.STDOUT,
+                                          start_new_session=True))
         try:
-            trial, run_dir = wait_for(lambda: running_with_checkpoint(postgres_url), what="a checkpointed epoch")
+            held_runs = wait_for(lambda: held(tmp_path / "fit_probes"), what="a run held after its second epoch")
+            trial, run_dir = wait_for(lambda: running_trial_of(postgres_url, set(held_runs.values())),
+                                      what="the held run's trial")
             worker = int(trial.user_attrs["worker"].rsplit(":", 1)[1])
             (killed,) = [launcher for launcher in launchers if launcher.pid == parent_pid(worker)]
             os.kill(killed.pid, signal.SIGKILL)
             killed.wait(timeout=60)
+            release(tmp_path / "fit_probes")
             wait_for(lambda: not Path(f"/proc/{worker}").exists() or "zombie" in Path(
                 f"/proc/{worker}/status").read_text(), timeout=60, what="its worker to stop with it")
             (survivor,) = [launcher for launcher in launchers if launcher is not killed]
-            output, _ = survivor.communicate(timeout=600)
+            survivor.wait(timeout=600)
         finally:
             for launcher in launchers:
                 if launcher.poll() is None:
                     os.killpg(launcher.pid, signal.SIGKILL)
-        assert survivor.returncode == 0, output
+            for output in outputs:
+                output.close()
+            print("\n".join(f"--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}" for log in logs))
+        assert survivor.returncode == 0
         study = optuna.load_study(study_name="tiny", storage=open_storage(postgres_url))
         trials = [item for item in study.get_trials() if run_of(item) == run_of(trial)]
         assert [item.state for item in trials] == [TrialState.FAIL, TrialState.COMPLETE]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import train
+from fit_probes import fit_env, held
 from tests.test_checkpoint_safety import TEMPLATE
 from utils.checkpoint_safety import load_checkpoint
 
@@ -44,12 +45,12 @@ def wait_for(condition, process: subprocess.Popen, seconds: float = 300) -> None
 
 def test_sigterm_stops_the_run_with_a_resume_command_and_a_non_zero_status(data, tmp_path):
     command = [sys.executable, "train.py", *train_args(data, tmp_path, "num_epochs=500")]
+    gate = tmp_path / "fit_probes"
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    output = tmp_path / "output"
-    wait_for(lambda: any(output.glob("*/last.ckpt")), process)
-    (run_dir,) = [path for path in output.iterdir() if path.is_dir()]
-    wait_for(lambda: '"epochs_run": 2' in (run_dir / "summary.json").read_text(), process)
+                               env=fit_env(gate, hold_after=2))
+    wait_for(lambda: held(gate), process)
+    (run_dir,) = held(gate).values()
+    assert '"epochs_run": 2' in (run_dir / "summary.json").read_text()
     process.send_signal(signal.SIGTERM)
     _, error = process.communicate(timeout=300)
     assert process.returncode == 143

@@ -36,6 +36,7 @@ from sweeps.thesis_study import thesis_study
 from utils.cpu_threads import available_cpus
 from utils.runs.records import read_metrics
 from tests.waiting import wait_for
+from fit_probes import fit_env, held, release
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
@@ -182,30 +183,27 @@ def test_two_workers_share_a_grid_study_on_a_postgresql_server(prepared, tmp_pat
 
 
 
-def running_with_checkpoint(url):
-    """A running trial whose run folder holds last.ckpt of a finished epoch: (trial, run folder)."""
-    try:
-        trials = load(url).get_trials(states=(TrialState.RUNNING,))
-    except Exception:  # the study is not created yet
-        return None
-    for trial in trials:
-        run_dir = Path(trial.user_attrs.get("run_dir", "/nonexistent"))
-        if (run_dir / "last.ckpt").is_file() and read_metrics(run_dir):
-            return trial, run_dir
-    return None
+def held_trial(url, gate):
+    """A running trial whose run the gate holds after its second epoch: (trial, run folder)."""
+    run_dirs = set(held(gate).values())
+    trials = load(url).get_trials(states=(TrialState.RUNNING,)) if run_dirs else []
+    return next(((trial, Path(trial.user_attrs["run_dir"])) for trial in trials
+                 if Path(trial.user_attrs.get("run_dir", "/nonexistent")) in run_dirs), None)
 
 
 def test_a_worker_killed_mid_trial_is_noticed_and_its_trial_resumes_from_last_ckpt(prepared, tmp_path):
     path = write_study(tmp_path, prepared, {"runs": [{"id": "A"}, {"id": "B", "overrides": {"dropout": 0.3}}]},
                        epochs=8)
+    gate = tmp_path / "fit_probes"
     launcher = subprocess.Popen(sweep_command(path, "--workers", "2", *FAST), cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-    trial, run_dir = wait_for(lambda: running_with_checkpoint(sqlite_url(tmp_path)), what="a checkpointed epoch")
+                                stderr=subprocess.STDOUT, text=True, env=fit_env(gate, hold_after=2))
+    trial, run_dir = wait_for(lambda: held_trial(sqlite_url(tmp_path), gate), what="a run held after 2 epochs")
     os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
     epochs_at_kill = len(read_metrics(run_dir))
+    release(gate)
     output, _ = launcher.communicate(timeout=600)
     assert launcher.returncode == 0, output
-    assert epochs_at_kill < 8
+    assert epochs_at_kill == 2
     study = load(sqlite_url(tmp_path))
     study_run = run_of(trial)
     trials = [item for item in study.get_trials() if run_of(item) == study_run]
@@ -219,9 +217,11 @@ def test_a_worker_killed_mid_trial_is_noticed_and_its_trial_resumes_from_last_ck
 
 def test_ctrl_c_hands_the_trial_back_and_the_same_command_resumes_it(prepared, tmp_path):
     path = write_study(tmp_path, prepared, {"runs": [{"id": "A"}]}, epochs=8)
+    gate = tmp_path / "fit_probes"
     launcher = subprocess.Popen(sweep_command(path, *FAST), cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    _, run_dir = wait_for(lambda: running_with_checkpoint(sqlite_url(tmp_path)), what="a checkpointed epoch")
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                env=fit_env(gate, hold_after=2))
+    _, run_dir = wait_for(lambda: held_trial(sqlite_url(tmp_path), gate), what="a run held after 2 epochs")
     os.killpg(launcher.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the launcher and its worker
     output, _ = launcher.communicate(timeout=300)
     assert launcher.returncode == 130, output
