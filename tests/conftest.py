@@ -29,7 +29,14 @@ def torch_threads_as_the_session_began():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip the tests marked cuda when torch can use no CUDA GPU (unless CARS_CUDA_TESTS_DEVICE=cpu)."""
+    """The tests marked serial first (make test's xdist workers take whole files in this order, so one worker runs
+    them one after another from the start while the other runs the rest); skip the tests marked cuda when torch can
+    use no CUDA GPU (unless CARS_CUDA_TESTS_DEVICE=cpu)."""
+    serial_files = {item.path for item in items if item.get_closest_marker("serial")}
+    if len(serial_files) > 1:
+        raise _data_pytest.UsageError(f"tests marked serial must share one file, so that one xdist worker runs them "
+                                      f"one at a time; found them in {', '.join(sorted(map(str, serial_files)))}")
+    items.sort(key=lambda item: item.get_closest_marker("serial") is None)
     marked = [item for item in items if item.get_closest_marker("cuda")]
     if not marked or os.environ.get(CUDA_DRY_RUN_ENV) == "cpu":
         return

@@ -41,7 +41,7 @@ from fit_probes import fit_env, held, release
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "config_template.yml"
 FAST = ["--heartbeat", "1", "--grace", "8"]
-pytestmark = pytest.mark.serial  # worker heartbeats of 1 s, grace periods, signals: make test runs them alone
+pytestmark = pytest.mark.serial  # worker heartbeats of 1 s, grace periods, signals: one at a time
 
 
 @pytest.fixture(scope="module")
