@@ -48,8 +48,9 @@ $(DEV_STAMP): dev_requirements.txt export_requirements.txt $(PROD_STAMP)
 
 # The suite on TEST_WORKERS pytest-xdist processes (0: in pytest's own process), each file's tests in one process.
 # The timing-sensitive tests (marker serial: heartbeats, grace periods, signals) share one file that conftest.py
-# puts first, so one worker runs them one at a time from the start while the other works through the rest.
-TEST_WORKERS ?= 2
+# puts first, so one worker runs them one at a time from the start while the others work through the rest. Three
+# workers on two cores: the CPU the sweep tests leave while they wait on workers and grace periods is used.
+TEST_WORKERS ?= 3
 
 test: $(DEV_STAMP)
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
