@@ -215,12 +215,18 @@ def test_a_worker_killed_mid_trial_is_noticed_and_its_trial_resumes_from_last_ck
     assert sorted(run_of(item).config_id for item in study.get_trials(states=(TrialState.COMPLETE,))) == ["A", "B"]
 
 
+def ctrl_c_as_in_a_terminal():
+    """SIGINT's default action in the launcher's process: a suite started in the background by a shell without job
+    control (a CI script, `cmd &` in a script) inherits SIGINT ignored, and so would every process it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_hands_the_trial_back_and_the_same_command_resumes_it(prepared, tmp_path):
     path = write_study(tmp_path, prepared, {"runs": [{"id": "A"}]}, epochs=8)
     gate = tmp_path / "fit_probes"
     launcher = subprocess.Popen(sweep_command(path, *FAST), cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                env=fit_env(gate, hold_after=2))
+                                env=fit_env(gate, hold_after=2), preexec_fn=ctrl_c_as_in_a_terminal)
     _, run_dir = wait_for(lambda: held_trial(sqlite_url(tmp_path), gate), what="a run held after 2 epochs")
     os.killpg(launcher.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the launcher and its worker
     output, _ = launcher.communicate(timeout=300)
