@@ -7,12 +7,14 @@ them and puts it on PYTHONPATH); the run's code is not changed.
   learning rate.
 - ``EpochGate`` (with $EPOCH_GATE = "N:folder") holds rank 0 before its epoch N+1 until folder/release exists,
   and names the run folder it holds in folder/held/, so a test can signal or kill a run that has N epochs recorded
-  and checkpointed, however fast the machine trains. It lets go at SIGTERM as a batch would end. Other ranks wait for
-  rank 0 in their next collective, as they would behind a slow rank 0.
+  and checkpointed, however fast the machine trains. It lets go at SIGTERM as a batch would end, and ends the process
+  after HOLD_LIMIT_S (its test failed before releasing it). Other ranks wait for rank 0 in their next collective,
+  as they would behind a slow rank 0.
 """
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from pytorch_lightning.callbacks import Callback
 
 PROBE_DIR_ENV = "RANK_PROBE_DIR"
 GATE_ENV = "EPOCH_GATE"
+HOLD_LIMIT_S = 600
 
 
 class RankProbe(Callback):
@@ -44,7 +47,11 @@ class EpochGate(Callback):
             return
         (self.folder / "held").mkdir(exist_ok=True)
         (self.folder / "held" / str(os.getpid())).write_text(str(Path(trainer.default_root_dir).resolve()))
+        deadline = time.monotonic() + HOLD_LIMIT_S
         while not (self.folder / "release").exists() and not trainer.received_sigterm:
+            if time.monotonic() > deadline:  # its test failed before releasing it: leave no process behind
+                print(f"fit_probes: held {HOLD_LIMIT_S} s and never released; exiting", file=sys.stderr, flush=True)
+                os._exit(75)
             time.sleep(0.05)  # Ctrl-C raises here; SIGTERM only sets the flag, which the loop reads after a batch
 
 
