@@ -30,7 +30,7 @@ def torch_threads_as_the_session_began():
 
 def pytest_collection_modifyitems(config, items):
     """The tests marked serial first (make test's xdist workers take whole files in this order, so one worker runs
-    them one after another from the start while the other runs the rest); skip the tests marked cuda when torch can
+    them one after another from the start while the others run the rest); skip the tests marked cuda when torch can
     use no CUDA GPU (unless CARS_CUDA_TESTS_DEVICE=cpu)."""
     serial_files = {item.path for item in items if item.get_closest_marker("serial")}
     if len(serial_files) > 1:
