@@ -28,6 +28,18 @@ def torch_threads_as_the_session_began():
         torch.set_num_threads(int(count))
 
 
+@_data_pytest.fixture(autouse=True)
+def sigint_as_the_test_began():
+    """Lightning sets SIGINT to be ignored after a Ctrl-C in a fit run in this process (so that a second Ctrl-C cannot
+    stop its graceful shutdown) and leaves it so: the next test gets the handler this one began with."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    if handler is not None:
+        signal.signal(signal.SIGINT, handler)
+
+
 def pytest_collection_modifyitems(config, items):
     """The tests marked serial first (make test's xdist workers take whole files in this order, so one worker runs
     them one after another from the start while the others run the rest); skip the tests marked cuda when torch can

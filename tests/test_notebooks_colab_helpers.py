@@ -275,10 +275,13 @@ def test_interrupting_run_streaming_interrupts_the_command_once(capsys: pytest.C
     child = ("import time\nprint('ready', flush=True)\ntry:\n    time.sleep(60)\n"
              "except KeyboardInterrupt:\n    print('child saw SIGINT', flush=True)\n")
     timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
+    # as in a Jupyter kernel: SIGINT raises KeyboardInterrupt even where the suite was started with it ignored
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             colab.run_streaming([sys.executable, "-c", child])
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, handler)
     assert capsys.readouterr().out.splitlines() == ["ready", "child saw SIGINT"]
