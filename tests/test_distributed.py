@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 import sweep
 from fit_probes import fit_env, held, read_probes, release
+from tests.test_sweeps import held_trial
 from sweeps.storage import open_storage, run_of
 from utils.mlflow.server import free_port, start_server
 from utils.runs.records import read_metrics
@@ -198,16 +199,6 @@ def rest(server_url, method, body):
         return json.loads(response.read())
 
 
-def running_trial_of(url, run_dirs):
-    """A running trial of a worker that trains in one of run_dirs: (trial, run folder)."""
-    trials = optuna.load_study(study_name="tiny", storage=open_storage(url)).get_trials(states=(TrialState.RUNNING,))
-    for trial in trials:
-        run_dir = Path(trial.user_attrs.get("run_dir", "/nonexistent"))
-        if run_dir in run_dirs and "worker" in trial.user_attrs:
-            return trial, run_dir
-    return None
-
-
 def parent_pid(pid):
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
@@ -232,9 +223,8 @@ def test_two_launchers_on_postgresql_one_killed_every_run_trains_once_and_mlflow
         launchers.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=outputs[1], stderr=subprocess.STDOUT,
                                           start_new_session=True))
         try:
-            held_runs = wait_for(lambda: held(tmp_path / "fit_probes"), what="a run held after its second epoch")
-            trial, run_dir = wait_for(lambda: running_trial_of(postgres_url, set(held_runs.values())),
-                                      what="the held run's trial")
+            trial, run_dir = wait_for(lambda: held_trial(postgres_url, tmp_path / "fit_probes"),
+                                      what="a run held after its second epoch")
             worker = int(trial.user_attrs["worker"].rsplit(":", 1)[1])
             (killed,) = [launcher for launcher in launchers if launcher.pid == parent_pid(worker)]
             os.kill(killed.pid, signal.SIGKILL)
